@@ -1,0 +1,200 @@
+"""The Airflow adapter: turns model specs into DAGs. The only module in src/ that imports airflow.
+
+DAG files call `build_dags()`. Task bodies are a few lines that call one function of
+`retrainer.pipeline`; heavy libraries are imported there, inside the task process, never at parse
+time. Data and spec problems fail a task for good (no retries); everything else retries.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from airflow.sdk import DAG, Param, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from retrainer.errors import RetrainerError, SpecError
+from retrainer.settings import RunContext, get_settings
+from retrainer.spec import ModelSpec, iter_specs
+
+T = TypeVar("T")
+START = datetime(2026, 1, 1)
+SPEC_ERRORS_DAG_ID = "retrainer_spec_errors"
+
+
+def run_step(step: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call a pipeline step; permanent retrainer errors fail the task without retries."""
+    try:
+        return step(*args, **kwargs)
+    except RetrainerError as exc:
+        if exc.permanent:
+            raise AirflowFailException(str(exc)) from exc
+        raise
+
+
+def run_context(context: Any) -> RunContext:
+    ti = context["ti"]
+    dag_run = context["dag_run"]
+    triggered_by = getattr(dag_run, "triggered_by", None) or getattr(dag_run, "run_type", "")
+    return RunContext(
+        dag_id=ti.dag_id,
+        run_id=context["run_id"],
+        task_id=ti.task_id,
+        try_number=int(getattr(ti, "try_number", 1) or 1),
+        triggered_by=str(getattr(triggered_by, "value", triggered_by)),
+    )
+
+
+def default_args(spec: ModelSpec) -> dict[str, Any]:
+    return {
+        "owner": spec.owner,
+        "retries": 2,
+        "retry_delay": timedelta(seconds=15),
+        "retry_exponential_backoff": True,
+    }
+
+
+def retrain_doc(spec: ModelSpec, path: Path) -> str:
+    thresholds = ", ".join(
+        f"{m} {'>= ' + format(b.min, 'g') if b.min is not None else ''}"
+        f"{' <= ' + format(b.max, 'g') if b.max is not None else ''}"
+        for m, b in spec.gate.thresholds.items()
+    )
+    return textwrap.dedent(
+        f"""\
+        ### Retrain `{spec.name}`
+        {spec.description}
+
+        Spec: `{path}` &middot; data: `{spec.data.train}` &middot; target: `{spec.data.target}`
+        &middot; estimator: `{spec.model.estimator}`
+
+        1. **validate_data**: Great Expectations suite built from the spec's `validation` block.
+           A failing batch fails here for good; the report (JSON + HTML) is in the MLflow run.
+        2. **train_candidate**: deterministic split, sklearn pipeline, MLflow run in experiment
+           `{spec.experiment_name}` (params, data digest, dataset inputs, model in skops format).
+        3. **evaluate_candidate**: the candidate and the current `champion` scored on the same
+           test split.
+        4. **gate**: thresholds ({thresholds or 'none'}) and `min_improvement`
+           {spec.gate.min_improvement:g} on `{spec.gate.primary_metric}` over the champion.
+           A rejection is a normal outcome: the run stays green and registration is skipped.
+        5. **register_candidate**: a new version of registered model `{spec.name}` with alias
+           `challenger` (the first ever is also `champion`). Re-running never registers twice.
+
+        Trigger with **data_path** to train on another file, folder or `s3://` prefix, and a
+        **reason** that is recorded on the MLflow run.
+        """
+    )
+
+
+def retrain_dag(spec: ModelSpec, path: Path) -> DAG:
+    with DAG(
+        dag_id=spec.retrain_dag_id,
+        description=f"Validate, train, gate and register {spec.name}",
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        tags=["retrainer", "retrain", spec.name],
+        default_args=default_args(spec),
+        doc_md=retrain_doc(spec, path),
+        params={
+            "data_path": Param(
+                None,
+                type=["null", "string"],
+                title="Data path",
+                description=f"Train on this file, folder or s3:// prefix instead of {spec.data.train}",
+            ),
+            "reason": Param("manual", type="string", title="Reason", description="Recorded on the MLflow run"),
+        },
+        render_template_as_native_obj=True,
+    ) as dag:
+
+        @task
+        def validate_data(**context: Any) -> dict[str, Any]:
+            from retrainer import pipeline
+
+            params = context["params"]
+            return run_step(
+                pipeline.validate_data,
+                spec,
+                run_context(context),
+                data_uri=params.get("data_path") or None,
+                reason=str(params.get("reason") or ""),
+            )
+
+        @task
+        def train_candidate(validated: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from retrainer import pipeline
+
+            return run_step(pipeline.train_candidate, spec, run_context(context), validated)
+
+        @task
+        def evaluate_candidate(trained: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from retrainer import pipeline
+
+            return run_step(pipeline.evaluate_candidate, spec, run_context(context), trained)
+
+        @task
+        def gate(evaluated: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from retrainer import pipeline
+
+            return run_step(pipeline.gate_candidate, spec, run_context(context), evaluated)
+
+        @task
+        def register_candidate(gated: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from retrainer import pipeline
+
+            registered = run_step(pipeline.register_candidate, spec, run_context(context), gated)
+            if registered is None:
+                reasons = "; ".join(gated["gate"]["reasons"])
+                raise AirflowSkipException(f"gate rejected the candidate, nothing registered: {reasons}")
+            return registered
+
+        register_candidate(gate(evaluate_candidate(train_candidate(validate_data()))))
+    return dag
+
+
+def spec_errors_dag(errors: list[tuple[Path, Exception]]) -> DAG:
+    """Broken specs made visible in the Airflow UI, without hiding the other models' DAGs."""
+    listing = "\n\n".join(f"**{path.name}**\n```\n{err}\n```" for path, err in errors)
+    names = ", ".join(p.name for p, _ in errors)
+    with DAG(
+        dag_id=SPEC_ERRORS_DAG_ID,
+        description=f"{len(errors)} broken model spec(s): {names}. Fix them; other models are unaffected.",
+        schedule=None,
+        start_date=START,
+        catchup=False,
+        tags=["retrainer", "broken-spec"],
+        doc_md=f"### Broken model specs\nThese files were skipped; their DAGs do not exist until fixed. "
+        f"Run `retrainer specs check` to see the same.\n\n{listing}",
+    ) as dag:
+
+        @task
+        def report_spec_errors() -> None:
+            raise AirflowFailException("\n\n".join(f"{p}: {e}" for p, e in errors))
+
+        report_spec_errors()
+    return dag
+
+
+def build_dags(models_dir: str | Path | None = None) -> dict[str, DAG]:
+    """Every valid spec's DAGs, plus one DAG that shows the broken specs, if any."""
+    root = Path(models_dir) if models_dir else get_settings().models_dir
+    dags: dict[str, DAG] = {}
+    errors: list[tuple[Path, Exception]] = []
+    for path, spec in iter_specs(root):
+        if isinstance(spec, SpecError):
+            errors.append((path, spec))
+            continue
+        try:
+            dag = retrain_dag(spec, path)
+        except Exception as exc:  # one bad spec never hides the others
+            errors.append((path, exc))
+            continue
+        dags[dag.dag_id] = dag
+    if errors:
+        dags[SPEC_ERRORS_DAG_ID] = spec_errors_dag(errors)
+    return dags

@@ -1,0 +1,31 @@
+"""Names shared across modules: aliases, tag keys, artifact paths. One place, so they never drift."""
+
+from __future__ import annotations
+
+ALIAS_CHAMPION = "champion"
+ALIAS_CHALLENGER = "challenger"
+ALIAS_PREVIOUS = "previous"
+
+# Tags on MLflow runs and model versions.
+TAG_DAG_ID = "airflow.dag_id"
+TAG_DAG_RUN_ID = "airflow.run_id"
+TAG_TASK_ID = "airflow.task_id"
+TAG_TRIGGERED_BY = "retrainer.triggered_by"
+TAG_REASON = "retrainer.reason"
+TAG_MODEL = "retrainer.model"
+TAG_DATA_SOURCE = "retrainer.data_source"
+TAG_DATA_DIGEST = "retrainer.data_digest"
+TAG_VALIDATION = "retrainer.validation"
+TAG_GATE_DECISION = "retrainer.gate.decision"
+TAG_GATE_REASONS = "retrainer.gate.reasons"
+TAG_STAGE = "retrainer.stage"
+
+# Artifacts inside a retrain run.
+ARTIFACT_VALIDATION_JSON = "validation/result.json"
+ARTIFACT_VALIDATION_HTML = "validation/report.html"
+ARTIFACT_GATE_JSON = "gate/decision.json"
+ARTIFACT_SPEC = "spec/model_spec.yaml"
+MODEL_ARTIFACT_NAME = "model"
+
+# Types skops may load from these packages without listing each one by hand.
+TRUSTED_MODULE_PREFIXES = ("sklearn.", "numpy.", "scipy.")

@@ -1,0 +1,163 @@
+"""The promotion decision, as data: passed or not, why, and the metric table behind it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from retrainer.spec import LOWER_IS_BETTER, ModelSpec
+
+
+@dataclass(frozen=True)
+class MetricCheck:
+    metric: str
+    candidate: float
+    champion: float | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    delta: float | None = None  # candidate - champion, signed so that positive means better
+    passed: bool = True
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    primary_metric: str
+    reasons: list[str]
+    checks: list[MetricCheck]
+    candidate_metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None = None
+    champion_version: str | None = None
+    min_improvement: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def decision(self) -> str:
+        return "passed" if self.passed else "rejected"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["decision"] = self.decision
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GateDecision:
+        data = {k: v for k, v in data.items() if k != "decision"}
+        data["checks"] = [MetricCheck(**c) for c in data.get("checks", [])]
+        return cls(**data)
+
+    def table(self) -> str:
+        """The metric table as fixed-width text, for task logs and the CLI."""
+        head = f"{'metric':<10} {'candidate':>10} {'champion':>10} {'delta':>9} {'bound':>14}  result"
+        lines = [head, "-" * len(head)]
+        for c in self.checks:
+            bound = []
+            if c.minimum is not None:
+                bound.append(f">={c.minimum:g}")
+            if c.maximum is not None:
+                bound.append(f"<={c.maximum:g}")
+            champion = "-" if c.champion is None else f"{c.champion:.4f}"
+            delta = "-" if c.delta is None else f"{c.delta:+.4f}"
+            lines.append(
+                f"{c.metric:<10} {c.candidate:>10.4f} {champion:>10} {delta:>9} "
+                f"{' '.join(bound) or '-':>14}  {'ok' if c.passed else 'FAIL'}"
+                + (f"  ({c.note})" if c.note else "")
+            )
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        vs = f"champion v{self.champion_version}" if self.champion_version else "no champion yet"
+        head = f"Gate {self.decision.upper()} on {self.primary_metric} ({vs})"
+        return head + "\n" + "\n".join(f"  - {r}" for r in self.reasons) + "\n" + self.table()
+
+
+def improvement(metric: str, candidate: float, champion: float) -> float:
+    """How much better the candidate is, positive when better, whatever the metric's direction."""
+    return champion - candidate if metric in LOWER_IS_BETTER else candidate - champion
+
+
+def decide(
+    spec: ModelSpec,
+    candidate: dict[str, float],
+    champion: dict[str, float] | None = None,
+    champion_version: str | None = None,
+    champion_error: str = "",
+) -> GateDecision:
+    """Absolute thresholds, then min_improvement over the champion on the same test split.
+
+    A champion that exists but can't be scored on this split rejects the candidate: promoting
+    without a comparison would skip the gate's second half silently.
+    """
+    gate = spec.gate
+    reasons: list[str] = []
+    checks: list[MetricCheck] = []
+    passed = True
+    if champion_error:
+        passed = False
+        reasons.append(
+            f"the champion v{champion_version} could not be scored on this test split "
+            f"({champion_error}); fix the data or roll the champion forward by hand"
+        )
+    metrics = [gate.primary_metric] + [m for m in gate.thresholds if m != gate.primary_metric]
+    for metric in metrics:
+        if metric not in candidate:
+            passed = False
+            reasons.append(f"{metric}: the candidate has no value for it")
+            continue
+        value = candidate[metric]
+        bound = gate.thresholds.get(metric)
+        ok, notes = True, []
+        if bound is not None and bound.min is not None and value < bound.min:
+            ok = False
+            notes.append(f"below the minimum {bound.min:g}")
+            reasons.append(f"{metric} {value:.4f} is below the threshold min {bound.min:g}")
+        if bound is not None and bound.max is not None and value > bound.max:
+            ok = False
+            notes.append(f"above the maximum {bound.max:g}")
+            reasons.append(f"{metric} {value:.4f} is above the threshold max {bound.max:g}")
+        champ = champion.get(metric) if champion else None
+        delta = improvement(metric, value, champ) if champ is not None else None
+        if metric == gate.primary_metric and delta is not None and delta < gate.min_improvement:
+            ok = False
+            notes.append(f"improvement {delta:+.4f} < required {gate.min_improvement:g}")
+            reasons.append(
+                f"{metric} {value:.4f} vs champion v{champion_version} {champ:.4f}: improvement "
+                f"{delta:+.4f} is less than min_improvement {gate.min_improvement:g}"
+            )
+        passed = passed and ok
+        checks.append(
+            MetricCheck(
+                metric=metric,
+                candidate=value,
+                champion=champ,
+                minimum=bound.min if bound else None,
+                maximum=bound.max if bound else None,
+                delta=delta,
+                passed=ok,
+                note="; ".join(notes),
+            )
+        )
+    if passed and checks:
+        primary = checks[0]
+        if primary.delta is None:
+            reasons.append(
+                f"{gate.primary_metric} {primary.candidate:.4f} meets every threshold; there is no "
+                "champion yet, so this candidate becomes the first one"
+            )
+        else:
+            reasons.append(
+                f"{gate.primary_metric} {primary.candidate:.4f} meets every threshold and improves on "
+                f"champion v{champion_version} by {primary.delta:+.4f} "
+                f"(required {gate.min_improvement:g})"
+            )
+    return GateDecision(
+        passed=passed,
+        primary_metric=gate.primary_metric,
+        reasons=reasons,
+        checks=checks,
+        candidate_metrics=dict(candidate),
+        champion_metrics=dict(champion) if champion else None,
+        champion_version=champion_version,
+        min_improvement=gate.min_improvement,
+    )

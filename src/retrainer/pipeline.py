@@ -1,0 +1,368 @@
+"""The retrain steps as plain functions: what each Airflow task runs, testable without Airflow.
+
+Each step takes the spec, a RunContext and the small JSON result of the step before, and returns
+small JSON for the next (XCom carries references, never data). One MLflow run per DAG run holds
+everything the steps log; steps find it again by the DAG run id, so a retried task resumes it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from retrainer import constants as C
+from retrainer.errors import DataError, DataValidationError
+from retrainer.settings import RunContext, Settings, get_settings
+from retrainer.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+
+# --- MLflow plumbing -------------------------------------------------------------------------
+
+
+def mlflow_client(settings: Settings | None = None) -> MlflowClient:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    settings = settings or get_settings()
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.tracking_uri)
+    return MlflowClient(settings.tracking_uri, settings.tracking_uri)
+
+
+def ensure_experiment(client: MlflowClient, spec: ModelSpec, settings: Settings) -> str:
+    exp = client.get_experiment_by_name(spec.experiment_name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    location = None
+    if not settings.tracking_uri.startswith(("http://", "https://")):
+        # A direct database store would default to ./mlruns under whatever the CWD is.
+        location = f"{settings.artifact_root}/{spec.name}"
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(
+            client.create_experiment(
+                spec.experiment_name, artifact_location=location, tags={C.TAG_MODEL: spec.name}
+            )
+        )
+    except MlflowException:  # created meanwhile
+        exp = client.get_experiment_by_name(spec.experiment_name)
+        assert exp is not None
+        return str(exp.experiment_id)
+
+
+def find_or_create_run(
+    client: MlflowClient, spec: ModelSpec, ctx: RunContext, settings: Settings, tags: dict[str, str]
+) -> str:
+    experiment_id = ensure_experiment(client, spec, settings)
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{C.TAG_DAG_RUN_ID}` = '{ctx.run_id}' and tags.`{C.TAG_DAG_ID}` = '{ctx.dag_id}'",
+        max_results=1,
+    )
+    if found:
+        return str(found[0].info.run_id)
+    run = client.create_run(experiment_id, tags=tags, run_name=run_name(ctx))
+    return str(run.info.run_id)
+
+
+def run_name(ctx: RunContext) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{ctx.dag_id}-{ctx.run_id}")[:200]
+
+
+def run_key(ctx: RunContext) -> str:
+    """The DAG run id made safe for paths and object keys."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", ctx.run_id)
+
+
+def run_tags(spec: ModelSpec, ctx: RunContext) -> dict[str, str]:
+    return {
+        C.TAG_MODEL: spec.name,
+        C.TAG_DAG_ID: ctx.dag_id,
+        C.TAG_DAG_RUN_ID: ctx.run_id,
+        C.TAG_TASK_ID: ctx.task_id,
+        C.TAG_TRIGGERED_BY: ctx.triggered_by,
+    }
+
+
+# --- steps -----------------------------------------------------------------------------------
+
+
+def validate_data(
+    spec: ModelSpec,
+    ctx: RunContext,
+    data_uri: str | None = None,
+    reason: str = "",
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Read the batch, run the expectation suite, snapshot what passed for the next steps.
+
+    A batch that fails leaves a FAILED MLflow run with the report and raises
+    DataValidationError (permanent): nothing downstream runs, the champion is untouched.
+    """
+    from retrainer import storage
+    from retrainer.validation import validate_frame
+
+    settings = settings or get_settings()
+    client = mlflow_client(settings)
+    source = data_uri or resolve_source(spec.data.train, settings)
+    tags = run_tags(spec, ctx) | {C.TAG_DATA_SOURCE: source, C.TAG_STAGE: "validate_data"}
+    if reason:
+        tags[C.TAG_REASON] = reason[:5000]
+    run_id = find_or_create_run(client, spec, ctx, settings, tags)
+    client.update_run(run_id, status="RUNNING")
+    client.log_text(run_id, spec_yaml(spec), C.ARTIFACT_SPEC)
+
+    try:
+        df = storage.read_table(source)
+    except DataError as exc:
+        client.set_tag(run_id, C.TAG_VALIDATION, "failed")
+        client.log_text(run_id, str(exc), "validation/error.txt")
+        client.set_terminated(run_id, status="FAILED")
+        raise
+
+    report = validate_frame(df, spec)
+    client.log_text(run_id, json.dumps(report.to_dict(), indent=2), C.ARTIFACT_VALIDATION_JSON)
+    client.log_text(run_id, report.to_html(f"{spec.name}: validation of {source}"), C.ARTIFACT_VALIDATION_HTML)
+    failed = len(report.failures)
+    _log_metrics(client, run_id, {"validation_rows": report.row_count, "validation_failed": failed})
+    client.set_tag(run_id, C.TAG_VALIDATION, "passed" if report.success else "failed")
+    if not report.success:
+        client.set_terminated(run_id, status="FAILED")
+        raise DataValidationError(
+            f"{spec.name}: data at {source} failed validation "
+            f"({failed} of {len(report.results)} expectations)\n{report.summary()}",
+            report,
+        )
+
+    digest = storage.table_digest(df)
+    snapshot = storage.join(settings.work_root, spec.name, run_key(ctx), "data.parquet")
+    storage.write_table(df, snapshot)
+    client.set_tag(run_id, C.TAG_DATA_DIGEST, digest)
+    log.info("validated %d rows from %s (digest %s): every expectation passed", len(df), source, digest)
+    return {
+        "mlflow_run_id": run_id,
+        "source": source,
+        "snapshot_uri": snapshot,
+        "rows": int(len(df)),
+        "data_digest": digest,
+    }
+
+
+def train_candidate(
+    spec: ModelSpec, ctx: RunContext, validated: dict[str, Any], settings: Settings | None = None
+) -> dict[str, Any]:
+    """Split deterministically, fit the spec's pipeline, log everything to the run."""
+    import mlflow
+    import mlflow.data
+    from mlflow.models import infer_signature
+
+    from retrainer import storage
+    from retrainer.training import fit_pipeline, prepare_features, split_frame, trusted_types
+    from retrainer.validation import feature_columns
+
+    settings = settings or get_settings()
+    client = mlflow_client(settings)
+    run_id = validated["mlflow_run_id"]
+    df = storage.read_table(validated["snapshot_uri"])
+    numeric, categorical = feature_columns(spec, df)
+    train, test = split_frame(df, spec)
+    test_uri = storage.join(settings.work_root, spec.name, run_key(ctx), "test.parquet")
+    storage.write_table(test, test_uri)
+
+    model = fit_pipeline(spec, train, numeric, categorical)
+    X_train = prepare_features(train, numeric, categorical)
+    example = X_train.head(5)
+    signature = infer_signature(example, model.predict(example))
+
+    with mlflow.start_run(run_id=run_id):
+        mlflow.set_tags({C.TAG_STAGE: "train_candidate", C.TAG_TASK_ID: ctx.task_id})
+        mlflow.log_params(
+            {
+                "estimator": spec.model.estimator,
+                **{f"model.{k}": v for k, v in spec.model.params.items()},
+                "test_size": spec.data.test_size,
+                "random_state": spec.data.random_state,
+                "target": spec.data.target,
+                "features.numeric": ",".join(numeric)[:6000],
+                "features.categorical": ",".join(categorical)[:6000],
+                "rows.train": len(train),
+                "rows.test": len(test),
+            }
+        )
+        source = validated["source"]
+        target = spec.data.target
+        mlflow.log_input(mlflow.data.from_pandas(train, source=source, targets=target, name=f"{spec.name}-train"), context="training")
+        mlflow.log_input(mlflow.data.from_pandas(test, source=source, targets=target, name=f"{spec.name}-test"), context="test")
+        info = mlflow.sklearn.log_model(
+            model,
+            name=C.MODEL_ARTIFACT_NAME,
+            signature=signature,
+            input_example=example,
+            serialization_format="skops",
+            skops_trusted_types=trusted_types(model),
+            pip_requirements=_pip_requirements(),
+            tags={C.TAG_DAG_RUN_ID: ctx.run_id},
+        )
+    log.info("trained %s on %d rows; model %s", spec.model.estimator, len(train), info.model_uri)
+    return {
+        "mlflow_run_id": run_id,
+        "model_uri": info.model_uri,
+        "test_uri": test_uri,
+        "numeric": numeric,
+        "categorical": categorical,
+        "data_digest": validated["data_digest"],
+    }
+
+
+def evaluate_candidate(
+    spec: ModelSpec, ctx: RunContext, trained: dict[str, Any], settings: Settings | None = None
+) -> dict[str, Any]:
+    """Score the candidate and the current champion on the same test split."""
+    import mlflow.sklearn
+
+    from retrainer import storage
+    from retrainer.evaluation import compute_metrics
+    from retrainer.registry import version_by_alias
+
+    settings = settings or get_settings()
+    client = mlflow_client(settings)
+    run_id = trained["mlflow_run_id"]
+    test = storage.read_table(trained["test_uri"])
+    candidate = mlflow.sklearn.load_model(trained["model_uri"])
+    cand = compute_metrics(spec, candidate, test, trained["numeric"], trained["categorical"])
+
+    champ_metrics: dict[str, float] | None = None
+    champ_version: str | None = None
+    champ_error = ""
+    champion = version_by_alias(client, spec.name, C.ALIAS_CHAMPION)
+    if champion is not None:
+        champ_version = str(champion.version)
+        try:
+            champ_model = mlflow.sklearn.load_model(f"models:/{spec.name}@{C.ALIAS_CHAMPION}")
+            num, cat = model_feature_columns(champ_model)
+            champ_metrics = compute_metrics(spec, champ_model, test, num, cat)
+        except Exception as exc:  # the gate turns this into a rejection with the reason
+            champ_error = f"{type(exc).__name__}: {exc}"
+            log.error("champion v%s could not be scored on this test split: %s", champ_version, champ_error)
+
+    metrics = {f"test_{k}": v for k, v in cand.items()}
+    if champ_metrics:
+        metrics |= {f"champion_{k}": v for k, v in champ_metrics.items()}
+    _log_metrics(client, run_id, metrics)
+    client.set_tag(run_id, C.TAG_STAGE, "evaluate_candidate")
+    return {
+        **trained,
+        "candidate_metrics": cand,
+        "champion_metrics": champ_metrics,
+        "champion_version": champ_version,
+        "champion_error": champ_error,
+        "test_rows": int(len(test)),
+    }
+
+
+def gate_candidate(
+    spec: ModelSpec, ctx: RunContext, evaluated: dict[str, Any], settings: Settings | None = None
+) -> dict[str, Any]:
+    """Decide, and record the decision on the run: a rejection is an outcome, not an error."""
+    from retrainer.gate import decide
+
+    settings = settings or get_settings()
+    client = mlflow_client(settings)
+    decision = decide(
+        spec,
+        evaluated["candidate_metrics"],
+        evaluated["champion_metrics"],
+        evaluated["champion_version"],
+        champion_error=evaluated.get("champion_error", ""),
+    )
+    run_id = evaluated["mlflow_run_id"]
+    client.log_text(run_id, json.dumps(decision.to_dict(), indent=2), C.ARTIFACT_GATE_JSON)
+    client.set_tag(run_id, C.TAG_GATE_DECISION, decision.decision)
+    client.set_tag(run_id, C.TAG_GATE_REASONS, " | ".join(decision.reasons)[:5000])
+    client.set_tag(run_id, C.TAG_STAGE, "gate")
+    if not decision.passed:
+        client.set_terminated(run_id, status="FINISHED")
+    log.info("%s", decision.summary())
+    return {**evaluated, "gate": decision.to_dict()}
+
+
+def register_candidate(
+    spec: ModelSpec, ctx: RunContext, gated: dict[str, Any], settings: Settings | None = None
+) -> dict[str, Any] | None:
+    """A new version with alias challenger (and champion if it is the first). None if rejected."""
+    from retrainer.gate import GateDecision
+    from retrainer.registry import register_candidate as register
+
+    decision = GateDecision.from_dict(gated["gate"])
+    if not decision.passed:
+        return None
+    settings = settings or get_settings()
+    client = mlflow_client(settings)
+    run_id = gated["mlflow_run_id"]
+    tags = {
+        C.TAG_DAG_ID: ctx.dag_id,
+        C.TAG_DAG_RUN_ID: ctx.run_id,
+        C.TAG_DATA_DIGEST: gated["data_digest"],
+        C.TAG_GATE_DECISION: decision.decision,
+        "mlflow_run_id": run_id,
+        **{f"metric.{k}": f"{v:.6g}" for k, v in decision.candidate_metrics.items()},
+    }
+    reg = register(client, spec.name, gated["model_uri"], run_id, tags, spec.description)
+    client.set_tag(run_id, C.TAG_STAGE, "registered")
+    client.set_tag(run_id, "retrainer.model_version", reg.version)
+    client.set_terminated(run_id, status="FINISHED")
+    what = "registered" if reg.created else "already registered by this DAG run:"
+    log.info("%s %s version %s (aliases: %s)", what, spec.name, reg.version, ", ".join(reg.aliases))
+    return reg.to_dict()
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def resolve_source(train: str, settings: Settings) -> str:
+    """Relative local paths in a spec are relative to the project (the folder holding models/)."""
+    from pathlib import Path
+
+    if "://" in train or Path(train).is_absolute():
+        return train
+    return str((settings.models_dir.parent / train).resolve())
+
+
+def spec_yaml(spec: ModelSpec) -> str:
+    import yaml
+
+    return str(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+
+
+def model_feature_columns(model: Any) -> tuple[list[str], list[str]]:
+    """The numeric and categorical columns a fitted pipeline of ours was trained on."""
+    features = model.named_steps["features"]
+    cols: dict[str, list[str]] = {"numeric": [], "categorical": []}
+    for name, _, columns in features.transformers:
+        if name in cols:
+            cols[name] = list(columns)
+    return cols["numeric"], cols["categorical"]
+
+
+def _log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float]) -> None:
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
+
+def _pip_requirements() -> list[str]:
+    """Explicit requirements: inferring them costs ~6 s per model and adds nothing here."""
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")]

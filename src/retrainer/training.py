@@ -1,0 +1,117 @@
+"""Build the sklearn pipeline from the spec, split deterministically, fit.
+
+Pure functions on DataFrames; MLflow logging lives in `pipeline.py`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from retrainer.constants import TRUSTED_MODULE_PREFIXES
+from retrainer.errors import SpecError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
+
+    from retrainer.spec import ModelSpec
+
+
+def load_estimator_class(dotted: str) -> type:
+    module_name, _, class_name = dotted.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, class_name)  # type: ignore[no-any-return]
+    except (ImportError, AttributeError) as exc:
+        raise SpecError(
+            f"model.estimator: cannot import {dotted!r} ({exc}); use a class importable in the "
+            "Airflow workers, e.g. sklearn.ensemble.HistGradientBoostingClassifier"
+        ) from None
+
+
+def make_estimator(spec: ModelSpec) -> Any:
+    cls = load_estimator_class(spec.model.estimator)
+    try:
+        return cls(**spec.model.params)
+    except TypeError as exc:
+        raise SpecError(f"model.params: {spec.model.estimator} does not accept these params: {exc}") from None
+
+
+def build_pipeline(spec: ModelSpec, numeric: list[str], categorical: list[str]) -> Pipeline:
+    """Imputation and scaling for numbers, one-hot for categories (missing is a category)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline, make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    transformers: list[tuple[str, Any, list[str]]] = []
+    if numeric:
+        transformers.append(
+            ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric)
+        )
+    if categorical:
+        # Dense output: HistGradientBoosting refuses sparse input.
+        encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+        transformers.append(("categorical", encoder, categorical))
+    features = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
+    return Pipeline([("features", features), ("estimator", make_estimator(spec))])
+
+
+def prepare_features(df: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
+    """The model's input frame: numeric as float, categories as object (strings, NaN kept)."""
+    import pandas as pd
+
+    out = pd.DataFrame(index=df.index)
+    for col in numeric:
+        out[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+    for col in categorical:
+        values = df[col]
+        out[col] = values.where(values.isna(), values.astype(str)).astype(object)
+    return out
+
+
+def split_frame(df: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Deterministic train/test split (stratified for classification when every class can be)."""
+    from sklearn.model_selection import train_test_split
+
+    stratify = None
+    if spec.task == "classification":
+        counts = df[spec.data.target].value_counts()
+        if len(counts) > 1 and counts.min() >= 2:
+            stratify = df[spec.data.target]
+    train, test = train_test_split(
+        df, test_size=spec.data.test_size, random_state=spec.data.random_state, stratify=stratify
+    )
+    return train.sort_index(), test.sort_index()
+
+
+def fit_pipeline(
+    spec: ModelSpec, train: pd.DataFrame, numeric: list[str], categorical: list[str]
+) -> Pipeline:
+    pipeline = build_pipeline(spec, numeric, categorical)
+    X = prepare_features(train, numeric, categorical)
+    y = train[spec.data.target]
+    pipeline.fit(X, y)
+    return pipeline
+
+
+def trusted_types(model: Any) -> list[str]:
+    """The types skops must be told to trust when loading this model.
+
+    Types from sklearn, numpy and scipy (and from the estimator's own package) are listed
+    explicitly; anything else is refused, because a model that needs arbitrary code to load is
+    not one we can serve safely.
+    """
+    import skops.io
+
+    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    estimator = model.steps[-1][1] if hasattr(model, "steps") else model
+    prefixes = TRUSTED_MODULE_PREFIXES + (type(estimator).__module__.split(".")[0] + ".",)
+    refused = [t for t in untrusted if not t.startswith(prefixes)]
+    if refused:
+        raise SpecError(
+            f"model.estimator: the fitted model contains types skops will not load safely: {refused}; "
+            "use an estimator built from sklearn/numpy/scipy types"
+        )
+    return sorted(untrusted)
