@@ -10,43 +10,59 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from dataclasses import dataclass
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal
-
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Any, Literal
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 """The checkout this package was installed from (editable install): holds dags/ and models/."""
 
 Profile = Literal["embedded", "production"]
+PROFILES = ("embedded", "production")
 
 
-class Settings(BaseSettings):
-    """Where state lives and how to reach the services. Every field has a `RETRAINER_` env var."""
-
-    model_config = SettingsConfigDict(env_prefix="RETRAINER_", extra="ignore")
+@dataclass
+class Settings:
+    """Where state lives and how to reach the services. Every field has a `RETRAINER_` env var
+    (RETRAINER_HOME, RETRAINER_MODELS_DIR, ...). A plain dataclass on purpose: DAG files read it
+    at parse time, and pydantic-settings alone would cost ~80 ms of each parse."""
 
     profile: Profile = "embedded"
-    home: Path = Field(default=Path(".retrainer"), description="the one folder all state lives in")
-    models_dir: Path = Field(default=Path("models"), description="one YAML model spec per model")
-    dags_dir: Path = Field(default=PROJECT_ROOT / "dags")
+    home: Path = Path(".retrainer")  # the one folder all state lives in
+    models_dir: Path = Path("models")  # one YAML model spec per model
+    dags_dir: Path = PROJECT_ROOT / "dags"
     host: str = "127.0.0.1"
     airflow_port: int = 8080
     mlflow_port: int = 5000
     airflow_user: str = "admin"
-    mlflow_tracking_uri: str | None = Field(
-        default=None, description="default: the SQLite store under home (no server needed)"
-    )
-    work_uri: str | None = Field(
-        default=None, description="where per-run snapshots go; local path or s3://bucket/prefix"
-    )
+    mlflow_tracking_uri: str | None = None  # default: the SQLite store under home (no server)
+    work_uri: str | None = None  # per-run snapshots; local path or s3://bucket/prefix
 
-    def model_post_init(self, __context: object) -> None:
-        self.home = self.home.expanduser().resolve()
-        self.models_dir = self.models_dir.expanduser().resolve()
-        self.dags_dir = self.dags_dir.expanduser().resolve()
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"RETRAINER_PROFILE: expected one of {PROFILES}; found {self.profile!r}")
+        self.home = Path(self.home).expanduser().resolve()
+        self.models_dir = Path(self.models_dir).expanduser().resolve()
+        self.dags_dir = Path(self.dags_dir).expanduser().resolve()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"RETRAINER_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            if f.name.endswith("_port"):
+                try:
+                    values[f.name] = int(raw)
+                except ValueError:
+                    raise ValueError(f"RETRAINER_{f.name.upper()}: expected a port number; found {raw!r}") from None
+            else:
+                values[f.name] = raw
+        return cls(**values)
 
     # Derived locations: derived, never stored, so they can't disagree with `home`.
     @property
@@ -104,7 +120,7 @@ class Settings(BaseSettings):
 
     def environment(self) -> dict[str, str]:
         """The variables that point Airflow, MLflow and retrainer at this state folder."""
-        venv_bin = str(Path(os.sys.executable).parent)
+        venv_bin = str(Path(sys.executable).parent)
         path = os.environ.get("PATH", "")
         if venv_bin not in path.split(os.pathsep):
             path = venv_bin + os.pathsep + path
@@ -144,4 +160,4 @@ class RunContext:
 
 
 def get_settings() -> Settings:
-    return Settings()
+    return Settings.from_env()

@@ -1,0 +1,218 @@
+"""Start, stop and inspect the platform's processes for a state folder.
+
+Each service is a plain process group with a pid file and a log under the state folder, so
+`retrainer down` can stop exactly what `retrainer up` started, from any shell.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from retrainer.errors import RetrainerError
+from retrainer.settings import Settings
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    argv: list[str]
+    health_url: str | None = None  # None: alive is healthy
+
+
+class ServiceError(RetrainerError):
+    permanent = False
+
+
+def venv_bin() -> Path:
+    return Path(sys.executable).parent
+
+
+def services(settings: Settings) -> list[Service]:
+    """The embedded default: Airflow's parts on SQLite with the LocalExecutor, and MLflow's UI."""
+    airflow = str(venv_bin() / "airflow")
+    mlflow = str(venv_bin() / "mlflow")
+    return [
+        Service(
+            "mlflow",
+            [
+                mlflow, "server",
+                "--backend-store-uri", settings.tracking_uri,
+                "--default-artifact-root", settings.artifact_root,
+                "--host", settings.host, "--port", str(settings.mlflow_port),
+                "--workers", "1",
+            ],
+            f"{settings.mlflow_url}/health",
+        ),
+        Service("airflow-dag-processor", [airflow, "dag-processor"]),
+        Service("airflow-scheduler", [airflow, "scheduler"]),
+        Service("airflow-triggerer", [airflow, "triggerer"]),
+        Service(
+            "airflow-api-server",
+            [airflow, "api-server", "--host", settings.host, "--port", str(settings.airflow_port)],
+            f"{settings.airflow_url}/api/v2/monitor/health",
+        ),
+    ]
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(settings.environment())
+    env.setdefault("AIRFLOW__API__WORKERS", "1")
+    env.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    return env
+
+
+def pid_file(settings: Settings, name: str) -> Path:
+    return settings.run_dir / f"{name}.pid"
+
+
+def read_pid(settings: Settings, name: str) -> int | None:
+    path = pid_file(settings, name)
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if alive(pid) else None
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours counts as dead.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def healthy(url: str | None, timeout: float = 2.0) -> bool:
+    if url is None:
+        return True
+    try:
+        return httpx.get(url, timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def init_state(settings: Settings, say: Callable[[str], None] = print) -> None:
+    """Create the state folder and migrate both metadata databases, once."""
+    for d in (settings.home, settings.airflow_home, settings.mlflow_dir, settings.logs_dir, settings.run_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    (settings.mlflow_dir / "artifacts").mkdir(exist_ok=True)
+    settings.airflow_credentials()
+    env = service_env(settings)
+    marker = settings.airflow_home / ".migrated"
+    if not marker.exists():
+        say(f"Migrating the Airflow metadata database in {settings.airflow_home} (first use, ~30 s)...")
+        run_logged([str(venv_bin() / "airflow"), "db", "migrate"], env, settings.logs_dir / "airflow-db-migrate.log")
+        marker.touch()
+    mlflow_marker = settings.mlflow_dir / ".migrated"
+    if not mlflow_marker.exists() and settings.tracking_uri.startswith("sqlite:"):
+        say(f"Creating the MLflow store {settings.tracking_uri} (first use)...")
+        code = "from mlflow.tracking import MlflowClient; MlflowClient().search_experiments()"
+        run_logged([sys.executable, "-c", code], env, settings.logs_dir / "mlflow-db-init.log")
+        mlflow_marker.touch()
+
+
+def run_logged(argv: list[str], env: dict[str, str], log: Path) -> None:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as fh:
+        proc = subprocess.run(argv, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        tail = "\n".join(log.read_text().splitlines()[-20:])
+        raise ServiceError(f"`{' '.join(argv[:3])}` failed (exit {proc.returncode}); log {log}:\n{tail}")
+
+
+def start(settings: Settings, say: Callable[[str], None] = print, timeout: float = 180.0) -> None:
+    init_state(settings, say)
+    env = service_env(settings)
+    started: list[Service] = []
+    for svc in services(settings):
+        if read_pid(settings, svc.name):
+            say(f"{svc.name}: already running")
+            continue
+        if svc.health_url and healthy(svc.health_url):
+            raise ServiceError(
+                f"{svc.name}: something else already answers at {svc.health_url}; stop it or choose "
+                "another port (RETRAINER_AIRFLOW_PORT / RETRAINER_MLFLOW_PORT)"
+            )
+        log = (settings.logs_dir / f"{svc.name}.log").open("ab")
+        proc = subprocess.Popen(
+            svc.argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, cwd=settings.home,
+        )
+        pid_file(settings, svc.name).write_text(str(proc.pid))
+        started.append(svc)
+        say(f"{svc.name}: started (pid {proc.pid}, log {settings.logs_dir / (svc.name + '.log')})")
+    deadline = time.monotonic() + timeout
+    for svc in started:
+        while not healthy(svc.health_url):
+            if read_pid(settings, svc.name) is None:
+                log_tail = tail_log(settings, svc.name)
+                raise ServiceError(f"{svc.name} exited during start-up; last log lines:\n{log_tail}")
+            if time.monotonic() > deadline:
+                raise ServiceError(f"{svc.name} did not become healthy in {timeout:.0f} s; see its log")
+            time.sleep(1)
+        say(f"{svc.name}: ready")
+
+
+def tail_log(settings: Settings, name: str, lines: int = 25) -> str:
+    path = settings.logs_dir / f"{name}.log"
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def stop(settings: Settings, say: Callable[[str], None] = print, timeout: float = 30.0) -> None:
+    for svc in reversed(services(settings)):
+        pid = read_pid(settings, svc.name)
+        if pid is None:
+            pid_file(settings, svc.name).unlink(missing_ok=True)
+            continue
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if alive(pid):
+            _signal_group(pid, signal.SIGKILL)
+        pid_file(settings, svc.name).unlink(missing_ok=True)
+        say(f"{svc.name}: stopped")
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def status(settings: Settings) -> list[tuple[str, str, str]]:
+    """(service, state, detail) for each service."""
+    rows = []
+    for svc in services(settings):
+        pid = read_pid(settings, svc.name)
+        if pid is None:
+            rows.append((svc.name, "stopped", ""))
+        elif healthy(svc.health_url):
+            rows.append((svc.name, "running", f"pid {pid}"))
+        else:
+            rows.append((svc.name, "unhealthy", f"pid {pid}, not answering {svc.health_url}"))
+    return rows
