@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-PEER = '''
+PEER = """
 from datetime import datetime
 from airflow.sdk import dag, task
 
@@ -40,9 +40,9 @@ def peer_retrain():
     register_candidate(gate(evaluate_candidate(train_candidate(validate_data()))))
 
 peer_retrain()
-'''
+"""
 
-MEASURE = r'''
+MEASURE = r"""
 import json, sys
 import airflow  # noqa: F401  (Airflow itself is already imported when a file is parsed)
 from airflow.dag_processing.dagbag import DagBag
@@ -53,12 +53,16 @@ heavy = sorted(m for m in set(sys.modules) - before
                if m.split(".")[0] in {"mlflow", "sklearn", "pandas", "great_expectations", "evidently", "boto3"})
 print(json.dumps({"stats": [[s.file, s.duration.total_seconds(), s.dag_num, s.task_num] for s in bag.dagbag_stats],
                   "heavy": heavy}))
-'''
+"""
 
 
 def sample(folder: Path, env: dict[str, str]) -> dict:
     out = subprocess.run(
-        [sys.executable, "-c", MEASURE, str(folder)], env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", MEASURE, str(folder)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -90,15 +94,21 @@ def main() -> None:
                 results[label].append(seconds * 1000)
                 meta[label] = (dags, tasks, data["heavy"])
     print(f"DAG file parse time (DagBag FileLoadStat), median of {args.samples} fresh processes")
-    print(f"{'file':<28} {'DAGs':>5} {'tasks':>6} {'median ms':>10} {'min ms':>8}  heavy modules imported")
+    print(
+        f"{'file':<28} {'DAGs':>5} {'tasks':>6} {'median ms':>10} {'min ms':>8}  heavy modules imported"
+    )
     for label, name in (("ours", "dags/retrainer_dags.py"), ("peer", "peer: static 5-task DAG")):
         dags, tasks, heavy = meta[label]
         values = results[label]
-        print(f"{name:<28} {dags:>5} {tasks:>6} {statistics.median(values):>10.1f} {min(values):>8.1f}  {heavy or 'none'}")
+        print(
+            f"{name:<28} {dags:>5} {tasks:>6} {statistics.median(values):>10.1f} {min(values):>8.1f}  {heavy or 'none'}"
+        )
     ratio = statistics.median(results["ours"]) / statistics.median(results["peer"])
     per_dag = statistics.median(results["ours"]) / max(meta["ours"][0], 1)
-    print(f"\nratio ours/peer: {ratio:.2f}x  (ours builds {meta['ours'][0]} DAGs from YAML specs; "
-          f"{per_dag:.1f} ms per DAG)")
+    print(
+        f"\nratio ours/peer: {ratio:.2f}x  (ours builds {meta['ours'][0]} DAGs from YAML specs; "
+        f"{per_dag:.1f} ms per DAG)"
+    )
     verdict = "OK" if statistics.median(results["ours"]) <= 50 else "OVER"
     print(f"target: <= 50 ms per file -> {verdict}")
 

@@ -43,12 +43,20 @@ class AirflowClient:
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         resp = httpx.request(
-            method, f"{self.base_url}/api/v2{path}", headers=self._headers(), timeout=self.timeout, **kwargs
+            method,
+            f"{self.base_url}/api/v2{path}",
+            headers=self._headers(),
+            timeout=self.timeout,
+            **kwargs,
         )
         if resp.status_code == 401:  # token expired: log in again once
             self._token = None
             resp = httpx.request(
-                method, f"{self.base_url}/api/v2{path}", headers=self._headers(), timeout=self.timeout, **kwargs
+                method,
+                f"{self.base_url}/api/v2{path}",
+                headers=self._headers(),
+                timeout=self.timeout,
+                **kwargs,
             )
         if resp.status_code >= 400:
             raise AirflowAPIError(f"{method} {path} answered {resp.status_code}: {resp.text[:500]}")
@@ -75,14 +83,20 @@ class AirflowClient:
                 errors = self.import_errors()
                 raise AirflowAPIError(
                     f"DAG {dag_id} did not appear in {timeout:.0f} s."
-                    + (f" Import errors: {errors}" if errors else " Is the spec in RETRAINER_MODELS_DIR?")
+                    + (
+                        f" Import errors: {errors}"
+                        if errors
+                        else " Is the spec in RETRAINER_MODELS_DIR?"
+                    )
                 )
             time.sleep(2)
 
     def import_errors(self) -> list[dict[str, Any]]:
         return list(self.request("GET", "/importErrors").get("import_errors", []))
 
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, run_id: str | None = None) -> dict[str, Any]:
+    def trigger(
+        self, dag_id: str, conf: dict[str, Any] | None = None, run_id: str | None = None
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {"logical_date": None, "conf": conf or {}}
         if run_id:
             body["dag_run_id"] = run_id
@@ -115,12 +129,16 @@ class AirflowClient:
         seen: dict[str, str] = {}
         while True:
             run = self.dag_run(dag_id, run_id)
-            states = {ti["task_id"]: str(ti.get("state")) for ti in self.task_instances(dag_id, run_id)}
+            states = {
+                ti["task_id"]: str(ti.get("state")) for ti in self.task_instances(dag_id, run_id)
+            }
             if states != seen and on_change:
                 on_change(states)
             seen = states
             if run.get("state") in FINISHED:
                 return run
             if time.monotonic() > deadline:
-                raise AirflowAPIError(f"{dag_id} run {run_id} still {run.get('state')} after {timeout:.0f} s")
+                raise AirflowAPIError(
+                    f"{dag_id} run {run_id} still {run.get('state')} after {timeout:.0f} s"
+                )
             time.sleep(2)

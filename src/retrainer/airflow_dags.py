@@ -77,7 +77,7 @@ def retrain_doc(spec: ModelSpec, path: Path) -> str:
            `{spec.experiment_name}` (params, data digest, dataset inputs, model in skops format).
         3. **evaluate_candidate**: the candidate and the current `champion` scored on the same
            test split.
-        4. **gate**: thresholds ({thresholds or 'none'}) and `min_improvement`
+        4. **gate**: thresholds ({thresholds or "none"}) and `min_improvement`
            {spec.gate.min_improvement:g} on `{spec.gate.primary_metric}` over the champion.
            A rejection is a normal outcome: the run stays green and registration is skipped.
         5. **register_candidate**: a new version of registered model `{spec.name}` with alias
@@ -107,7 +107,9 @@ def retrain_dag(spec: ModelSpec, path: Path) -> DAG:
                 title="Data path",
                 description=f"Train on this file, folder or s3:// prefix instead of {spec.data.train}",
             ),
-            "reason": Param("manual", type="string", title="Reason", description="Recorded on the MLflow run"),
+            "reason": Param(
+                "manual", type="string", title="Reason", description="Recorded on the MLflow run"
+            ),
         },
         render_template_as_native_obj=True,
     ) as dag:
@@ -150,10 +152,13 @@ def retrain_dag(spec: ModelSpec, path: Path) -> DAG:
             registered = run_step(pipeline.register_candidate, spec, run_context(context), gated)
             if registered is None:
                 reasons = "; ".join(gated["gate"]["reasons"])
-                raise AirflowSkipException(f"gate rejected the candidate, nothing registered: {reasons}")
+                raise AirflowSkipException(
+                    f"gate rejected the candidate, nothing registered: {reasons}"
+                )
             return registered
 
-        register_candidate(gate(evaluate_candidate(train_candidate(validate_data()))))
+        # TaskFlow passes XComArgs where the functions declare their runtime types.
+        register_candidate(gate(evaluate_candidate(train_candidate(validate_data()))))  # type: ignore[arg-type]
     return dag
 
 

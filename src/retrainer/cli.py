@@ -67,7 +67,9 @@ def status() -> None:
         color = {"running": "green", "stopped": "dim", "unhealthy": "red"}[state]
         table.add_row(name, f"[{color}]{state}[/]", detail)
     console.print(table)
-    console.print(f"state folder {settings.home}; Airflow {settings.airflow_url}; MLflow {settings.mlflow_url}")
+    console.print(
+        f"state folder {settings.home}; Airflow {settings.airflow_url}; MLflow {settings.mlflow_url}"
+    )
 
 
 @app.command()
@@ -108,7 +110,9 @@ def mlflow(ctx: typer.Context) -> None:
 def validate(
     spec: Annotated[str, typer.Argument(help="model name or path to its YAML spec")],
     data: Annotated[str | None, typer.Option("--data", help="file, folder or s3:// prefix")] = None,
-    html: Annotated[Path | None, typer.Option("--html", help="also write the HTML report here")] = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="also write the HTML report here")
+    ] = None,
 ) -> None:
     """Validate a data batch against a spec's expectations; exit 1 listing every failure."""
     from retrainer.pipeline import resolve_source
@@ -133,12 +137,19 @@ def validate(
         html.write_text(report.to_html(f"{model.name}: validation of {source}"))
     table = Table("", "column", "expectation", "observed", title=f"{model.name}: {source}")
     for r in sorted(report.results, key=lambda r: r.success):
-        table.add_row("[green]ok[/]" if r.success else "[red]FAIL[/]", r.column or "(table)", r.description, r.observed)
+        table.add_row(
+            "[green]ok[/]" if r.success else "[red]FAIL[/]",
+            r.column or "(table)",
+            r.description,
+            r.observed,
+        )
     console.print(table)
     if not report.success:
         err.print(report.summary(), highlight=False, markup=False)
         raise typer.Exit(1)
-    console.print(f"[green]passed[/]: {len(report.results)} expectations on {report.row_count} rows")
+    console.print(
+        f"[green]passed[/]: {len(report.results)} expectations on {report.row_count} rows"
+    )
 
 
 @specs_app.command("check")
@@ -170,14 +181,18 @@ def _client() -> Any:
     return AirflowClient(settings.airflow_url, user, password)
 
 
-def trigger_and_wait(dag_id: str, conf: dict[str, Any], wait: bool = True, timeout: float = 900) -> dict[str, Any]:
+def trigger_and_wait(
+    dag_id: str, conf: dict[str, Any], wait: bool = True, timeout: float = 900
+) -> dict[str, Any]:
     client = _client()
     with console.status(f"waiting for Airflow to load {dag_id}..."):
         client.wait_for_dag(dag_id)
     run = client.trigger(dag_id, conf)
     run_id = run["dag_run_id"]
     settings = _settings()
-    console.print(f"triggered {dag_id} run {run_id}\n  {settings.airflow_url}/dags/{dag_id}/runs/{run_id}")
+    console.print(
+        f"triggered {dag_id} run {run_id}\n  {settings.airflow_url}/dags/{dag_id}/runs/{run_id}"
+    )
     if not wait:
         return run
 
@@ -193,7 +208,9 @@ def trigger_and_wait(dag_id: str, conf: dict[str, Any], wait: bool = True, timeo
 @app.command()
 def trigger(
     model: Annotated[str, typer.Argument(help="model name")],
-    data: Annotated[str | None, typer.Option("--data", help="train on this file/folder/s3 prefix")] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="train on this file/folder/s3 prefix")
+    ] = None,
     reason: Annotated[str, typer.Option(help="recorded on the MLflow run")] = "manual (cli)",
     wait: Annotated[bool, typer.Option("--wait/--no-wait")] = True,
 ) -> None:
@@ -217,13 +234,19 @@ def _report_run(name: str, dag_id: str, run: dict[str, Any]) -> None:
     settings = _settings()
     outcome = retrain_outcome(name, dag_id, run["dag_run_id"], settings)
     state = run.get("state")
-    console.print(f"\n[bold]{dag_id}[/] finished: [{'green' if state == 'success' else 'red'}]{state}[/]")
+    console.print(
+        f"\n[bold]{dag_id}[/] finished: [{'green' if state == 'success' else 'red'}]{state}[/]"
+    )
     for line in outcome.lines():
         console.print(line, highlight=False)
     user, password = settings.airflow_credentials()
-    console.print(f"\nAirflow UI  {settings.airflow_url}/dags/{dag_id}  (login {user} / {password})")
+    console.print(
+        f"\nAirflow UI  {settings.airflow_url}/dags/{dag_id}  (login {user} / {password})"
+    )
     if outcome.mlflow_run_id:
-        console.print(f"MLflow run  {settings.mlflow_url}/#/experiments/{outcome.experiment_id}/runs/{outcome.mlflow_run_id}")
+        console.print(
+            f"MLflow run  {settings.mlflow_url}/#/experiments/{outcome.experiment_id}/runs/{outcome.mlflow_run_id}"
+        )
     console.print(f"MLflow UI   {settings.mlflow_url}/#/models/{name}")
     if state != "success":
         raise typer.Exit(1)
@@ -247,7 +270,14 @@ def models() -> None:
         if isinstance(spec, Exception):
             continue
         for v in model_versions(spec.name, settings):
-            table.add_row(spec.name, v["version"], ", ".join(v["aliases"]), v["gate"], v["metric"], v["dag_run_id"] or "")
+            table.add_row(
+                spec.name,
+                v["version"],
+                ", ".join(v["aliases"]),
+                v["gate"],
+                v["metric"],
+                v["dag_run_id"] or "",
+            )
     console.print(table)
 
 

@@ -49,7 +49,9 @@ class GateDecision:
 
     def table(self) -> str:
         """The metric table as fixed-width text, for task logs and the CLI."""
-        head = f"{'metric':<10} {'candidate':>10} {'champion':>10} {'delta':>9} {'bound':>14}  result"
+        head = (
+            f"{'metric':<10} {'candidate':>10} {'champion':>10} {'delta':>9} {'bound':>14}  result"
+        )
         lines = [head, "-" * len(head)]
         for c in self.checks:
             bound = []

@@ -107,8 +107,9 @@ def validate_data(
     A batch that fails leaves a FAILED MLflow run with the report and raises
     DataValidationError (permanent): nothing downstream runs, the champion is untouched.
     """
-    from retrainer import storage
     from retrainer.validation import validate_frame
+
+    from retrainer import storage
 
     settings = settings or get_settings()
     client = mlflow_client(settings)
@@ -130,7 +131,9 @@ def validate_data(
 
     report = validate_frame(df, spec)
     client.log_text(run_id, json.dumps(report.to_dict(), indent=2), C.ARTIFACT_VALIDATION_JSON)
-    client.log_text(run_id, report.to_html(f"{spec.name}: validation of {source}"), C.ARTIFACT_VALIDATION_HTML)
+    client.log_text(
+        run_id, report.to_html(f"{spec.name}: validation of {source}"), C.ARTIFACT_VALIDATION_HTML
+    )
     failed = len(report.failures)
     _log_metrics(client, run_id, {"validation_rows": report.row_count, "validation_failed": failed})
     client.set_tag(run_id, C.TAG_VALIDATION, "passed" if report.success else "failed")
@@ -146,7 +149,9 @@ def validate_data(
     snapshot = storage.join(settings.work_root, spec.name, run_key(ctx), "data.parquet")
     storage.write_table(df, snapshot)
     client.set_tag(run_id, C.TAG_DATA_DIGEST, digest)
-    log.info("validated %d rows from %s (digest %s): every expectation passed", len(df), source, digest)
+    log.info(
+        "validated %d rows from %s (digest %s): every expectation passed", len(df), source, digest
+    )
     return {
         "mlflow_run_id": run_id,
         "source": source,
@@ -161,15 +166,15 @@ def train_candidate(
 ) -> dict[str, Any]:
     """Split deterministically, fit the spec's pipeline, log everything to the run."""
     import mlflow
-    import mlflow.data
+    from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
+    from retrainer.validation import feature_columns
 
     from retrainer import storage
     from retrainer.training import fit_pipeline, prepare_features, split_frame, trusted_types
-    from retrainer.validation import feature_columns
 
     settings = settings or get_settings()
-    client = mlflow_client(settings)
+    mlflow_client(settings)  # points mlflow at the tracking store
     run_id = validated["mlflow_run_id"]
     df = storage.read_table(validated["snapshot_uri"])
     numeric, categorical = feature_columns(spec, df)
@@ -199,8 +204,14 @@ def train_candidate(
         )
         source = validated["source"]
         target = spec.data.target
-        mlflow.log_input(mlflow.data.from_pandas(train, source=source, targets=target, name=f"{spec.name}-train"), context="training")
-        mlflow.log_input(mlflow.data.from_pandas(test, source=source, targets=target, name=f"{spec.name}-test"), context="test")
+        mlflow.log_input(
+            from_pandas(train, source=source, targets=target, name=f"{spec.name}-train"),
+            context="training",
+        )
+        mlflow.log_input(
+            from_pandas(test, source=source, targets=target, name=f"{spec.name}-test"),
+            context="test",
+        )
         info = mlflow.sklearn.log_model(
             model,
             name=C.MODEL_ARTIFACT_NAME,
@@ -251,7 +262,11 @@ def evaluate_candidate(
             champ_metrics = compute_metrics(spec, champ_model, test, num, cat)
         except Exception as exc:  # the gate turns this into a rejection with the reason
             champ_error = f"{type(exc).__name__}: {exc}"
-            log.error("champion v%s could not be scored on this test split: %s", champ_version, champ_error)
+            log.error(
+                "champion v%s could not be scored on this test split: %s",
+                champ_version,
+                champ_error,
+            )
 
     metrics = {f"test_{k}": v for k, v in cand.items()}
     if champ_metrics:
@@ -365,4 +380,7 @@ def _pip_requirements() -> list[str]:
     """Explicit requirements: inferring them costs ~6 s per model and adds nothing here."""
     from importlib.metadata import version
 
-    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")]
+    return [
+        f"{pkg}=={version(pkg)}"
+        for pkg in ("mlflow", "scikit-learn", "skops", "numpy", "pandas", "scipy")
+    ]

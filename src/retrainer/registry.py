@@ -54,7 +54,9 @@ def ensure_registered_model(client: MlflowClient, name: str, description: str = 
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
         try:
-            client.create_registered_model(name, description=description, tags={"managed_by": "retrainer"})
+            client.create_registered_model(
+                name, description=description, tags={"managed_by": "retrainer"}
+            )
         except MlflowException as race:  # created meanwhile by another run: fine
             if race.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise

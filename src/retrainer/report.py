@@ -33,11 +33,17 @@ class RetrainOutcome:
             out += [f"               - {r}" for r in self.gate["reasons"]]
             from retrainer.gate import GateDecision
 
-            out += ["    " + line for line in GateDecision.from_dict(self.gate).table().splitlines()]
+            out += [
+                "    " + line for line in GateDecision.from_dict(self.gate).table().splitlines()
+            ]
         if self.version:
-            out.append(f"  registered   {self.model} version {self.version} (aliases: {', '.join(self.aliases)})")
+            out.append(
+                f"  registered   {self.model} version {self.version} (aliases: {', '.join(self.aliases)})"
+            )
         elif self.gate:
-            out.append("  registered   nothing (gate rejected the candidate; the champion is unchanged)")
+            out.append(
+                "  registered   nothing (gate rejected the candidate; the champion is unchanged)"
+            )
         return out
 
 

@@ -6,6 +6,7 @@ Each service is a plain process group with a pid file and a log under the state 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -44,11 +45,18 @@ def services(settings: Settings) -> list[Service]:
         Service(
             "mlflow",
             [
-                mlflow, "server",
-                "--backend-store-uri", settings.tracking_uri,
-                "--default-artifact-root", settings.artifact_root,
-                "--host", settings.host, "--port", str(settings.mlflow_port),
-                "--workers", "1",
+                mlflow,
+                "server",
+                "--backend-store-uri",
+                settings.tracking_uri,
+                "--default-artifact-root",
+                settings.artifact_root,
+                "--host",
+                settings.host,
+                "--port",
+                str(settings.mlflow_port),
+                "--workers",
+                "1",
             ],
             f"{settings.mlflow_url}/health",
         ),
@@ -110,15 +118,27 @@ def healthy(url: str | None, timeout: float = 2.0) -> bool:
 
 def init_state(settings: Settings, say: Callable[[str], None] = print) -> None:
     """Create the state folder and migrate both metadata databases, once."""
-    for d in (settings.home, settings.airflow_home, settings.mlflow_dir, settings.logs_dir, settings.run_dir):
+    for d in (
+        settings.home,
+        settings.airflow_home,
+        settings.mlflow_dir,
+        settings.logs_dir,
+        settings.run_dir,
+    ):
         d.mkdir(parents=True, exist_ok=True)
     (settings.mlflow_dir / "artifacts").mkdir(exist_ok=True)
     settings.airflow_credentials()
     env = service_env(settings)
     marker = settings.airflow_home / ".migrated"
     if not marker.exists():
-        say(f"Migrating the Airflow metadata database in {settings.airflow_home} (first use, ~30 s)...")
-        run_logged([str(venv_bin() / "airflow"), "db", "migrate"], env, settings.logs_dir / "airflow-db-migrate.log")
+        say(
+            f"Migrating the Airflow metadata database in {settings.airflow_home} (first use, ~30 s)..."
+        )
+        run_logged(
+            [str(venv_bin() / "airflow"), "db", "migrate"],
+            env,
+            settings.logs_dir / "airflow-db-migrate.log",
+        )
         marker.touch()
     mlflow_marker = settings.mlflow_dir / ".migrated"
     if not mlflow_marker.exists() and settings.tracking_uri.startswith("sqlite:"):
@@ -131,10 +151,14 @@ def init_state(settings: Settings, say: Callable[[str], None] = print) -> None:
 def run_logged(argv: list[str], env: dict[str, str], log: Path) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as fh:
-        proc = subprocess.run(argv, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            argv, env=env, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     if proc.returncode != 0:
         tail = "\n".join(log.read_text().splitlines()[-20:])
-        raise ServiceError(f"`{' '.join(argv[:3])}` failed (exit {proc.returncode}); log {log}:\n{tail}")
+        raise ServiceError(
+            f"`{' '.join(argv[:3])}` failed (exit {proc.returncode}); log {log}:\n{tail}"
+        )
 
 
 def start(settings: Settings, say: Callable[[str], None] = print, timeout: float = 180.0) -> None:
@@ -152,8 +176,13 @@ def start(settings: Settings, say: Callable[[str], None] = print, timeout: float
             )
         log = (settings.logs_dir / f"{svc.name}.log").open("ab")
         proc = subprocess.Popen(
-            svc.argv, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=settings.home,
+            svc.argv,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=settings.home,
         )
         pid_file(settings, svc.name).write_text(str(proc.pid))
         started.append(svc)
@@ -163,9 +192,13 @@ def start(settings: Settings, say: Callable[[str], None] = print, timeout: float
         while not healthy(svc.health_url):
             if read_pid(settings, svc.name) is None:
                 log_tail = tail_log(settings, svc.name)
-                raise ServiceError(f"{svc.name} exited during start-up; last log lines:\n{log_tail}")
+                raise ServiceError(
+                    f"{svc.name} exited during start-up; last log lines:\n{log_tail}"
+                )
             if time.monotonic() > deadline:
-                raise ServiceError(f"{svc.name} did not become healthy in {timeout:.0f} s; see its log")
+                raise ServiceError(
+                    f"{svc.name} did not become healthy in {timeout:.0f} s; see its log"
+                )
             time.sleep(1)
         say(f"{svc.name}: ready")
 
@@ -198,10 +231,8 @@ def _signal_group(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def status(settings: Settings) -> list[tuple[str, str, str]]:

@@ -42,7 +42,9 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
-            raise ValueError(f"RETRAINER_PROFILE: expected one of {PROFILES}; found {self.profile!r}")
+            raise ValueError(
+                f"RETRAINER_PROFILE: expected one of {PROFILES}; found {self.profile!r}"
+            )
         self.home = Path(self.home).expanduser().resolve()
         self.models_dir = Path(self.models_dir).expanduser().resolve()
         self.dags_dir = Path(self.dags_dir).expanduser().resolve()
@@ -59,7 +61,9 @@ class Settings:
                 try:
                     values[f.name] = int(raw)
                 except ValueError:
-                    raise ValueError(f"RETRAINER_{f.name.upper()}: expected a port number; found {raw!r}") from None
+                    raise ValueError(
+                        f"RETRAINER_{f.name.upper()}: expected a port number; found {raw!r}"
+                    ) from None
             else:
                 values[f.name] = raw
         return cls(**values)

@@ -5,7 +5,6 @@ what was expected and what was found. This module imports no heavy library so th
 read specs at parse time.
 """
 
-
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,7 +39,9 @@ class Features(_Strict):
 
 
 class DataSpec(_Strict):
-    train: str = Field(description="file or folder of csv/parquet; local path or s3://bucket/prefix")
+    train: str = Field(
+        description="file or folder of csv/parquet; local path or s3://bucket/prefix"
+    )
     target: str
     positive_class: str | int | bool | None = None
     features: Features | None = None
@@ -105,7 +106,9 @@ class MonitoringSpec(_Strict):
     @model_validator(mode="after")
     def _order(self) -> "MonitoringSpec":
         if self.psi_warn > self.psi_retrain:
-            raise ValueError(f"psi_warn ({self.psi_warn}) must not exceed psi_retrain ({self.psi_retrain})")
+            raise ValueError(
+                f"psi_warn ({self.psi_warn}) must not exceed psi_retrain ({self.psi_retrain})"
+            )
         return self
 
 
@@ -141,7 +144,9 @@ class ModelSpec(_Strict):
         if feats is not None:
             listed = set(feats.numeric) | set(feats.categorical)
             if self.data.target in listed:
-                raise ValueError(f"data.features: the target {self.data.target!r} is listed as a feature")
+                raise ValueError(
+                    f"data.features: the target {self.data.target!r} is listed as a feature"
+                )
             clash = sorted(listed & set(self.data.ignore))
             if clash:
                 raise ValueError(f"data.features: columns both used and ignored: {clash}")
@@ -196,7 +201,9 @@ def _describe(err: dict[str, Any]) -> str:
 def parse_spec(raw: Any, source: str = "<spec>") -> ModelSpec:
     """Validate a parsed YAML document. Raises SpecError naming the source and every bad key."""
     if not isinstance(raw, dict):
-        raise SpecError(f"{source}: expected a mapping of keys (name, task, data, ...); found {type(raw).__name__}")
+        raise SpecError(
+            f"{source}: expected a mapping of keys (name, task, data, ...); found {type(raw).__name__}"
+        )
     try:
         return ModelSpec.model_validate(raw)
     except ValidationError as exc:

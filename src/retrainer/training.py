@@ -35,7 +35,9 @@ def make_estimator(spec: ModelSpec) -> Any:
     try:
         return cls(**spec.model.params)
     except TypeError as exc:
-        raise SpecError(f"model.params: {spec.model.estimator} does not accept these params: {exc}") from None
+        raise SpecError(
+            f"model.params: {spec.model.estimator} does not accept these params: {exc}"
+        ) from None
 
 
 def build_pipeline(spec: ModelSpec, numeric: list[str], categorical: list[str]) -> Pipeline:

@@ -13,7 +13,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
 HEAVY = ("mlflow", "sklearn", "pandas", "great_expectations", "evidently", "boto3")
-RETRAIN_TASKS = ["validate_data", "train_candidate", "evaluate_candidate", "gate", "register_candidate"]
+RETRAIN_TASKS = [
+    "validate_data",
+    "train_candidate",
+    "evaluate_candidate",
+    "gate",
+    "register_candidate",
+]
 
 
 def dagbag(models_dir: Path):
@@ -79,6 +85,8 @@ def test_dag_files_import_no_heavy_module():
         "assert not bag.import_errors, bag.import_errors\n"
         f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ)
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []

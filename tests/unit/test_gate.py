@@ -11,7 +11,11 @@ def spec(task="classification", primary="roc_auc", thresholds=None, min_improvem
             "task": task,
             "data": {"train": "x.csv", "target": "y"},
             "model": {"estimator": "sklearn.linear_model.LogisticRegression"},
-            "gate": {"primary_metric": primary, "thresholds": thresholds or {}, "min_improvement": min_improvement},
+            "gate": {
+                "primary_metric": primary,
+                "thresholds": thresholds or {},
+                "min_improvement": min_improvement,
+            },
         }
     )
 
@@ -34,7 +38,10 @@ def test_higher_is_better_needs_improvement_over_champion():
     assert decide(s, {"roc_auc": 0.82}, {"roc_auc": 0.80}, "3").passed
     rejected = decide(s, {"roc_auc": 0.805}, {"roc_auc": 0.80}, "3")
     assert not rejected.passed
-    assert "vs champion v3 0.8000: improvement +0.0050 is less than min_improvement 0.01" in rejected.reasons[0]
+    assert (
+        "vs champion v3 0.8000: improvement +0.0050 is less than min_improvement 0.01"
+        in rejected.reasons[0]
+    )
 
 
 def test_lower_is_better_metrics_are_direction_aware():
@@ -66,7 +73,12 @@ def test_unscorable_champion_rejects():
 
 
 def test_decision_round_trips_and_renders():
-    d = decide(spec(thresholds={"roc_auc": {"min": 0.7}}), {"roc_auc": 0.81, "f1": 0.5}, {"roc_auc": 0.8}, "1")
+    d = decide(
+        spec(thresholds={"roc_auc": {"min": 0.7}}),
+        {"roc_auc": 0.81, "f1": 0.5},
+        {"roc_auc": 0.8},
+        "1",
+    )
     again = GateDecision.from_dict(d.to_dict())
     assert again == d
     assert "roc_auc" in d.table() and "+0.0100" in d.table()

@@ -41,16 +41,40 @@ def test_defaults_fill_optional_blocks():
     ("mutate", "expected"),
     [
         (lambda r: r.pop("task"), "task: required key is missing"),
-        (lambda r: r.update(task="clustering"), "task: expected input should be 'classification' or 'regression'; found 'clustering'"),
+        (
+            lambda r: r.update(task="clustering"),
+            "task: expected input should be 'classification' or 'regression'; found 'clustering'",
+        ),
         (lambda r: r["data"].update(targt="x"), "data.targt: unknown key"),
-        (lambda r: r["gate"].update(primary_metric="rmse"), "'rmse' is not a classification metric"),
+        (
+            lambda r: r["gate"].update(primary_metric="rmse"),
+            "'rmse' is not a classification metric",
+        ),
         (lambda r: r["gate"]["thresholds"].update(r2={"min": 0.1}), "gate.thresholds.r2"),
-        (lambda r: r["data"].update(test_size=1.5), "data.test_size: expected input should be less than 1"),
-        (lambda r: r["validation"]["columns"]["Age"].update(min=200), "min (200.0) is greater than max (100.0)"),
-        (lambda r: r["model"].update(estimator="HistGradientBoosting"), "model.estimator: expected a dotted class path"),
-        (lambda r: r["monitoring"].update(psi_warn=0.5), "psi_warn (0.5) must not exceed psi_retrain (0.25)"),
-        (lambda r: r["data"]["features"]["numeric"].append("Home"), "both numeric and categorical: ['Home']"),
-        (lambda r: r["data"]["features"]["numeric"].append("Status"), "the target 'Status' is listed as a feature"),
+        (
+            lambda r: r["data"].update(test_size=1.5),
+            "data.test_size: expected input should be less than 1",
+        ),
+        (
+            lambda r: r["validation"]["columns"]["Age"].update(min=200),
+            "min (200.0) is greater than max (100.0)",
+        ),
+        (
+            lambda r: r["model"].update(estimator="HistGradientBoosting"),
+            "model.estimator: expected a dotted class path",
+        ),
+        (
+            lambda r: r["monitoring"].update(psi_warn=0.5),
+            "psi_warn (0.5) must not exceed psi_retrain (0.25)",
+        ),
+        (
+            lambda r: r["data"]["features"]["numeric"].append("Home"),
+            "both numeric and categorical: ['Home']",
+        ),
+        (
+            lambda r: r["data"]["features"]["numeric"].append("Status"),
+            "the target 'Status' is listed as a feature",
+        ),
     ],
 )
 def test_bad_spec_names_file_key_expected_and_found(mutate, expected):

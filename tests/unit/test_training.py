@@ -78,10 +78,14 @@ def test_regression_metrics():
 
 
 def test_bad_estimator_and_params_are_spec_errors(spec):
-    bad = spec.model_copy(update={"model": spec.model.model_copy(update={"estimator": "sklearn.nope.Model"})})
+    bad = spec.model_copy(
+        update={"model": spec.model.model_copy(update={"estimator": "sklearn.nope.Model"})}
+    )
     with pytest.raises(SpecError, match="model.estimator: cannot import 'sklearn.nope.Model'"):
         fit_pipeline(bad, pd.DataFrame({"Status": ["a"]}), [], [])
-    bad = spec.model_copy(update={"model": spec.model.model_copy(update={"params": {"max_itr": 3}})})
+    bad = spec.model_copy(
+        update={"model": spec.model.model_copy(update={"params": {"max_itr": 3}})}
+    )
     with pytest.raises(SpecError, match="model.params"):
         fit_pipeline(bad, pd.DataFrame({"Status": ["a"]}), [], [])
 
