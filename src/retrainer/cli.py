@@ -129,7 +129,7 @@ def validate(
         with console.status(f"running {model.name}'s expectation suite (Great Expectations)..."):
             from retrainer.validation import validate_frame
 
-            report = validate_frame(df, model)
+            report = validate_frame(df, model, source)
     except RetrainerError as exc:
         fail(str(exc))
         return

@@ -107,9 +107,8 @@ def validate_data(
     A batch that fails leaves a FAILED MLflow run with the report and raises
     DataValidationError (permanent): nothing downstream runs, the champion is untouched.
     """
-    from retrainer.validation import validate_frame
-
     from retrainer import storage
+    from retrainer.validation import validate_frame
 
     settings = settings or get_settings()
     client = mlflow_client(settings)
@@ -129,7 +128,7 @@ def validate_data(
         client.set_terminated(run_id, status="FAILED")
         raise
 
-    report = validate_frame(df, spec)
+    report = validate_frame(df, spec, source)
     client.log_text(run_id, json.dumps(report.to_dict(), indent=2), C.ARTIFACT_VALIDATION_JSON)
     client.log_text(
         run_id, report.to_html(f"{spec.name}: validation of {source}"), C.ARTIFACT_VALIDATION_HTML
@@ -168,10 +167,10 @@ def train_candidate(
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
-    from retrainer.validation import feature_columns
 
     from retrainer import storage
     from retrainer.training import fit_pipeline, prepare_features, split_frame, trusted_types
+    from retrainer.validation import feature_columns
 
     settings = settings or get_settings()
     mlflow_client(settings)  # points mlflow at the tracking store

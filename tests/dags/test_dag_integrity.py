@@ -50,7 +50,7 @@ def test_one_dag_set_per_spec(bag):
 
 def test_retrain_dag_shape(bag):
     for dag_id in bag.dag_ids:
-        dag = bag.get_dag(dag_id)
+        dag = bag.dags[dag_id]
         assert {"retrainer", "retrain"} <= set(dag.tags)
         assert dag.max_active_runs == 1
         assert dag.doc_md and "validate_data" in dag.doc_md
@@ -70,7 +70,7 @@ def test_broken_spec_is_isolated_and_visible(tmp_path):
     bag = dagbag(tmp_path)
     assert bag.import_errors == {}
     assert set(bag.dag_ids) == {"credit_default_retrain", "retrainer_spec_errors"}
-    errors_dag = bag.get_dag("retrainer_spec_errors")
+    errors_dag = bag.dags["retrainer_spec_errors"]
     assert "broken_model.yaml" in errors_dag.doc_md and "garbage.yaml" in errors_dag.doc_md
     assert "gate.primary_metric: 'rmse' is not a classification metric" in errors_dag.doc_md
     assert "broken-spec" in errors_dag.tags

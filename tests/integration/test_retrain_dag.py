@@ -16,8 +16,7 @@ CREDIT = ROOT / "examples" / "credit" / "credit_data.csv"
 
 
 def spec_named(name: str, **model):
-    spec = load_spec(ROOT / "models" / "credit_default.yaml")
-    spec = spec.model_copy(update={"name": name})
+    spec = load_spec(get_settings().models_dir / f"{name}.yaml")
     if model:
         spec = spec.model_copy(update={"model": spec.model.model_copy(update=model)})
     return spec
@@ -162,7 +161,7 @@ def test_rerunning_registration_never_creates_a_second_version(first_run):
 
 
 def test_regression_spec_from_another_data_set_runs_unchanged(airflow_db):
-    spec = load_spec(ROOT / "models" / "diabetes_progression.yaml")
+    spec = load_spec(get_settings().models_dir / "diabetes_progression.yaml")
     dr, states = run_dag(spec)
     assert str(dr.state) == "success", states
     assert versions(spec.name) == [1]

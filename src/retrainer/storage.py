@@ -1,0 +1,269 @@
+"""Tables and files on local paths or `s3://bucket/prefix` (boto3).
+
+A folder or prefix means every csv/parquet file below it, sorted by name, so batches that land
+there are picked up by the next read. Local writes are atomic (temp file, then rename). The S3
+endpoint comes from `RETRAINER_S3_ENDPOINT_URL` or boto3's own `AWS_ENDPOINT_URL`, so MinIO or
+any S3-compatible server works. Read errors are `DataError` (permanent) or, when the endpoint
+can't be reached, `TransientError` (retry).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from retrainer.errors import DataError, TransientError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def join(uri: str, *parts: str) -> str:
+    if is_s3(uri):
+        return "/".join([uri.rstrip("/"), *(p.strip("/") for p in parts)])
+    return str(Path(uri, *parts))
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket:
+        raise DataError(f"{uri}: expected s3://bucket/key")
+    return bucket, key
+
+
+@functools.cache
+def _client(endpoint: str | None) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    cfg = Config(
+        retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60
+    )
+    return boto3.client("s3", endpoint_url=endpoint, config=cfg)
+
+
+def s3_client() -> Any:
+    """One client per endpoint per process; the endpoint is read from the environment each call."""
+    endpoint = os.environ.get("RETRAINER_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL")
+    return _client(endpoint or None)
+
+
+@contextlib.contextmanager
+def _s3_errors(uri: str) -> Any:
+    """Map botocore errors to ours: missing/denied is permanent, unreachable is transient."""
+    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+    try:
+        yield
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("NoSuchBucket",):
+            raise DataError(
+                f"{uri}: the bucket does not exist; create it or fix the URI in the spec"
+            ) from None
+        if code in ("NoSuchKey", "404", "NotFound"):
+            raise DataError(
+                f"{uri}: no such object; check the path in the spec or --data"
+            ) from None
+        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            raise DataError(
+                f"{uri}: access denied ({code}); check the AWS credentials and bucket policy"
+            ) from None
+        if code.startswith("5") or code in ("SlowDown", "ServiceUnavailable", "InternalError"):
+            raise TransientError(f"{uri}: S3 answered {code}; will retry") from exc
+        raise DataError(f"{uri}: S3 error {code}: {exc}") from None
+    except EndpointConnectionError as exc:
+        raise TransientError(f"{uri}: cannot reach the S3 endpoint ({exc}); will retry") from exc
+    except BotoCoreError as exc:
+        raise TransientError(f"{uri}: S3 request failed ({exc}); will retry") from exc
+
+
+def _visible(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return not base.startswith((".", "_"))
+
+
+def list_data_files(uri: str) -> list[str]:
+    """The table files behind a URI: itself if it is a file, else every csv/parquet below it."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        client = s3_client()
+        with _s3_errors(uri):
+            if key and not key.endswith("/"):
+                try:
+                    client.head_object(Bucket=bucket, Key=key)
+                    return [uri]
+                except Exception as exc:  # not a single object: treat as a prefix
+                    code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+                    if code not in ("404", "NoSuchKey", "NotFound"):
+                        raise
+            prefix = key.rstrip("/") + "/" if key else ""
+            keys: list[str] = []
+            for page in client.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=prefix
+            ):
+                keys += [o["Key"] for o in page.get("Contents", [])]
+        files = sorted(
+            f"s3://{bucket}/{k}" for k in keys if k.lower().endswith(TABLE_SUFFIXES) and _visible(k)
+        )
+        if not files:
+            raise DataError(
+                f"{uri}: no csv or parquet objects under this prefix; land a batch there or fix data.train"
+            )
+        return files
+    path = Path(uri)
+    if path.is_file():
+        return [str(path)]
+    if not path.exists():
+        raise DataError(
+            f"{uri}: no such file or folder; fix data.train in the spec or the --data/data_path given"
+        )
+    files = sorted(
+        str(p)
+        for p in path.rglob("*")
+        if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES and _visible(p.name)
+    )
+    if not files:
+        raise DataError(
+            f"{uri}: the folder holds no .csv or .parquet files; land a batch there or fix data.train"
+        )
+    return files
+
+
+def _parse(data: bytes, uri: str) -> pd.DataFrame:
+    import pandas as pd
+
+    suffix = Path(uri.split("?")[0]).suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise DataError(f"{uri}: unsupported file type {suffix or '(none)'}; use .csv or .parquet")
+    if not data:
+        raise DataError(f"{uri}: the file is empty (0 bytes); expected a header row and data")
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(io.BytesIO(data))
+        return pd.read_parquet(io.BytesIO(data))
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{uri}: not readable as UTF-8 text ({exc.reason}); save the csv as UTF-8"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{uri}: the file has no columns; expected a header row and data") from None
+    except Exception as exc:  # pyarrow/parser errors: a corrupt or mislabelled file
+        raise DataError(
+            f"{uri}: cannot be read as {suffix[1:]} ({type(exc).__name__}: {exc})"[:600]
+        ) from None
+
+
+def read_bytes(uri: str) -> bytes:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        with _s3_errors(uri):
+            return bytes(s3_client().get_object(Bucket=bucket, Key=key)["Body"].read())
+    try:
+        return Path(uri).read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{uri}: no such file") from None
+    except OSError as exc:
+        raise DataError(f"{uri}: cannot read ({exc.strerror})") from None
+
+
+def read_table(uri: str) -> pd.DataFrame:
+    """One file, or every file of a folder/prefix concatenated (their columns must agree)."""
+    import pandas as pd
+
+    files = list_data_files(uri)
+    frames = [_parse(read_bytes(f), f) for f in files]
+    first = list(frames[0].columns)
+    for f, frame in zip(files[1:], frames[1:], strict=True):
+        if list(frame.columns) != first and set(frame.columns) != set(first):
+            missing = sorted(set(first) - set(frame.columns))
+            extra = sorted(set(frame.columns) - set(first))
+            raise DataError(
+                f"{f}: its columns differ from {files[0]} (missing {missing}, extra {extra}); "
+                "every batch in a folder must have the same columns"
+            )
+    if len(frames) == 1:
+        return frames[0]
+    return pd.concat([fr[first] for fr in frames], ignore_index=True)
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        with _s3_errors(uri):
+            s3_client().put_object(Bucket=bucket, Key=key, Body=data)
+        return
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_table(df: pd.DataFrame, uri: str) -> None:
+    suffix = Path(uri).suffix.lower()
+    buf = io.BytesIO()
+    if suffix == ".csv":
+        df.to_csv(buf, index=False)
+    elif suffix in (".parquet", ".pq"):
+        df.to_parquet(buf, index=False)
+    else:
+        raise DataError(f"{uri}: unsupported file type {suffix or '(none)'}; use .csv or .parquet")
+    write_bytes(uri, buf.getvalue())
+
+
+def exists(uri: str) -> bool:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        with _s3_errors(uri):
+            resp = s3_client().list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+        return bool(resp.get("KeyCount"))
+    return Path(uri).exists()
+
+
+def remove(uri: str) -> None:
+    """Delete a file or a whole folder/prefix; a missing one is fine."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        client = s3_client()
+        with _s3_errors(uri):
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
+                objs = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+                if objs:
+                    client.delete_objects(Bucket=bucket, Delete={"Objects": objs})
+        return
+    import shutil
+
+    path = Path(uri)
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def table_digest(df: pd.DataFrame) -> str:
+    """A short content digest: same rows, columns and dtypes give the same digest, whatever the file."""
+    import pandas as pd
+
+    h = hashlib.sha256()
+    h.update("|".join(f"{c}:{t}" for c, t in df.dtypes.astype(str).items()).encode())
+    h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,42 @@
+"""One isolated state folder per test session, set in the environment before Airflow is imported.
+
+Imported by the conftest of every test folder that touches Airflow or MLflow, so that running any
+single folder gets the same isolation. Nothing here starts a service.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from retrainer.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+STATE = Path(tempfile.mkdtemp(prefix="retrainer-tests-"))
+MODELS = STATE / "models"
+
+
+def copy_spec(source: str, name: str) -> Path:
+    """A shipped spec under another model name, its data path made absolute."""
+    raw = yaml.safe_load((ROOT / "models" / f"{source}.yaml").read_text())
+    raw["name"] = name
+    raw["data"]["train"] = str(ROOT / raw["data"]["train"])
+    path = MODELS / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+# The session's own models folder: dag.test() syncs the DAGs folder, so every DAG a test runs must
+# exist there; tests then run variants of these (a weaker model, another data path) in-process.
+MODELS.mkdir()
+copy_spec("credit_default", "credit_it")
+copy_spec("diabetes_progression", "diabetes_progression")
+SETTINGS = Settings(home=STATE / "state", models_dir=MODELS)
+
+os.environ.update(SETTINGS.environment())
+# Quiet, deterministic task runs under dag.test(); no example DAGs.
+os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
