@@ -258,8 +258,9 @@ def validate_frame(df: pd.DataFrame, spec: ModelSpec, source: str = "") -> Valid
     result = batch.validate(suite, result_format="SUMMARY")
     # GX does not keep the suite's order: match results to the plan by (type, column).
     by_key = {
-        (r.expectation_config.type, r.expectation_config.kwargs.get("column")): r
+        (cfg.type, cfg.kwargs.get("column")): r
         for r in result.results
+        if (cfg := r.expectation_config) is not None
     }
 
     outcomes = []
