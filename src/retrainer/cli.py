@@ -17,8 +17,9 @@ from retrainer.settings import Settings, get_settings
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 specs_app = typer.Typer(help="Model specs: check them.", no_args_is_help=True)
 app.add_typer(specs_app, name="specs")
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
 
@@ -196,9 +197,13 @@ def trigger_and_wait(
     if not wait:
         return run
 
+    shown: dict[str, str] = {}
+
     def show(states: dict[str, str]) -> None:
-        line = "  ".join(f"{t}={s}" for t, s in states.items())
-        console.print(f"  {line}", highlight=False)
+        for task_id, state in states.items():
+            if state != "None" and shown.get(task_id) != state:
+                console.print(f"  {task_id:<20} {state}", highlight=False)
+                shown[task_id] = state
 
     with console.status("running..."):
         run = client.wait_for_run(dag_id, run_id, timeout=timeout, on_change=show)

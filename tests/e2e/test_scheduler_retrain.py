@@ -61,7 +61,7 @@ def test_retrain_through_scheduler_registers_a_version(platform):
 
     client = mlflow_client(settings)
     mv = client.get_model_version_by_alias("credit_default", C.ALIAS_CHAMPION)
-    assert mv.version == "1" and mv.tags[C.TAG_DAG_RUN_ID] == run["dag_run_id"]
+    assert str(mv.version) == "1" and mv.tags[C.TAG_DAG_RUN_ID] == run["dag_run_id"]
     outcome = retrain_outcome(
         "credit_default", "credit_default_retrain", run["dag_run_id"], settings
     )
