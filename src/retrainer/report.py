@@ -37,7 +37,9 @@ class RetrainOutcome:
                 "    " + line for line in GateDecision.from_dict(self.gate).table().splitlines()
             ]
             metrics = self.gate["candidate_metrics"]
-            out.append("  test split   " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items())))
+            out.append(
+                "  test split   " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
+            )
         if self.version:
             out.append(
                 f"  registered   {self.model} version {self.version} (aliases: {', '.join(self.aliases)})"

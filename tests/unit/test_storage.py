@@ -1,0 +1,90 @@
+import pandas as pd
+import pytest
+
+from retrainer import storage
+from retrainer.errors import DataError
+
+
+def frame(n=4, start=0):
+    return pd.DataFrame(
+        {"x": range(start, start + n), "y": [0.5 * i for i in range(n)], "c": list("abab")[:n]}
+    )
+
+
+def test_csv_and_parquet_round_trip(tmp_path):
+    for name in ("t.csv", "t.parquet"):
+        uri = str(tmp_path / "nested" / name)
+        storage.write_table(frame(), uri)
+        pd.testing.assert_frame_equal(storage.read_table(uri), frame())
+    # Atomic writes leave no temporary files behind.
+    assert sorted(p.name for p in (tmp_path / "nested").iterdir()) == ["t.csv", "t.parquet"]
+
+
+def test_folder_concatenates_batches_in_name_order_and_sees_new_ones(tmp_path):
+    storage.write_table(frame(4, 0), str(tmp_path / "b1.csv"))
+    storage.write_table(frame(4, 4), str(tmp_path / "sub" / "b2.parquet"))
+    (tmp_path / ".hidden.csv").write_text("junk\n")
+    (tmp_path / "_SUCCESS").write_text("")
+    (tmp_path / "notes.txt").write_text("ignored")
+    assert list(storage.read_table(str(tmp_path))["x"]) == list(range(8))
+    storage.write_table(frame(4, 8), str(tmp_path / "b3.csv"))
+    assert len(storage.read_table(str(tmp_path))) == 12
+
+
+def test_mismatched_columns(tmp_path):
+    storage.write_table(frame(), str(tmp_path / "a.csv"))
+    storage.write_table(frame().drop(columns="c"), str(tmp_path / "b.csv"))
+    with pytest.raises(DataError, match=r"b.csv: its columns differ .*missing \['c'\]"):
+        storage.read_table(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.csv", b"", "the file is empty \\(0 bytes\\)"),
+        ("blank.csv", b"\n\n", "the file has no columns"),
+        ("garbage.parquet", b"this is not parquet", "cannot be read as parquet"),
+        ("latin1.csv", "a,b\ncafé,1\n".encode("latin-1"), "not readable as UTF-8"),
+        ("data.json", b"{}", "unsupported file type .json"),
+    ],
+)
+def test_unreadable_files_are_clear(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        storage.read_table(str(path))
+
+
+def test_header_only_csv_is_zero_rows_for_validation_to_report(tmp_path):
+    path = tmp_path / "header.csv"
+    path.write_text("x,y,c\n")
+    df = storage.read_table(str(path))
+    assert list(df.columns) == ["x", "y", "c"] and len(df) == 0
+
+
+def test_missing_path_and_empty_folder(tmp_path):
+    with pytest.raises(DataError, match="no such file or folder"):
+        storage.read_table(str(tmp_path / "nope.csv"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no .csv or .parquet files"):
+        storage.read_table(str(tmp_path / "empty"))
+
+
+def test_digest_is_about_content_not_layout(tmp_path):
+    storage.write_table(frame(), str(tmp_path / "a.csv"))
+    storage.write_table(frame(), str(tmp_path / "a.parquet"))
+    a = storage.read_table(str(tmp_path / "a.csv"))
+    b = storage.read_table(str(tmp_path / "a.parquet"))
+    assert storage.table_digest(a) == storage.table_digest(b) == storage.table_digest(frame())
+    changed = frame()
+    changed.loc[2, "y"] = 99.0
+    assert storage.table_digest(changed) != storage.table_digest(frame())
+
+
+def test_join_and_remove(tmp_path):
+    assert storage.join("s3://b/p/", "m", "k.csv") == "s3://b/p/m/k.csv"
+    assert storage.join(str(tmp_path), "m", "k.csv") == str(tmp_path / "m" / "k.csv")
+    storage.write_bytes(str(tmp_path / "d" / "f.bin"), b"1")
+    storage.remove(str(tmp_path / "d"))
+    assert not storage.exists(str(tmp_path / "d"))
+    storage.remove(str(tmp_path / "d"))
