@@ -25,11 +25,15 @@ RETRAIN_TASKS = [
 def dagbag(models_dir: Path):
     from airflow.dag_processing.dagbag import DagBag
 
+    before = os.environ.get("RETRAINER_MODELS_DIR")
     os.environ["RETRAINER_MODELS_DIR"] = str(models_dir)
     try:
         return DagBag(str(DAGS), safe_mode=True)
     finally:
-        os.environ["RETRAINER_MODELS_DIR"] = str(ROOT / "models")
+        if before is None:
+            del os.environ["RETRAINER_MODELS_DIR"]
+        else:
+            os.environ["RETRAINER_MODELS_DIR"] = before
 
 
 @pytest.fixture(scope="module")
