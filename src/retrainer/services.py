@@ -76,6 +76,9 @@ def service_env(settings: Settings) -> dict[str, str]:
     env.update(settings.environment())
     env.setdefault("AIRFLOW__API__WORKERS", "1")
     env.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    # MLflow's server-side job runner (GenAI judges, prompt optimisation) starts seven ~250 MB
+    # worker processes; retrainer uses none of it.
+    env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     return env
 
 

@@ -321,7 +321,9 @@ def _observed(e: dict[str, Any], raw: dict[str, Any], df: pd.DataFrame, ok: bool
         return f"type {dtype}; expected a numeric type" + (f" (e.g. {sample})" if sample else "")
     if kind == "expect_column_values_to_not_be_null":
         nulls = int(series.isna().sum())
-        return f"{nulls / n:.1%} null ({nulls:,} of {n:,} rows)" if n else "no rows"
+        share = nulls / n if n else 0.0
+        shown = f"{share:.2%}" if 0 < share < 0.001 else f"{share:.1%}"
+        return f"{shown} null ({nulls:,} of {n:,} rows)" if n else "no rows"
     unexpected = int(raw.get("unexpected_count") or 0)
     examples = raw.get("partial_unexpected_list") or []
     if kind == "expect_column_values_to_be_between":

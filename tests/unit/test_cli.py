@@ -1,0 +1,74 @@
+"""The `retrainer` command on its own (no services): validate, specs check, env."""
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from retrainer.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+@pytest.fixture
+def models(tmp_path, monkeypatch):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    shutil.copy(ROOT / "models" / "credit_default.yaml", folder)
+    monkeypatch.setenv("RETRAINER_MODELS_DIR", str(folder))
+    monkeypatch.setenv("RETRAINER_HOME", str(tmp_path / "state"))
+    return folder
+
+
+def test_validate_good_and_bad_batches(models, tmp_path):
+    credit = pd.read_csv(ROOT / "examples" / "credit" / "credit_data.csv")
+    good = runner.invoke(
+        app, ["validate", "credit_default", "--data", str(ROOT / "examples/credit/credit_data.csv")]
+    )
+    assert good.exit_code == 0, good.output
+    assert "passed" in good.output
+    credit.loc[:30, "Age"] = 150
+    bad_path = tmp_path / "bad.csv"
+    credit.to_csv(bad_path, index=False)
+    html = tmp_path / "report.html"
+    bad = runner.invoke(
+        app, ["validate", "credit_default", "--data", str(bad_path), "--html", str(html)]
+    )
+    assert bad.exit_code == 1
+    assert (
+        "Age: values >= 18 and <= 100; observed min 18, max 150; 31 rows out of range" in bad.output
+    )
+    assert "FAILED: 1 of" in html.read_text()
+
+
+def test_validate_unreadable_file(models, tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    result = runner.invoke(app, ["validate", "credit_default", "--data", str(empty)])
+    assert result.exit_code == 1 and "the file is empty (0 bytes)" in result.output
+
+
+def test_specs_check_reports_broken_specs(models):
+    ok = runner.invoke(app, ["specs", "check"])
+    assert ok.exit_code == 0 and "credit_default_retrain" in ok.output
+    (models / "other.yaml").write_text("name: other\ntask: clustering\n")
+    broken = runner.invoke(app, ["specs", "check"])
+    assert broken.exit_code == 1
+    assert "other.yaml" in broken.output and "task: expected input should be" in broken.output
+    assert "credit_default_retrain" in broken.output  # the good one is still listed
+
+
+def test_env_prints_exports_for_the_state_folder(models, tmp_path):
+    result = runner.invoke(app, ["env"])
+    assert result.exit_code == 0
+    lines = dict(line.removeprefix("export ").split("=", 1) for line in result.output.splitlines())
+    assert lines["RETRAINER_HOME"] == str(tmp_path / "state")
+    assert lines["AIRFLOW_HOME"] == str(tmp_path / "state" / "airflow")
+    assert (
+        lines["MLFLOW_TRACKING_URI"].startswith("sqlite:///")
+        and "state/mlflow" in lines["MLFLOW_TRACKING_URI"]
+    )
+    assert lines["RETRAINER_MODELS_DIR"] == str(models)
