@@ -46,6 +46,7 @@ def up() -> None:
     user, password = settings.airflow_credentials()
     console.print(f"\nAirflow UI  {settings.airflow_url}  (login {user} / {password})")
     console.print(f"MLflow UI   {settings.mlflow_url}")
+    console.print(f"Serving API {settings.serving_url}  (/models/<name>/predict, /metrics, /docs)")
     console.print(f"State       {settings.home}    stop with `retrainer down`")
 
 
@@ -255,6 +256,35 @@ def _report_run(name: str, dag_id: str, run: dict[str, Any]) -> None:
     console.print(f"MLflow UI   {settings.mlflow_url}/#/models/{name}")
     if state != "success":
         raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    model: Annotated[
+        str | None,
+        typer.Option("--model", help="also serve this model at /invocations (MLflow's protocol)"),
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="default RETRAINER_SERVING_PORT (8000)")] = None,
+    host: Annotated[str | None, typer.Option(help="default RETRAINER_HOST (127.0.0.1)")] = None,
+    max_rows: Annotated[int, typer.Option(help="most rows in one request")] = 1000,
+) -> None:
+    """Serve the champion of every spec at /models/<name>/predict (FastAPI on uvicorn)."""
+    import uvicorn
+
+    from retrainer.serving.app import create_app
+
+    settings = _settings()
+    application = create_app(settings, default_model=model, max_rows=max_rows)
+    uvicorn.run(
+        application,
+        host=host or settings.host,
+        port=port or settings.serving_port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=10,
+    )
 
 
 @app.command()

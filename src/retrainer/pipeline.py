@@ -184,7 +184,9 @@ def train_candidate(
     model = fit_pipeline(spec, train, numeric, categorical)
     X_train = prepare_features(train, numeric, categorical)
     example = X_train.head(5)
-    signature = infer_signature(example, model.predict(example))
+    # From the whole training frame: columns with missing values become optional in the
+    # signature, and the serving API allows nulls exactly there.
+    signature = infer_signature(X_train, model.predict(example))
 
     with mlflow.start_run(run_id=run_id):
         mlflow.set_tags({C.TAG_STAGE: "train_candidate", C.TAG_TASK_ID: ctx.task_id})

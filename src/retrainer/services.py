@@ -64,6 +64,11 @@ def services(settings: Settings) -> list[Service]:
         Service("airflow-scheduler", [airflow, "scheduler"]),
         Service("airflow-triggerer", [airflow, "triggerer"]),
         Service(
+            "serving",
+            [str(venv_bin() / "retrainer"), "serve"],
+            f"{settings.serving_url}/health",
+        ),
+        Service(
             "airflow-api-server",
             [airflow, "api-server", "--host", settings.host, "--port", str(settings.airflow_port)],
             f"{settings.airflow_url}/api/v2/monitor/health",

@@ -36,9 +36,12 @@ class Settings:
     host: str = "127.0.0.1"
     airflow_port: int = 8080
     mlflow_port: int = 5000
+    serving_port: int = 8000
     airflow_user: str = "admin"
     mlflow_tracking_uri: str | None = None  # default: the SQLite store under home (no server)
     work_uri: str | None = None  # per-run snapshots; local path or s3://bucket/prefix
+    inference_log_uri: str | None = None  # serving's request log; local path or s3://
+    feedback_uri: str | None = None  # late labels sent to /feedback; local path or s3://
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -98,6 +101,35 @@ class Settings:
         return self.work_uri or str(self.home / "work")
 
     @property
+    def inference_log_root(self) -> str:
+        return self.inference_log_uri or str(self.home / "inference_log")
+
+    @property
+    def feedback_root(self) -> str:
+        return self.feedback_uri or str(self.home / "feedback")
+
+    @property
+    def serving_url(self) -> str:
+        return f"http://{self.host}:{self.serving_port}"
+
+    @staticmethod
+    def api_token_from_env() -> str | None:
+        """RETRAINER_API_TOKEN: when set, every serving endpoint but /health needs it."""
+        return os.environ.get("RETRAINER_API_TOKEN") or None
+
+    def serving_admin_token(self) -> str:
+        """The token for /reload: RETRAINER_API_TOKEN if set, else one generated in the state folder."""
+        token = self.api_token_from_env()
+        if token:
+            return token
+        path = self.home / "serving_admin_token"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(24))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    @property
     def airflow_url(self) -> str:
         return f"http://{self.host}:{self.airflow_port}"
 
@@ -134,6 +166,7 @@ class Settings:
             "RETRAINER_PROFILE": self.profile,
             "RETRAINER_AIRFLOW_PORT": str(self.airflow_port),
             "RETRAINER_MLFLOW_PORT": str(self.mlflow_port),
+            "RETRAINER_SERVING_PORT": str(self.serving_port),
             "MLFLOW_TRACKING_URI": self.tracking_uri,
             "AIRFLOW_HOME": str(self.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_dir),

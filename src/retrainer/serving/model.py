@@ -1,0 +1,197 @@
+"""A loaded model version and the fast path from JSON rows to predictions.
+
+Requests are checked against the model's MLflow signature with plain Python (no DataFrame per
+request); concurrent requests are predicted together as one DataFrame by the batcher.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+NUMERIC = {"double", "float", "long", "integer"}
+
+
+class InputError(ValueError):
+    """A request the model can't take: answered 4xx with this message."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # MLflow schema type: double, long, string, boolean, ...
+    required: bool  # False: null allowed (the column had missing values in training)
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    version: str
+    model: Any  # the fitted sklearn Pipeline
+    columns: list[Column]
+    numeric: list[str]
+    categorical: list[str]
+    classes: list[Any] | None = None
+    run_id: str | None = None
+    _by_name: dict[str, Column] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_name = {c.name: c for c in self.columns}
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def check_rows(self, rows: list[dict[str, Any]], max_rows: int) -> None:
+        if not rows:
+            raise InputError("no rows in the request; send at least one")
+        if len(rows) > max_rows:
+            raise InputError(f"too many rows: {len(rows)} > {max_rows}; split the request")
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise InputError(
+                    f"row {i}: expected an object of column -> value; found {type(row).__name__}"
+                )
+            unknown = [k for k in row if k not in self._by_name]
+            if unknown:
+                raise InputError(
+                    f"row {i}: unknown column(s) {unknown}; the model takes {self.column_names}"
+                )
+            for col in self.columns:
+                if col.name not in row:
+                    raise InputError(f"row {i}: missing column {col.name!r} ({col.type})")
+                value = row[col.name]
+                if value is None or (isinstance(value, float) and math.isnan(value)):
+                    if col.required:
+                        raise InputError(
+                            f"row {i}: column {col.name!r} is null/NaN, which this model does not allow "
+                            "(it had no missing values in training)"
+                        )
+                    continue
+                if col.type in NUMERIC:
+                    if isinstance(value, bool) or not isinstance(value, int | float):
+                        raise InputError(
+                            f"row {i}: column {col.name!r} expects a number ({col.type}); found {value!r}"
+                        )
+                    if isinstance(value, float) and math.isinf(value):
+                        raise InputError(f"row {i}: column {col.name!r} is infinite")
+                elif col.type == "string":
+                    if not isinstance(value, str):
+                        raise InputError(
+                            f"row {i}: column {col.name!r} expects a string; found {value!r}"
+                        )
+                elif col.type == "boolean" and not isinstance(value, bool):
+                    raise InputError(
+                        f"row {i}: column {col.name!r} expects true/false; found {value!r}"
+                    )
+
+    def predict(
+        self, rows: list[dict[str, Any]]
+    ) -> tuple[list[Any], list[dict[str, float]] | None]:
+        """Labels (or values) and, for classifiers, class probabilities, for checked rows."""
+        import numpy as np
+        import pandas as pd
+
+        frame = pd.DataFrame.from_records(rows, columns=self.column_names)
+        for col in self.numeric:
+            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
+        for col in self.categorical:
+            frame[col] = frame[col].astype(object).where(frame[col].notna(), np.nan)
+        if self.classes is None:
+            return [float(v) for v in self.model.predict(frame)], None
+        proba = self.model.predict_proba(frame)
+        idx = proba.argmax(axis=1)
+        classes = self.classes
+        labels = [_plain(classes[i]) for i in idx]
+        names = [str(c) for c in classes]
+        probs = [dict(zip(names, map(float, row), strict=True)) for row in proba]
+        return labels, probs
+
+
+def _plain(value: Any) -> Any:
+    item = getattr(value, "item", None)
+    return item() if callable(item) else value
+
+
+def load_version(name: str, version: str, tracking_uri: str) -> LoadedModel:
+    """Load `models:/name/version` with its signature; raises on a broken artifact."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import get_model_info
+
+    from retrainer.pipeline import model_feature_columns
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    uri = f"models:/{name}/{version}"
+    info = get_model_info(uri)
+    model = mlflow.sklearn.load_model(uri)
+    schema = info.signature.inputs if info.signature is not None else None
+    if schema is None:
+        raise ValueError(f"{uri} has no signature; retrainer serves only models logged with one")
+    columns = [
+        Column(str(c.name), _type_name(c.type), bool(getattr(c, "required", True)))
+        for c in schema.inputs
+    ]
+    numeric, categorical = model_feature_columns(model)
+    classes = (
+        list(model.classes_)
+        if hasattr(model, "predict_proba") and hasattr(model, "classes_")
+        else None
+    )
+    return LoadedModel(
+        name, str(version), model, columns, numeric, categorical, classes, info.run_id
+    )
+
+
+def _type_name(t: Any) -> str:
+    name = getattr(t, "name", None) or str(t)
+    return str(name).lower()
+
+
+def parse_payload(body: Any) -> list[dict[str, Any]]:
+    """Rows from any of MLflow's scoring formats, or retrainer's own {"rows": [...]}."""
+    if not isinstance(body, dict):
+        if isinstance(body, list):
+            return body
+        raise InputError(
+            "expected a JSON object with one of: rows, dataframe_split, dataframe_records, instances, inputs"
+        )
+    keys = [
+        k
+        for k in ("rows", "dataframe_split", "dataframe_records", "instances", "inputs")
+        if k in body
+    ]
+    if len(keys) != 1:
+        raise InputError(
+            "expected exactly one of the keys rows, dataframe_split, dataframe_records, instances, inputs; "
+            f"found {sorted(body)}"
+        )
+    key = keys[0]
+    data = body[key]
+    if key == "dataframe_split":
+        if not isinstance(data, dict) or "columns" not in data or "data" not in data:
+            raise InputError('dataframe_split: expected {"columns": [...], "data": [[...], ...]}')
+        cols = data["columns"]
+        out = []
+        for i, values in enumerate(data["data"]):
+            if not isinstance(values, list) or len(values) != len(cols):
+                raise InputError(
+                    f"dataframe_split: row {i} has {len(values) if isinstance(values, list) else '?'} values for {len(cols)} columns"
+                )
+            out.append(dict(zip(cols, values, strict=True)))
+        return out
+    if key == "inputs" and isinstance(data, dict):
+        lengths = {len(v) if isinstance(v, list) else 1 for v in data.values()}
+        if len(lengths) != 1:
+            raise InputError("inputs: every column must have the same number of values")
+        n = lengths.pop()
+        return [
+            {k: (v[i] if isinstance(v, list) else v) for k, v in data.items()} for i in range(n)
+        ]
+    if isinstance(data, dict):
+        return [data]
+    if not isinstance(data, list):
+        raise InputError(f"{key}: expected a list of row objects")
+    return data
