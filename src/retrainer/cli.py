@@ -234,7 +234,7 @@ def trigger(
         _report_run(spec.name, spec.retrain_dag_id, run)
 
 
-def _report_run(name: str, dag_id: str, run: dict[str, Any]) -> None:
+def _report_run(name: str, dag_id: str, run: dict[str, Any], exit_on_failure: bool = True) -> None:
     from retrainer.report import retrain_outcome
 
     settings = _settings()
@@ -254,7 +254,7 @@ def _report_run(name: str, dag_id: str, run: dict[str, Any]) -> None:
             f"MLflow run  {settings.mlflow_url}/#/experiments/{outcome.experiment_id}/runs/{outcome.mlflow_run_id}"
         )
     console.print(f"MLflow UI   {settings.mlflow_url}/#/models/{name}")
-    if state != "success":
+    if state != "success" and exit_on_failure:
         raise typer.Exit(1)
 
 
@@ -288,9 +288,156 @@ def serve(
 
 
 @app.command()
+def history(model: Annotated[str, typer.Argument(help="model name")]) -> None:
+    """The promotion ledger of MODEL: every promotion and rollback, newest first."""
+    from datetime import UTC, datetime
+
+    from retrainer.ledger import history as read_history
+    from retrainer.pipeline import mlflow_client
+
+    entries = read_history(mlflow_client(_settings()), model)
+    if not entries:
+        console.print(f"no promotions recorded for {model}")
+        return
+    table = Table(
+        "when (UTC)", "action", "from", "to", "triggered by", "reason", "metrics", "DAG run"
+    )
+    for e in entries:
+        when = datetime.fromtimestamp(e.time / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        metrics = ", ".join(f"{k}={v}" for k, v in sorted(e.metrics.items())[:2])
+        table.add_row(
+            when,
+            e.action,
+            e.from_version or "-",
+            e.to_version,
+            e.triggered_by,
+            e.reason[:60],
+            metrics,
+            e.dag_run_id,
+        )
+    console.print(table)
+
+
+@app.command()
+def rollback(
+    model: Annotated[str, typer.Argument(help="model name")],
+    version: Annotated[
+        str | None, typer.Option(help="version to serve (default: the `previous` alias)")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="recorded in the ledger")] = "manual rollback (cli)",
+    wait: Annotated[bool, typer.Option("--wait/--no-wait")] = True,
+) -> None:
+    """Put an earlier version back behind the serving API, through MODEL's deploy DAG."""
+    from retrainer.constants import ALIAS_PREVIOUS
+    from retrainer.pipeline import mlflow_client
+    from retrainer.registry import version_by_alias
+    from retrainer.spec import find_spec
+
+    settings = _settings()
+    try:
+        spec = find_spec(settings.models_dir, model)
+        if version is None:
+            prev = version_by_alias(mlflow_client(settings), spec.name, ALIAS_PREVIOUS)
+            if prev is None:
+                fail(
+                    f"{spec.name} has no `previous` version to roll back to; name one with --version"
+                )
+                return
+            version = str(prev.version)
+        run = trigger_and_wait(
+            spec.deploy_dag_id, {"version": version, "reason": reason, "origin": "manual"}, wait
+        )
+    except RetrainerError as exc:
+        fail(str(exc))
+        return
+    if wait:
+        console.print(f"{spec.deploy_dag_id} finished: {run.get('state')}")
+        if run.get("state") != "success":
+            raise typer.Exit(1)
+
+
+def _follow_deploy(
+    spec_name: str, retrain_dag_id: str, retrain_run_id: str, deploy_dag_id: str
+) -> str | None:
+    """Wait for the deploy run a retrain run triggered; its final state, or None if none was."""
+    client = _client()
+    deploy_run_id = client.xcom(retrain_dag_id, retrain_run_id, "trigger_deploy", "trigger_run_id")
+    if not deploy_run_id:
+        return None
+    console.print(f"\nfollowing {deploy_dag_id} run {deploy_run_id}")
+    shown: dict[str, str] = {}
+
+    def show(states: dict[str, str]) -> None:
+        for task_id, state in states.items():
+            if state != "None" and shown.get(task_id) != state:
+                console.print(f"  {task_id:<20} {state}", highlight=False)
+                shown[task_id] = state
+
+    with console.status("deploying..."):
+        run = client.wait_for_run(deploy_dag_id, deploy_run_id, timeout=600, on_change=show)
+    return str(run.get("state"))
+
+
+def _send_demo_requests(spec_name: str, data_path: Path, n: int = 5) -> None:
+    import httpx
+    import pandas as pd
+
+    settings = _settings()
+    info = httpx.get(f"{settings.serving_url}/models/{spec_name}", timeout=10).json()
+    columns = [c["name"] for c in info["inputs"]]
+    rows = pd.read_csv(data_path).sample(n, random_state=7)
+    payload = [{c: (None if pd.isna(r[c]) else r[c]) for c in columns} for _, r in rows.iterrows()]
+    table = Table(
+        "Age",
+        "Amount",
+        "Income",
+        "Home",
+        "Job",
+        "prediction",
+        "P(label)",
+        "version",
+        title=f"POST {settings.serving_url}/models/{spec_name}/predict",
+    )
+    for row in payload:
+        answer = httpx.post(
+            f"{settings.serving_url}/models/{spec_name}/predict", json={"rows": [row]}, timeout=10
+        ).json()
+        p = answer["predictions"][0]
+        table.add_row(
+            *(str(row.get(c)) for c in ("Age", "Amount", "Income", "Home", "Job")),
+            str(p["label"]),
+            f"{p['probability']:.3f}",
+            answer["model_version"],
+        )
+    console.print(table)
+
+
+@app.command()
 def demo(model: Annotated[str, typer.Option(help="model to run")] = "credit_default") -> None:
-    """Run MODEL's retrain DAG through the real scheduler and show what happened."""
-    trigger(model, data=None, reason="make demo", wait=True)
+    """Retrain MODEL through the real scheduler, follow its deployment, and query the served model."""
+    from retrainer.pipeline import resolve_source
+    from retrainer.spec import find_spec
+
+    settings = _settings()
+    spec = find_spec(settings.models_dir, model)
+    try:
+        run = trigger_and_wait(spec.retrain_dag_id, {"reason": "make demo"})
+    except RetrainerError as exc:
+        fail(str(exc))
+        return
+    _report_run(spec.name, spec.retrain_dag_id, run, exit_on_failure=False)
+    state = _follow_deploy(spec.name, spec.retrain_dag_id, run["dag_run_id"], spec.deploy_dag_id)
+    if state is not None:
+        console.print(
+            f"{spec.deploy_dag_id} finished: [{'green' if state == 'success' else 'red'}]{state}[/]"
+        )
+    _send_demo_requests(spec.name, Path(resolve_source(spec.data.train, settings)))
+    console.print(
+        f"\nServing API {settings.serving_url}/docs    metrics {settings.serving_url}/metrics"
+    )
+    console.print(f"Ledger      retrainer history {spec.name}")
+    if run.get("state") != "success" or state not in (None, "success"):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -29,3 +29,8 @@ MODEL_ARTIFACT_NAME = "model"
 
 # Types skops may load from these packages without listing each one by hand.
 TRUSTED_MODULE_PREFIXES = ("sklearn.", "numpy.", "scipy.")
+
+# The promotion ledger: one MLflow run per promotion or rollback, in its own experiment.
+LEDGER_EXPERIMENT = "retrainer/ledger"
+ARTIFACT_SMOKE_ROWS = "smoke/heldback.json"
+TAG_TEST_URI = "retrainer.test_uri"

@@ -213,6 +213,11 @@ def train_candidate(
             from_pandas(test, source=source, targets=target, name=f"{spec.name}-test"),
             context="test",
         )
+        # Held-back rows for the deploy smoke test: the live endpoint must answer them exactly
+        # as the registered model does.
+        smoke = prepare_features(test.head(50), numeric, categorical)
+        mlflow.log_text(smoke.to_json(orient="records"), C.ARTIFACT_SMOKE_ROWS)
+        mlflow.set_tag(C.TAG_TEST_URI, test_uri)
         info = mlflow.sklearn.log_model(
             model,
             name=C.MODEL_ARTIFACT_NAME,
