@@ -7,6 +7,7 @@ single folder gets the same isolation. Nothing here starts a service.
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -19,10 +20,12 @@ STATE = Path(tempfile.mkdtemp(prefix="retrainer-tests-"))
 MODELS = STATE / "models"
 
 
-def copy_spec(source: str, name: str) -> Path:
+def copy_spec(source: str, name: str, approval: str | None = None) -> Path:
     """A shipped spec under another model name, its data path made absolute."""
     raw = yaml.safe_load((ROOT / "models" / f"{source}.yaml").read_text())
     raw["name"] = name
+    if approval:
+        raw.setdefault("deployment", {})["approval"] = approval
     raw["data"]["train"] = str(ROOT / raw["data"]["train"])
     path = MODELS / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
@@ -34,7 +37,17 @@ def copy_spec(source: str, name: str) -> Path:
 MODELS.mkdir()
 copy_spec("credit_default", "credit_it")
 copy_spec("diabetes_progression", "diabetes_progression")
-SETTINGS = Settings(home=STATE / "state", models_dir=MODELS)
+copy_spec("credit_default", "credit_srv", approval="auto")
+copy_spec("credit_default", "credit_appr", approval="manual")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+SETTINGS = Settings(home=STATE / "state", models_dir=MODELS, serving_port=free_port())
 
 os.environ.update(SETTINGS.environment())
 # Quiet, deterministic task runs under dag.test(); no example DAGs.

@@ -159,18 +159,31 @@ def retrain_dag(spec: ModelSpec, path: Path) -> DAG:
 
         # TaskFlow passes XComArgs where the functions declare their runtime types.
         registered = register_candidate(gate(evaluate_candidate(train_candidate(validate_data()))))  # type: ignore[arg-type]
-        from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 
-        registered >> TriggerDagRunOperator(
-            task_id="trigger_deploy",
-            trigger_dag_id=spec.deploy_dag_id,
-            conf={
-                "version": "{{ ti.xcom_pull(task_ids='register_candidate')['version'] }}",
-                "reason": "retrain {{ run_id }} passed the gate",
-                "origin": "retrain",
-            },
-            retries=2,
-        )
+        @task(retries=2)
+        def trigger_deploy(registered: dict[str, Any], **context: Any) -> None:
+            """Start the deploy DAG for the new version (once per retrain run, even if re-run)."""
+            from airflow.sdk.exceptions import DagRunTriggerException
+
+            run_id = context["run_id"]
+            raise DagRunTriggerException(
+                trigger_dag_id=spec.deploy_dag_id,
+                dag_run_id=f"deploy__{run_id}",
+                conf={
+                    "version": registered["version"],
+                    "reason": f"retrain {run_id} passed the gate",
+                    "origin": "retrain",
+                },
+                reset_dag_run=False,
+                skip_when_already_exists=True,
+                wait_for_completion=False,
+                allowed_states=["success"],
+                failed_states=["failed"],
+                poke_interval=10,
+                deferrable=False,
+            )
+
+        trigger_deploy(registered)  # type: ignore[arg-type]
     return dag
 
 
@@ -318,8 +331,16 @@ def spec_errors_dag(errors: list[tuple[Path, Exception]]) -> DAG:
     return dag
 
 
-def build_dags(models_dir: str | Path | None = None) -> dict[str, DAG]:
-    """Every valid spec's DAGs, plus one DAG that shows the broken specs, if any."""
+BUILDERS = {"retrain": "retrain_dag", "deploy": "deploy_dag"}
+
+
+def build_dags(kind: str = "retrain", models_dir: str | Path | None = None) -> dict[str, DAG]:
+    """Every valid spec's DAG of one kind (one DAG file per kind keeps each file's parse short).
+
+    The retrain file also carries the DAG that shows broken specs, so it exists exactly once.
+    """
+    if kind not in BUILDERS:
+        raise ValueError(f"kind: expected one of {sorted(BUILDERS)}; found {kind!r}")
     root = Path(models_dir) if models_dir else get_settings().models_dir
     dags: dict[str, DAG] = {}
     errors: list[tuple[Path, Exception]] = []
@@ -328,13 +349,11 @@ def build_dags(models_dir: str | Path | None = None) -> dict[str, DAG]:
             errors.append((path, spec))
             continue
         try:
-            dag = retrain_dag(spec, path)
+            dag = retrain_dag(spec, path) if kind == "retrain" else deploy_dag(spec)
         except Exception as exc:  # one bad spec never hides the others
             errors.append((path, exc))
             continue
         dags[dag.dag_id] = dag
-        deploy = deploy_dag(spec)
-        dags[deploy.dag_id] = deploy
-    if errors:
+    if errors and kind == "retrain":
         dags[SPEC_ERRORS_DAG_ID] = spec_errors_dag(errors)
     return dags

@@ -116,7 +116,8 @@ def promote(
         if current is not None:
             client.set_registered_model_alias(spec.name, C.ALIAS_PREVIOUS, current)
         client.set_registered_model_alias(spec.name, C.ALIAS_CHAMPION, target)
-    ledger_id = _ledger(client, settings, spec, ctx, action, current, target, reason)
+    from_version = None if action == "initial" else current
+    ledger_id = _ledger(client, settings, spec, ctx, action, from_version, target, reason)
     log.info(
         "%s: %s v%s -> v%s (%s)", spec.name, action, current, target, reason or "no reason given"
     )

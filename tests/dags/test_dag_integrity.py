@@ -19,7 +19,9 @@ RETRAIN_TASKS = [
     "evaluate_candidate",
     "gate",
     "register_candidate",
+    "trigger_deploy",
 ]
+DEPLOY_TASKS = ["promote_champion", "reload_serving", "smoke_test", "rollback"]
 
 
 def dagbag(models_dir: Path):
@@ -49,11 +51,12 @@ def test_no_import_errors(bag):
 def test_one_dag_set_per_spec(bag):
     specs = sorted(p.stem for p in (ROOT / "models").glob("*.yaml"))
     assert specs
-    assert sorted(bag.dag_ids) == sorted(f"{name}_retrain" for name in specs)
+    expected = [f"{name}_{kind}" for name in specs for kind in ("retrain", "deploy")]
+    assert sorted(bag.dag_ids) == sorted(expected)
 
 
 def test_retrain_dag_shape(bag):
-    for dag_id in bag.dag_ids:
+    for dag_id in [d for d in bag.dag_ids if d.endswith("_retrain")]:
         dag = bag.dags[dag_id]
         assert {"retrainer", "retrain"} <= set(dag.tags)
         assert dag.max_active_runs == 1
@@ -62,6 +65,23 @@ def test_retrain_dag_shape(bag):
         assert [t.task_id for t in dag.topological_sort()] == RETRAIN_TASKS
         for t in dag.tasks:
             assert t.retries >= 1, f"{dag_id}.{t.task_id} has no retries for transient errors"
+
+
+def test_deploy_dag_shape(bag):
+    import yaml as _yaml
+
+    for dag_id in [d for d in bag.dag_ids if d.endswith("_deploy")]:
+        dag = bag.dags[dag_id]
+        name = dag_id.removesuffix("_deploy")
+        spec = _yaml.safe_load((ROOT / "models" / f"{name}.yaml").read_text())
+        manual = spec.get("deployment", {}).get("approval") == "manual"
+        order = [t.task_id for t in dag.topological_sort()]
+        assert order == (["approve"] if manual else []) + DEPLOY_TASKS
+        assert {"retrainer", "deploy"} <= set(dag.tags) and dag.max_active_runs == 1
+        assert set(dag.params.keys()) == {"version", "reason", "origin"}
+        assert dag.task_dict["rollback"].trigger_rule == "one_failed"
+        if manual:
+            assert type(dag.task_dict["approve"]).__name__ == "ApprovalOperator"
 
 
 def test_broken_spec_is_isolated_and_visible(tmp_path):
@@ -73,7 +93,11 @@ def test_broken_spec_is_isolated_and_visible(tmp_path):
     (tmp_path / "garbage.yaml").write_text("name: [unclosed\n")
     bag = dagbag(tmp_path)
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {"credit_default_retrain", "retrainer_spec_errors"}
+    assert set(bag.dag_ids) == {
+        "credit_default_retrain",
+        "credit_default_deploy",
+        "retrainer_spec_errors",
+    }
     errors_dag = bag.dags["retrainer_spec_errors"]
     assert "broken_model.yaml" in errors_dag.doc_md and "garbage.yaml" in errors_dag.doc_md
     assert "gate.primary_metric: 'rmse' is not a classification metric" in errors_dag.doc_md

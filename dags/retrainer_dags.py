@@ -1,5 +1,0 @@
-"""retrainer's DAGs: one set per model spec in RETRAINER_MODELS_DIR (wiring only; see src/)."""
-
-from retrainer.airflow_dags import build_dags
-
-globals().update(build_dags())
