@@ -82,3 +82,89 @@ def s3_bucket(s3_endpoint):
     name = f"bucket-{uuid.uuid4().hex[:10]}"
     storage.s3_client().create_bucket(Bucket=name)
     return name
+
+
+def register_version(name: str, run_id: str, **model_updates):
+    """Validate, train, evaluate, gate and register one candidate, as the retrain DAG's tasks do."""
+    from retrainer import pipeline
+    from retrainer.settings import RunContext
+    from retrainer.spec import load_spec
+
+    spec = load_spec(testenv.MODELS / f"{name}.yaml")
+    if model_updates:
+        spec = spec.model_copy(update={"model": spec.model.model_copy(update=model_updates)})
+    ctx = RunContext(dag_id=spec.retrain_dag_id, run_id=run_id)
+    validated = pipeline.validate_data(spec, ctx)
+    trained = pipeline.train_candidate(spec, ctx, validated)
+    gated = pipeline.gate_candidate(spec, ctx, pipeline.evaluate_candidate(spec, ctx, trained))
+    registered = pipeline.register_candidate(spec, ctx, gated)
+    assert registered is not None, gated["gate"]["reasons"]
+    return registered["version"]
+
+
+@pytest.fixture(scope="session")
+def served_model(airflow_db):
+    """credit_srv with a champion (v1) registered."""
+    register_version("credit_srv", "fixture-v1")
+    return "credit_srv"
+
+
+def start_server(
+    settings, model: str, port: int, extra_env: dict | None = None, max_rows: int = 1000
+):
+    import os
+    import subprocess
+    import time
+
+    import httpx
+
+    env = dict(os.environ, **settings.environment(), **(extra_env or {}))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "retrainer.cli",
+            "serve",
+            "--model",
+            model,
+            "--port",
+            str(port),
+            "--max-rows",
+            str(max_rows),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+            pytest.fail(f"retrainer serve did not start:\n{out[-3000:]}")
+        time.sleep(0.3)
+    return proc, url
+
+
+def stop_server(proc) -> str:
+    proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=30)
+    except Exception:
+        proc.kill()
+        out, _ = proc.communicate()
+    return out.decode(errors="replace") if out else ""
+
+
+@pytest.fixture(scope="session")
+def serving(served_model):
+    """`retrainer serve` as its own process on the session's serving port (the one deploys reload)."""
+    proc, url = start_server(testenv.SETTINGS, served_model, testenv.SETTINGS.serving_port)
+    yield url
+    stop_server(proc)
