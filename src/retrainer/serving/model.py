@@ -24,6 +24,74 @@ class Column:
     required: bool  # False: null allowed (the column had missing values in training)
 
 
+class FastPath:
+    """Our pipeline's fitted preprocessing as plain numpy, feeding the estimator directly.
+
+    Builds the same matrix the ColumnTransformer would (median imputation, standard scaling,
+    one-hot with unknown categories ignored) without a DataFrame per batch: about 5x less work
+    for a small batch. `LoadedModel` checks it against the sklearn pipeline when it loads and
+    uses it only when every output is identical.
+    """
+
+    def __init__(self, pipeline: Any, numeric: list[str], categorical: list[str]) -> None:
+        import numpy as np
+
+        ct = pipeline.named_steps["features"]
+        self.numeric, self.categorical = numeric, categorical
+        self.estimator = pipeline.named_steps["estimator"]
+        names = [name for name, _, cols in ct.transformers_ if name != "remainder" and len(cols)]
+        if [n for n in names] != [
+            n for n, cols in (("numeric", numeric), ("categorical", categorical)) if cols
+        ]:
+            raise ValueError("not a retrainer pipeline layout")
+        if numeric:
+            imputer, scaler = (step for _, step in ct.named_transformers_["numeric"].steps)
+            self.fill = np.asarray(imputer.statistics_, dtype=float)
+            self.mean = np.asarray(
+                scaler.mean_ if scaler.with_mean else np.zeros(len(numeric)), dtype=float
+            )
+            self.scale = np.asarray(
+                scaler.scale_ if scaler.with_std else np.ones(len(numeric)), dtype=float
+            )
+        self.index: list[dict[Any, int]] = []
+        self.nan_index: list[int | None] = []
+        width = len(numeric)
+        if categorical:
+            encoder = ct.named_transformers_["categorical"]
+            if encoder.drop_idx_ is not None or getattr(encoder, "_infrequent_enabled", False):
+                raise ValueError("one-hot drop/infrequent categories are not compiled")
+            for cats in encoder.categories_:
+                lookup: dict[Any, int] = {}
+                nan_at = None
+                for k, c in enumerate(cats):
+                    if isinstance(c, float) and c != c:
+                        nan_at = width + k
+                    else:
+                        lookup[c] = width + k
+                self.index.append(lookup)
+                self.nan_index.append(nan_at)
+                width += len(cats)
+        self.width = width
+
+    def matrix(self, rows: list[dict[str, Any]]) -> Any:
+        import numpy as np
+
+        n = len(rows)
+        X = np.zeros((n, self.width), dtype=float)
+        if self.numeric:
+            num = np.array([[r[c] for c in self.numeric] for r in rows], dtype=float)  # None -> nan
+            num = np.where(np.isnan(num), self.fill, num)
+            X[:, : len(self.numeric)] = (num - self.mean) / self.scale
+        for j, col in enumerate(self.categorical):
+            lookup, nan_at = self.index[j], self.nan_index[j]
+            for i, r in enumerate(rows):
+                v = r[col]
+                k = nan_at if v is None else lookup.get(v)
+                if k is not None:
+                    X[i, k] = 1.0
+        return X
+
+
 @dataclass
 class LoadedModel:
     name: str
@@ -34,10 +102,29 @@ class LoadedModel:
     categorical: list[str]
     classes: list[Any] | None = None
     run_id: str | None = None
+    fast: FastPath | None = None
     _by_name: dict[str, Column] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._by_name = {c.name: c for c in self.columns}
+
+    def compile(self, sample_rows: list[dict[str, Any]]) -> bool:
+        """Use the numpy fast path if it reproduces the pipeline exactly on these rows."""
+        if not sample_rows:
+            return False
+        try:
+            fast = FastPath(self.model, self.numeric, self.categorical)
+        except (ValueError, KeyError, AttributeError, TypeError):
+            return False
+        reference = self._predict_pipeline(sample_rows)
+        self.fast = fast
+        try:
+            same = self._predict_fast(sample_rows) == reference
+        except Exception:
+            same = False
+        if not same:
+            self.fast = None
+        return same
 
     @property
     def column_names(self) -> list[str]:
@@ -90,6 +177,29 @@ class LoadedModel:
         self, rows: list[dict[str, Any]]
     ) -> tuple[list[Any], list[dict[str, float]] | None]:
         """Labels (or values) and, for classifiers, class probabilities, for checked rows."""
+        return self._predict_fast(rows) if self.fast is not None else self._predict_pipeline(rows)
+
+    def _predict_fast(
+        self, rows: list[dict[str, Any]]
+    ) -> tuple[list[Any], list[dict[str, float]] | None]:
+        assert self.fast is not None
+        X = self.fast.matrix(rows)
+        estimator = self.fast.estimator
+        if self.classes is None:
+            return [float(v) for v in estimator.predict(X)], None
+        return self._labels(estimator.predict_proba(X))
+
+    def _labels(self, proba: Any) -> tuple[list[Any], list[dict[str, float]]]:
+        idx = proba.argmax(axis=1)
+        classes = self.classes or []
+        names = [str(c) for c in classes]
+        labels = [_plain(classes[i]) for i in idx]
+        probs = [dict(zip(names, map(float, row), strict=True)) for row in proba]
+        return labels, probs
+
+    def _predict_pipeline(
+        self, rows: list[dict[str, Any]]
+    ) -> tuple[list[Any], list[dict[str, float]] | None]:
         import numpy as np
         import pandas as pd
 
@@ -100,13 +210,7 @@ class LoadedModel:
             frame[col] = frame[col].astype(object).where(frame[col].notna(), np.nan)
         if self.classes is None:
             return [float(v) for v in self.model.predict(frame)], None
-        proba = self.model.predict_proba(frame)
-        idx = proba.argmax(axis=1)
-        classes = self.classes
-        labels = [_plain(classes[i]) for i in idx]
-        names = [str(c) for c in classes]
-        probs = [dict(zip(names, map(float, row), strict=True)) for row in proba]
-        return labels, probs
+        return self._labels(self.model.predict_proba(frame))
 
 
 def _plain(value: Any) -> Any:

@@ -1,0 +1,218 @@
+"""Serving throughput and latency: `retrainer serve` vs `mlflow models serve`, same model, same run.
+
+Registers the credit_default model (HistGradientBoosting) in a throw-away state folder, starts
+both servers on loopback, and drives each with wrk (Debian's package) at 16 connections with the
+same single-row MLflow payload on /invocations. Then checks that both answer 200 different rows
+identically, and runs a sustained load on retrainer's server to see whether its memory (the
+inference log included) stays bounded.
+
+    python bench/serving.py [--seconds 20] [--soak 180]
+Target: >= 10x the throughput of mlflow models serve and <= 1/5 of its p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+MODEL = "credit_default"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server for {url} exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def rss_mb(pid: int) -> float:
+    total = 0
+    for p in [pid, *children(pid)]:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    kids = [int(x) for x in out]
+    return kids + [g for k in kids for g in children(k)]
+
+
+UNIT = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(url: str, body: str, seconds: int, connections: int = 16) -> dict[str, float]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f"wrk.body = {json.dumps(body)}\n"
+            "done = function(summary, latency, requests)\n"
+            '  io.write(string.format("NON2XX %d\\n", summary.errors.status))\n'
+            "end\n"
+        )
+        script = fh.name
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    os.unlink(script)
+
+    def latency(pct: str) -> float:
+        m = re.search(rf"^\s+{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        return float(m.group(1)) * UNIT[m.group(2)] if m else float("nan")
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"NON2XX (\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    return {
+        "rps": rps,
+        "p50": latency("50"),
+        "p99": latency("99"),
+        "non2xx": float(errors.group(1)) if errors else 0.0,
+        "socket_errors": float(sum(int(g) for g in socket_errors.groups())) if socket_errors else 0.0,
+    }
+
+
+def register(home: Path) -> dict[str, str]:
+    """Train and register credit_default v1 in a fresh state folder; return the environment."""
+    from retrainer.settings import Settings
+
+    settings = Settings(home=home, models_dir=ROOT / "models")
+    env = dict(os.environ, **settings.environment(), MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+    code = (
+        "from retrainer import pipeline\n"
+        "from retrainer.settings import RunContext, get_settings\n"
+        "from retrainer.spec import load_spec\n"
+        f"spec = load_spec({str(ROOT / 'models' / (MODEL + '.yaml'))!r})\n"
+        "ctx = RunContext(dag_id=spec.retrain_dag_id, run_id='bench')\n"
+        "v = pipeline.validate_data(spec, ctx)\n"
+        "t = pipeline.train_candidate(spec, ctx, v)\n"
+        "g = pipeline.gate_candidate(spec, ctx, pipeline.evaluate_candidate(spec, ctx, t))\n"
+        "print(pipeline.register_candidate(spec, ctx, g))\n"
+    )
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)
+    return env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=20, help="wrk duration per server")
+    parser.add_argument("--soak", type=int, default=180, help="sustained load on retrainer (memory)")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install -y wrk")
+
+    home = Path(tempfile.mkdtemp(prefix="retrainer-bench-"))
+    print("registering credit_default v1 (HistGradientBoosting, 13 features) ...", flush=True)
+    env = register(home / "state")
+    import pandas as pd
+
+    data = pd.read_csv(ROOT / "examples" / "credit" / "credit_data.csv").dropna()
+    feats = [c for c in data.columns if c != "Status"]
+    num = ["Seniority", "Time", "Age", "Expenses", "Income", "Assets", "Debt", "Amount", "Price"]
+    data[num] = data[num].astype(float)  # the signature's types (double)
+    row = data.iloc[0]
+    body = json.dumps({"dataframe_split": {"columns": feats, "data": [[row[c] for c in feats]]}}, default=float)
+
+    ours_port, mlflow_port = free_port(), free_port()
+    ours = subprocess.Popen(
+        [str(BIN / "retrainer"), "serve", "--model", MODEL, "--port", str(ours_port)],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    peer = subprocess.Popen(
+        [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}/1", "--env-manager", "local",
+         "--host", "127.0.0.1", "-p", str(mlflow_port)],
+        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        ours_url, peer_url = f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{mlflow_port}"
+        wait_until_up(f"{ours_url}/ready", ours)
+        wait_until_up(f"{peer_url}/ping", peer)
+
+        # Same answers: 200 different rows, one request each, to both.
+        mismatches = 0
+        sample = data.sample(200, random_state=1)
+        with httpx.Client(timeout=30) as client:
+            for _, r in sample.iterrows():
+                payload = {"dataframe_split": {"columns": feats, "data": [[r[c] for c in feats]]}}
+                a = client.post(f"{ours_url}/invocations", content=json.dumps(payload, default=float),
+                                headers={"content-type": "application/json"}).json()["predictions"]
+                b = client.post(f"{peer_url}/invocations", content=json.dumps(payload, default=float),
+                                headers={"content-type": "application/json"}).json()["predictions"]
+                mismatches += a != b
+        # The signature check is on: a wrong type is refused by ours.
+        bad = json.loads(body)
+        bad["dataframe_split"]["data"][0][feats.index("Age")] = "old"
+        refused = httpx.post(f"{ours_url}/invocations", json=bad).status_code
+
+        for url in (ours_url, peer_url):  # warm both
+            wrk(f"{url}/invocations", body, 3)
+        results = {}
+        results["mlflow models serve"] = wrk(f"{peer_url}/invocations", body, args.seconds)
+        results["retrainer serve"] = wrk(f"{ours_url}/invocations", body, args.seconds)
+
+        print(f"\nsingle-row /invocations, 16 connections, {args.seconds} s each (wrk), same model v1\n")
+        print(f"{'server':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'sock err':>8}")
+        for name, r in results.items():
+            print(f"{name:<22} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['non2xx']:>8.0f} {r['socket_errors']:>8.0f}")
+        o, p = results["retrainer serve"], results["mlflow models serve"]
+        print(f"\nthroughput ratio retrainer/mlflow: {o['rps'] / p['rps']:.1f}x  (target >= 10x)")
+        print(f"p99 ratio retrainer/mlflow:        {o['p99'] / p['p99']:.3f}  (target <= 0.2)")
+        print(f"identical predictions on 200 rows: {'yes' if mismatches == 0 else f'NO, {mismatches} differ'}")
+        print(f"signature check kept: wrong type answered {refused}")
+
+        if args.soak > 0:
+            before = rss_mb(ours.pid)
+            soak = wrk(f"{ours_url}/invocations", body, args.soak)
+            time.sleep(7)  # let the inference log flush
+            after = rss_mb(ours.pid)
+            requests = soak["rps"] * args.soak
+            logged = sum(len(pd.read_parquet(f)) for f in (home / "state" / "inference_log" / MODEL).rglob("*.parquet"))
+            print(f"\nsoak: {args.soak} s at 16 connections, {requests:,.0f} requests, {soak['non2xx']:.0f} non-2xx")
+            print(f"retrainer serve RSS before {before:.0f} MB, after {after:.0f} MB "
+                  f"({(after - before) * 1024 * 1024 / max(requests, 1):.1f} bytes per request)")
+            print(f"inference log rows on disk: {logged:,}")
+    finally:
+        for proc in (ours, peer):
+            proc.terminate()
+        for proc in (ours, peer):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
