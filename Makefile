@@ -40,6 +40,8 @@ test-unit: install
 
 bench: install
 	$(BIN)/python bench/dag_parse.py
+	@command -v wrk >/dev/null || apt-get install -y -qq wrk || echo "bench/serving.py needs wrk (Debian package)"
+	$(BIN)/python bench/serving.py
 
 lint: install
 	$(BIN)/ruff check src dags tests bench plugins

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -183,6 +184,19 @@ def _client() -> Any:
     return AirflowClient(settings.airflow_url, user, password)
 
 
+def state_printer() -> Callable[[dict[str, str]], None]:
+    """A callback printing each task's state once, as it changes."""
+    shown: dict[str, str] = {}
+
+    def show(states: dict[str, str]) -> None:
+        for task_id, state in states.items():
+            if state != "None" and shown.get(task_id) != state:
+                console.print(f"  {task_id:<20} {state}", highlight=False)
+                shown[task_id] = state
+
+    return show
+
+
 def trigger_and_wait(
     dag_id: str, conf: dict[str, Any], wait: bool = True, timeout: float = 900
 ) -> dict[str, Any]:
@@ -198,13 +212,7 @@ def trigger_and_wait(
     if not wait:
         return run
 
-    shown: dict[str, str] = {}
-
-    def show(states: dict[str, str]) -> None:
-        for task_id, state in states.items():
-            if state != "None" and shown.get(task_id) != state:
-                console.print(f"  {task_id:<20} {state}", highlight=False)
-                shown[task_id] = state
+    show = state_printer()
 
     with console.status("running..."):
         run = client.wait_for_run(dag_id, run_id, timeout=timeout, on_change=show)
@@ -365,13 +373,7 @@ def _follow_deploy(
     if not deploy_run_id:
         return None
     console.print(f"\nfollowing {deploy_dag_id} run {deploy_run_id}")
-    shown: dict[str, str] = {}
-
-    def show(states: dict[str, str]) -> None:
-        for task_id, state in states.items():
-            if state != "None" and shown.get(task_id) != state:
-                console.print(f"  {task_id:<20} {state}", highlight=False)
-                shown[task_id] = state
+    show = state_printer()
 
     with console.status("deploying..."):
         run = client.wait_for_run(deploy_dag_id, deploy_run_id, timeout=600, on_change=show)

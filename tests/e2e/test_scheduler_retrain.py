@@ -27,6 +27,7 @@ def platform(tmp_path_factory):
         models_dir=ROOT / "models",
         airflow_port=free_port(),
         mlflow_port=free_port(),
+        serving_port=free_port(),
     )
     try:
         services.start(settings, say=print, timeout=240)
@@ -37,7 +38,7 @@ def platform(tmp_path_factory):
             print(name, services.tail_log(settings, name, 5))
 
 
-def test_retrain_through_scheduler_registers_a_version(platform):
+def test_retrain_then_deploy_through_scheduler(platform):
     import httpx
 
     from retrainer.airflow_api import AirflowClient
@@ -74,3 +75,24 @@ def test_retrain_through_scheduler_registers_a_version(platform):
         timeout=10,
     )
     assert resp.status_code == 200 and resp.json()["registered_model"]["name"] == "credit_default"
+
+    # The retrain run triggered the deploy DAG; the scheduler ran it and serving answers with v1.
+    deploy_run = f"deploy__{run['dag_run_id']}"
+    api.wait_for_dag("credit_default_deploy", timeout=60)
+    deployed = api.wait_for_run("credit_default_deploy", deploy_run, timeout=300)
+    deploy_states = {
+        ti["task_id"]: ti["state"] for ti in api.task_instances("credit_default_deploy", deploy_run)
+    }
+    assert deployed["state"] == "success", deploy_states
+    assert deploy_states["smoke_test"] == "success" and deploy_states["rollback"] == "skipped"
+    info = httpx.get(f"{settings.serving_url}/models/credit_default", timeout=10).json()
+    assert info["version"] == "1"
+    row = {c["name"]: (30.0 if c["type"] == "double" else "rent") for c in info["inputs"]}
+    row.update(Home="rent", Marital="married", Records="no", Job="fixed")
+    answer = httpx.post(
+        f"{settings.serving_url}/models/credit_default/predict", json={"rows": [row]}, timeout=10
+    )
+    assert answer.status_code == 200 and answer.json()["model_version"] == "1"
+    from retrainer.ledger import history
+
+    assert history(client, "credit_default")[0].action == "initial"
