@@ -110,6 +110,12 @@ def retrain_dag(spec: ModelSpec, path: Path) -> DAG:
             "reason": Param(
                 "manual", type="string", title="Reason", description="Recorded on the MLflow run"
             ),
+            "trigger": Param(
+                None,
+                type=["null", "object"],
+                title="Trigger",
+                description="Set by the monitor DAG: the drift decision (PSI table, window); logged to the run",
+            ),
         },
         render_template_as_native_obj=True,
     ) as dag:
@@ -125,6 +131,7 @@ def retrain_dag(spec: ModelSpec, path: Path) -> DAG:
                 run_context(context),
                 data_uri=params.get("data_path") or None,
                 reason=str(params.get("reason") or ""),
+                trigger=params.get("trigger") or None,
             )
 
         @task
@@ -308,6 +315,127 @@ def deploy_dag(spec: ModelSpec) -> DAG:
     return dag
 
 
+def monitor_doc(spec: ModelSpec) -> str:
+    mon = spec.monitoring
+    return textwrap.dedent(
+        f"""\
+        ### Monitor `{spec.name}`
+        Schedule `{mon.schedule}`. Compares what the serving API logged since the last check with
+        the champion's **reference profile** (its training data's {mon.psi_bins} quantile bins per
+        numeric feature, category shares, null shares), stored with the model version.
+
+        1. **read_window**: the inference-log rows since the last decided check (bounds on the run).
+        2. **measure_drift**: PSI per feature, share of drifted features, the champion scored on
+           delayed labels (`/feedback`) when at least {mon.min_rows} arrived, and the decision:
+           `ok`, `warn` (PSI >= {mon.psi_warn:g}), `retrain` (PSI >= {mon.psi_retrain:g}, or the
+           primary metric under the gate threshold), `insufficient_data` (< {mon.min_rows} rows),
+           `schema_changed` (a column missing, all null, or of another type: an alert, no retrain).
+        3. **evidently_report**: Evidently's DataDriftPreset (PSI) as HTML in the MLflow run
+           (experiment `{spec.experiment_name}/monitor`; metrics `psi.<feature>` chart drift over time).
+        4. **trigger_retrain**: on `retrain`, starts `{spec.retrain_dag_id}` with the reason and the PSI
+           table, unless one is already in flight or one was triggered within the cooldown
+           (`monitoring.cooldown` {mon.cooldown}). Skipped otherwise, with the reason.
+        """
+    )
+
+
+def monitor_dag(spec: ModelSpec) -> DAG:
+    with DAG(
+        dag_id=spec.monitor_dag_id,
+        description=f"PSI of {spec.name}'s traffic vs its champion's training data; retrain on drift",
+        schedule=spec.monitoring.schedule,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        tags=["retrainer", "monitor", spec.name],
+        default_args=default_args(spec),
+        doc_md=monitor_doc(spec),
+        params={
+            "ignore_cooldown": Param(
+                False,
+                type="boolean",
+                title="Ignore cooldown",
+                description="Trigger a retrain on drift even inside monitoring.cooldown (a retrain in flight still blocks)",
+            ),
+        },
+        render_template_as_native_obj=True,
+    ) as dag:
+
+        @task
+        def read_window(**context: Any) -> dict[str, Any]:
+            from retrainer import monitoring
+
+            return run_step(monitoring.read_window, spec, run_context(context))
+
+        @task
+        def measure_drift(read: dict[str, Any], **context: Any) -> dict[str, Any]:
+            from retrainer import monitoring
+
+            return run_step(monitoring.measure_drift, spec, run_context(context), read)
+
+        @task(retries=1)
+        def evidently_report(measured: dict[str, Any]) -> str | None:
+            from retrainer import monitoring
+
+            return run_step(monitoring.evidently_report, spec, measured)
+
+        @task(retries=2)
+        def trigger_retrain(measured: dict[str, Any], **context: Any) -> None:
+            """Start the retrain DAG on a `retrain` decision, once, outside the cooldown."""
+            from airflow.sdk.exceptions import DagRunTriggerException
+
+            from retrainer import monitoring
+
+            decision = measured["decision"]
+            run_id = measured["mlflow_run_id"]
+            if decision["decision"] != monitoring.RETRAIN:
+                monitoring.record_action(run_id, "none", decision["decision"])
+                raise AirflowSkipException(f"decision {decision['decision']}: nothing to trigger")
+            in_flight = context["ti"].get_dr_count(
+                dag_id=spec.retrain_dag_id, states=["queued", "running"]
+            )
+            if in_flight:
+                detail = f"{spec.retrain_dag_id} already has {in_flight} run(s) in flight"
+                monitoring.record_action(run_id, "in_flight", detail)
+                raise AirflowSkipException(detail)
+            ok, why = monitoring.retrain_allowed(
+                spec, ignore_cooldown=bool(context["params"].get("ignore_cooldown"))
+            )
+            if not ok:
+                monitoring.record_action(run_id, "cooldown", why)
+                raise AirflowSkipException(why)
+            retrain_run = f"drift__{context['run_id']}"
+            monitoring.record_action(run_id, "triggered", why, retrain_run)
+            raise DagRunTriggerException(
+                trigger_dag_id=spec.retrain_dag_id,
+                dag_run_id=retrain_run,
+                conf={
+                    "reason": monitoring.retrain_reason(decision)[:4000],
+                    "trigger": {
+                        "origin": "monitor",
+                        "monitor_run_id": context["run_id"],
+                        "mlflow_run_id": run_id,
+                        "decision": decision["decision"],
+                        "features": decision["features"],
+                        "psi": decision["psi"],
+                        "window": decision["window"],
+                    },
+                },
+                reset_dag_run=False,
+                skip_when_already_exists=True,
+                wait_for_completion=False,
+                allowed_states=["success"],
+                failed_states=["failed"],
+                poke_interval=10,
+                deferrable=False,
+            )
+
+        measured = measure_drift(read_window())  # type: ignore[arg-type]
+        evidently_report(measured)  # type: ignore[arg-type]
+        trigger_retrain(measured)  # type: ignore[arg-type]
+    return dag
+
+
 def spec_errors_dag(errors: list[tuple[Path, Exception]]) -> DAG:
     """Broken specs made visible in the Airflow UI, without hiding the other models' DAGs."""
     listing = "\n\n".join(f"**{path.name}**\n```\n{err}\n```" for path, err in errors)
@@ -331,7 +459,7 @@ def spec_errors_dag(errors: list[tuple[Path, Exception]]) -> DAG:
     return dag
 
 
-BUILDERS = {"retrain": "retrain_dag", "deploy": "deploy_dag"}
+BUILDERS = {"retrain": "retrain_dag", "deploy": "deploy_dag", "monitor": "monitor_dag"}
 
 
 def build_dags(kind: str = "retrain", models_dir: str | Path | None = None) -> dict[str, DAG]:
@@ -349,7 +477,12 @@ def build_dags(kind: str = "retrain", models_dir: str | Path | None = None) -> d
             errors.append((path, spec))
             continue
         try:
-            dag = retrain_dag(spec, path) if kind == "retrain" else deploy_dag(spec)
+            if kind == "retrain":
+                dag = retrain_dag(spec, path)
+            elif kind == "deploy":
+                dag = deploy_dag(spec)
+            else:
+                dag = monitor_dag(spec)
         except Exception as exc:  # one bad spec never hides the others
             errors.append((path, exc))
             continue

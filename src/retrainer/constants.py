@@ -34,3 +34,23 @@ TRUSTED_MODULE_PREFIXES = ("sklearn.", "numpy.", "scipy.")
 LEDGER_EXPERIMENT = "retrainer/ledger"
 ARTIFACT_SMOKE_ROWS = "smoke/heldback.json"
 TAG_TEST_URI = "retrainer.test_uri"
+
+# Monitoring: the reference profile logged with every trained model, and each check's run.
+ARTIFACT_REFERENCE_PROFILE = "monitoring/reference_profile.json"
+ARTIFACT_REFERENCE_SAMPLE = "monitoring/reference_sample.parquet"
+ARTIFACT_MONITOR_DECISION = "drift/decision.json"
+ARTIFACT_MONITOR_PSI = "drift/psi.json"
+ARTIFACT_MONITOR_REPORT = "drift/drift_report.html"
+TAG_WINDOW_START = "retrainer.monitor.window_start"
+TAG_WINDOW_END = "retrainer.monitor.window_end"
+TAG_MONITOR_DECISION = "retrainer.monitor.decision"
+TAG_MONITOR_FEATURES = "retrainer.monitor.features"
+TAG_MONITOR_REASONS = "retrainer.monitor.reasons"
+TAG_MONITOR_ACTION = "retrainer.monitor.action"
+TAG_MONITOR_ACTION_DETAIL = "retrainer.monitor.action_detail"
+TAG_MONITOR_RETRAIN_RUN = "retrainer.monitor.retrain_run_id"
+TAG_MONITOR_REPORT = "retrainer.monitor.report"
+TAG_CHAMPION_VERSION = "retrainer.champion_version"
+REFERENCE_SAMPLE_ROWS = 5000
+ARTIFACT_TRIGGER = "trigger/conf.json"
+TAG_TRIGGER_ORIGIN = "retrainer.trigger.origin"

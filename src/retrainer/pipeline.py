@@ -101,6 +101,7 @@ def validate_data(
     data_uri: str | None = None,
     reason: str = "",
     settings: Settings | None = None,
+    trigger: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Read the batch, run the expectation suite, snapshot what passed for the next steps.
 
@@ -119,6 +120,9 @@ def validate_data(
     run_id = find_or_create_run(client, spec, ctx, settings, tags)
     client.update_run(run_id, status="RUNNING")
     client.log_text(run_id, spec_yaml(spec), C.ARTIFACT_SPEC)
+    if trigger:  # why this run exists: the monitor's decision, PSI table and window
+        client.log_text(run_id, json.dumps(trigger, indent=2, default=str), C.ARTIFACT_TRIGGER)
+        client.set_tag(run_id, C.TAG_TRIGGER_ORIGIN, str(trigger.get("origin", "")))
 
     try:
         df = storage.read_table(source)
@@ -217,6 +221,7 @@ def train_candidate(
         # as the registered model does.
         smoke = prepare_features(test.head(50), numeric, categorical)
         mlflow.log_text(smoke.to_json(orient="records"), C.ARTIFACT_SMOKE_ROWS)
+        _log_reference(spec, X_train, numeric, categorical)
         mlflow.set_tag(C.TAG_TEST_URI, test_uri)
         info = mlflow.sklearn.log_model(
             model,
@@ -371,6 +376,26 @@ def model_feature_columns(model: Any) -> tuple[list[str], list[str]]:
         if name in cols:
             cols[name] = list(columns)
     return cols["numeric"], cols["categorical"]
+
+
+def _log_reference(
+    spec: ModelSpec, X_train: Any, numeric: list[str], categorical: list[str]
+) -> None:
+    """What the monitor compares traffic with: the profile, and a sample for Evidently's report."""
+    import tempfile
+
+    import mlflow
+
+    from retrainer.drift import build_profile
+
+    profile = build_profile(X_train, numeric, categorical, spec.monitoring.psi_bins)
+    mlflow.log_text(profile.to_json(), C.ARTIFACT_REFERENCE_PROFILE)
+    n = min(len(X_train), C.REFERENCE_SAMPLE_ROWS)
+    sample = X_train.sample(n, random_state=spec.data.random_state) if n < len(X_train) else X_train
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/{C.ARTIFACT_REFERENCE_SAMPLE.rsplit('/', 1)[-1]}"
+        sample.to_parquet(path, index=False)
+        mlflow.log_artifact(path, C.ARTIFACT_REFERENCE_SAMPLE.rsplit("/", 1)[0])
 
 
 def _log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float]) -> None:

@@ -105,6 +105,12 @@ class MonitoringSpec(_Strict):
 
     @model_validator(mode="after")
     def _order(self) -> "MonitoringSpec":
+        import re
+
+        if not re.match(r"^\s*\d+(\.\d+)?\s*[smhdw]?\s*$", self.cooldown):
+            raise ValueError(
+                f"cooldown: expected a duration like 30m, 12h, 1d or 2w; found {self.cooldown!r}"
+            )
         if self.psi_warn > self.psi_retrain:
             raise ValueError(
                 f"psi_warn ({self.psi_warn}) must not exceed psi_retrain ({self.psi_retrain})"

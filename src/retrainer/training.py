@@ -74,18 +74,39 @@ def prepare_features(df: pd.DataFrame, numeric: list[str], categorical: list[str
 
 
 def split_frame(df: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Deterministic train/test split (stratified for classification when every class can be)."""
-    from sklearn.model_selection import train_test_split
+    """Train/test split by a hash of each row's content, salted with data.random_state.
 
-    stratify = None
+    A row lands on the same side in every run, whatever else is in the table. When a folder of
+    batches grows, the old test rows stay test rows and the rows the champion trained on stay
+    training rows, so the gate never scores the champion on rows it has seen (a random split
+    of the grown table would, and would favour the champion). Identical rows share a side.
+    For classification, each class is split on its own so both sides keep every class.
+    """
+    import numpy as np
+    import pandas as pd
+
+    canon = pd.DataFrame(index=df.index)
+    for col in sorted(df.columns, key=str):  # column order and int-vs-float must not matter
+        values = df[col]
+        if values.dtype.kind in "biuf":
+            canon[str(col)] = values.astype("float64")
+        else:
+            canon[str(col)] = values.astype(str).where(values.notna(), "<null>")
+    key = f"retrainer{spec.data.random_state:07d}"[-16:]
+    h = pd.util.hash_pandas_object(canon, index=False, hash_key=key).to_numpy(dtype=np.uint64)
+    u = (h % np.uint64(1_000_003)).astype(np.float64) / 1_000_003.0
+    is_test = u < spec.data.test_size
     if spec.task == "classification":
-        counts = df[spec.data.target].value_counts()
-        if len(counts) > 1 and counts.min() >= 2:
-            stratify = df[spec.data.target]
-    train, test = train_test_split(
-        df, test_size=spec.data.test_size, random_state=spec.data.random_state, stratify=stratify
-    )
-    return train.sort_index(), test.sort_index()
+        y = df[spec.data.target]
+        for label in y.dropna().unique():
+            members = (y == label).to_numpy()
+            n_test = int(np.count_nonzero(is_test & members))
+            if int(members.sum()) >= 2 and (n_test == 0 or n_test == int(members.sum())):
+                # A tiny class the hash put all on one side: send its lowest-hash row across.
+                idx = np.flatnonzero(members)
+                pick = idx[np.argmin(u[idx])]
+                is_test[pick] = not is_test[pick]
+    return df[~is_test], df[is_test]
 
 
 def fit_pipeline(
