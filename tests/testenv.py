@@ -7,6 +7,7 @@ single folder gets the same isolation. Nothing here starts a service.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -26,7 +27,12 @@ def copy_spec(source: str, name: str, approval: str | None = None) -> Path:
     raw["name"] = name
     if approval:
         raw.setdefault("deployment", {})["approval"] = approval
-    raw["data"]["train"] = str(ROOT / raw["data"]["train"])
+    source = ROOT / raw["data"]["train"]
+    if source.is_dir():  # a training folder: the session's own copy, so tests can land batches
+        data = STATE / "data" / name
+        shutil.copytree(source, data, ignore=shutil.ignore_patterns("landed-*"))
+        source = data
+    raw["data"]["train"] = str(source)
     path = MODELS / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -39,6 +45,7 @@ copy_spec("credit_default", "credit_it")
 copy_spec("diabetes_progression", "diabetes_progression")
 copy_spec("credit_default", "credit_srv", approval="auto")
 copy_spec("credit_default", "credit_appr", approval="manual")
+copy_spec("credit_default", "credit_mon")
 
 
 def free_port() -> int:

@@ -380,65 +380,336 @@ def _follow_deploy(
     return str(run.get("state"))
 
 
-def _send_demo_requests(spec_name: str, data_path: Path, n: int = 5) -> None:
-    import httpx
-    import pandas as pd
+@app.command()
+def drift(
+    reference: Annotated[
+        Path, typer.Option("--reference", "-r", help="csv or parquet: the reference")
+    ],
+    current: Annotated[
+        Path, typer.Option("--current", "-c", help="csv or parquet: the current data")
+    ],
+    bins: Annotated[int, typer.Option(help="quantile bins per numeric feature")] = 10,
+    method: Annotated[str, typer.Option(help="quantile | evidently")] = "quantile",
+    spec_name: Annotated[
+        str | None,
+        typer.Option("--spec", help="take features and PSI limits from this model's spec"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """PSI per feature between two tables, and the verdict (ok / warn / retrain)."""
+    import json
+    import math
 
-    settings = _settings()
-    info = httpx.get(f"{settings.serving_url}/models/{spec_name}", timeout=10).json()
-    columns = [c["name"] for c in info["inputs"]]
-    rows = pd.read_csv(data_path).sample(n, random_state=7)
-    payload = [{c: (None if pd.isna(r[c]) else r[c]) for c in columns} for _, r in rows.iterrows()]
-    table = Table(
-        "Age",
-        "Amount",
-        "Income",
-        "Home",
-        "Job",
-        "prediction",
-        "P(label)",
-        "version",
-        title=f"POST {settings.serving_url}/models/{spec_name}/predict",
-    )
-    for row in payload:
-        answer = httpx.post(
-            f"{settings.serving_url}/models/{spec_name}/predict", json={"rows": [row]}, timeout=10
-        ).json()
-        p = answer["predictions"][0]
-        table.add_row(
-            *(str(row.get(c)) for c in ("Age", "Amount", "Income", "Home", "Job")),
-            str(p["label"]),
-            f"{p['probability']:.3f}",
-            answer["model_version"],
+    from retrainer import storage
+    from retrainer.drift import compare_frames, verdict
+
+    if method not in ("quantile", "evidently"):
+        fail(f"--method: expected quantile or evidently; found {method!r}")
+    warn, limit = 0.1, 0.25
+    numeric = categorical = None
+    try:
+        ref = storage.read_table(str(reference))
+        cur = storage.read_table(str(current))
+        if spec_name:
+            from retrainer.spec import find_spec
+            from retrainer.validation import feature_columns
+
+            spec = find_spec(_settings().models_dir, spec_name)
+            numeric, categorical = feature_columns(spec, ref)
+            warn, limit = spec.monitoring.psi_warn, spec.monitoring.psi_retrain
+            bins = spec.monitoring.psi_bins
+        result = compare_frames(ref, cur, numeric, categorical, bins=bins, method=method)  # type: ignore[arg-type]
+    except RetrainerError as exc:
+        fail(str(exc))
+        return
+    rows = {
+        name: {
+            "psi": f.to_dict()["psi"],
+            "kind": f.kind,
+            "verdict": "schema_changed" if f.problem else verdict(f.psi, warn, limit),
+            "problem": f.problem or None,
+            "null_share_reference": f.null_share_reference,
+            "null_share_current": f.null_share_current,
+            **({"unseen": f.unseen} if f.unseen else {}),
+        }
+        for name, f in result.features.items()
+    }
+    worst = max((v for v in result.psi.values() if not math.isnan(v)), default=float("nan"))
+    overall = "schema_changed" if result.problems else verdict(worst, warn, limit)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "method": method,
+                    "bins": bins if method == "quantile" else "sturges",
+                    "rows_reference": result.rows_reference,
+                    "rows_current": result.rows_current,
+                    "psi_warn": warn,
+                    "psi_retrain": limit,
+                    "verdict": overall,
+                    "max_psi": None if math.isnan(worst) else worst,
+                    "features": rows,
+                },
+                indent=2,
+            )
         )
-    console.print(table)
+    else:
+        table = Table(
+            "feature", "kind", "PSI", "verdict", "nulls ref → cur", title=f"PSI ({method})"
+        )
+        color = {"ok": "green", "warn": "yellow", "retrain": "red", "schema_changed": "red"}
+        for name, r in sorted(rows.items(), key=lambda kv: -(kv[1]["psi"] or 0)):
+            v = r["verdict"]
+            table.add_row(
+                name,
+                r["kind"],
+                "n/a" if r["psi"] is None else f"{r['psi']:.4f}",
+                f"[{color.get(v, 'dim')}]{v}[/]" + (f" ({r['problem']})" if r["problem"] else ""),
+                f"{r['null_share_reference']:.1%} → {r['null_share_current']:.1%}",
+            )
+        console.print(table)
+        console.print(
+            f"{result.rows_reference} reference rows, {result.rows_current} current rows; "
+            f"warn >= {warn:g}, retrain >= {limit:g}: [bold]{overall}[/]"
+        )
+    if overall in ("retrain", "schema_changed"):
+        raise typer.Exit(3)
 
 
 @app.command()
-def demo(model: Annotated[str, typer.Option(help="model to run")] = "credit_default") -> None:
-    """Retrain MODEL through the real scheduler, follow its deployment, and query the served model."""
+def simulate(
+    model: Annotated[str, typer.Argument(help="model name")],
+    data: Annotated[Path, typer.Option("--data", help="csv or parquet rows to replay")],
+    rate: Annotated[
+        float | None, typer.Option(help="rows per second (default: as fast as it answers)")
+    ] = None,
+    labels: Annotated[
+        bool, typer.Option("--labels", help="also send each row's label as feedback")
+    ] = False,
+    limit: Annotated[int | None, typer.Option(help="replay at most this many rows")] = None,
+    batch: Annotated[int, typer.Option(help="rows per request")] = 50,
+) -> None:
+    """Replay real rows to the serving API (and optionally their labels as delayed feedback)."""
+    from retrainer import storage
+    from retrainer.simulate import replay
+    from retrainer.spec import find_spec
+
+    settings = _settings()
+    try:
+        spec = find_spec(settings.models_dir, model)
+        df = storage.read_table(str(data))
+        if limit:
+            df = df.head(limit)
+        with console.status(f"replaying {len(df)} rows to {settings.serving_url}..."):
+            result = replay(
+                settings.serving_url,
+                spec.name,
+                df,
+                target=spec.data.target,
+                labels=labels,
+                rate=rate,
+                batch=batch,
+                token=settings.api_token_from_env(),
+                admin_token=settings.serving_admin_token(),
+            )
+    except RetrainerError as exc:
+        fail(str(exc))
+        return
+    versions = ", ".join(f"v{v}: {n}" for v, n in result.versions.items()) or "none"
+    console.print(
+        f"{result.rows} rows answered in {result.requests} requests ({result.seconds:.1f} s; "
+        f"served by {versions}), {result.failed} failed, {result.labelled} labels sent"
+    )
+    for e in result.errors[:5]:
+        err.print(f"  {e}", highlight=False)
+    if result.failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def monitor(
+    model: Annotated[str, typer.Argument(help="model name")],
+    ignore_cooldown: Annotated[bool, typer.Option("--ignore-cooldown")] = False,
+) -> None:
+    """Run MODEL's monitor DAG now through the scheduler and print its decision."""
+    from retrainer.spec import find_spec
+
+    settings = _settings()
+    try:
+        spec = find_spec(settings.models_dir, model)
+        run = trigger_and_wait(spec.monitor_dag_id, {"ignore_cooldown": ignore_cooldown})
+    except RetrainerError as exc:
+        fail(str(exc))
+        return
+    check = _print_check(spec, run)
+    if run.get("state") != "success" or check is None:
+        raise typer.Exit(1)
+
+
+def _print_check(spec: Any, run: dict[str, Any]) -> dict[str, Any] | None:
+    from retrainer.monitoring import check_for_run
+
+    settings = _settings()
+    check = check_for_run(spec, run["dag_run_id"], settings)
+    state = run.get("state")
+    console.print(
+        f"{spec.monitor_dag_id} finished: [{'green' if state == 'success' else 'red'}]{state}[/]"
+    )
+    if check is None or not check["decision"]:
+        console.print("  no decision recorded: see the task logs in the Airflow UI")
+        return None
+    d = check["decision"]
+    console.print(
+        f"  decision [bold]{d['decision']}[/]: {'; '.join(d['reasons'])}", highlight=False
+    )
+    top = sorted(((v, k) for k, v in d["psi"].items() if v is not None), reverse=True)[:5]
+    console.print("  top PSI: " + ", ".join(f"{k} {v:.3f}" for v, k in top), highlight=False)
+    if check["action"]:
+        console.print(f"  action: {check['action']} {check['action_detail']}", highlight=False)
+    console.print(
+        f"  MLflow: {settings.mlflow_url}/#/experiments/{check['experiment_id']}/runs/{check['mlflow_run_id']}"
+    )
+    return check
+
+
+DEMO_MODEL = "credit_default"
+
+
+@app.command()
+def demo() -> None:
+    """The whole loop on credit_default through the real scheduler, with a summary table.
+
+    v1 trained on the base population and deployed; base traffic (monitor: ok); shifted traffic
+    whose labelled batch lands in the training folder (monitor: retrain); v2 trained, gated
+    against v1, deployed and served. See examples/credit/README.md for the populations.
+    """
+    import shutil
+    import time
+
     from retrainer.pipeline import resolve_source
     from retrainer.spec import find_spec
 
     settings = _settings()
-    spec = find_spec(settings.models_dir, model)
+    started = time.monotonic()
+    spec = find_spec(settings.models_dir, DEMO_MODEL)
+    batches = Path(resolve_source(spec.data.train, settings))
+    traffic = settings.models_dir.parent / "examples" / "credit" / "traffic"
+    for old in sorted(batches.glob("landed-*")):
+        console.print(
+            f"removing {old} (landed by an earlier demo) so v1 learns the base population only"
+        )
+        old.unlink()
+    steps: list[tuple[str, str, str]] = []
+
+    def serving() -> str:
+        import httpx
+
+        try:
+            return str(
+                httpx.get(f"{settings.serving_url}/models/{spec.name}", timeout=10)
+                .json()
+                .get("version")
+            )
+        except Exception:
+            return "?"
+
+    def retrain_and_deploy(label: str, run: dict[str, Any]) -> bool:
+        _report_run(spec.name, spec.retrain_dag_id, run, exit_on_failure=False)
+        from retrainer.report import retrain_outcome
+
+        outcome = retrain_outcome(spec.name, spec.retrain_dag_id, run["dag_run_id"], settings)
+        gate = (outcome.gate or {}).get("decision", run.get("state", "?"))
+        metric = spec.gate.primary_metric
+        value = (outcome.gate or {}).get("candidate_metrics", {}).get(metric)
+        detail = f"gate {gate}" + (f", {metric} {value:.3f}" if value is not None else "")
+        steps.append(
+            (label, detail + (f" → v{outcome.version}" if outcome.version else ""), serving())
+        )
+        deployed = _follow_deploy(
+            spec.name, spec.retrain_dag_id, run["dag_run_id"], spec.deploy_dag_id
+        )
+        if deployed is not None:
+            steps.append((f"deploy ({spec.deploy_dag_id})", deployed, serving()))
+        return run.get("state") == "success" and deployed in (None, "success")
+
+    def replay_and_check(label: str, path: Path) -> dict[str, Any] | None:
+        from retrainer import storage
+        from retrainer.simulate import replay
+
+        df = storage.read_table(str(path))
+        with console.status(f"replaying {len(df)} rows of {path.name} with labels..."):
+            result = replay(
+                settings.serving_url,
+                spec.name,
+                df,
+                target=spec.data.target,
+                labels=True,
+                token=settings.api_token_from_env(),
+                admin_token=settings.serving_admin_token(),
+            )
+        console.print(f"\n{label}: {result.rows} rows served, {result.labelled} labels sent")
+        # The demo compresses days into minutes: its checks ignore the cooldown.
+        run = trigger_and_wait(spec.monitor_dag_id, {"ignore_cooldown": True})
+        check = _print_check(spec, run)
+        d = (check or {}).get("decision") or {}
+        top = max(((v, k) for k, v in d.get("psi", {}).items() if v is not None), default=None)
+        detail = d.get("decision", run.get("state", "?"))
+        if top:
+            detail += f" (max PSI {top[1]} {top[0]:.2f})"
+        steps.append((f"monitor: {label}", detail, serving()))
+        return check
+
     try:
-        run = trigger_and_wait(spec.retrain_dag_id, {"reason": "make demo"})
+        ok = retrain_and_deploy(
+            "retrain on the base population",
+            trigger_and_wait(spec.retrain_dag_id, {"reason": "make demo: base population"}),
+        )
+        if ok:
+            replay_and_check("base traffic", traffic / "base.csv")
+            landed = batches / "landed-shifted.csv"
+            shutil.copyfile(traffic / "shifted.csv", landed)
+            console.print(f"\nlanded the shifted population's labelled batch: {landed}")
+            check = replay_and_check("shifted traffic", traffic / "shifted.csv")
+            if check and check.get("retrain_run_id"):
+                client = _client()
+                console.print(
+                    f"\nfollowing {spec.retrain_dag_id} run {check['retrain_run_id']} (triggered by drift)"
+                )
+                with console.status("retraining..."):
+                    run = client.wait_for_run(
+                        spec.retrain_dag_id,
+                        check["retrain_run_id"],
+                        timeout=900,
+                        on_change=state_printer(),
+                    )
+                ok = retrain_and_deploy("retrain triggered by drift", run)
+            else:
+                ok = False
     except RetrainerError as exc:
         fail(str(exc))
         return
-    _report_run(spec.name, spec.retrain_dag_id, run, exit_on_failure=False)
-    state = _follow_deploy(spec.name, spec.retrain_dag_id, run["dag_run_id"], spec.deploy_dag_id)
-    if state is not None:
-        console.print(
-            f"{spec.deploy_dag_id} finished: [{'green' if state == 'success' else 'red'}]{state}[/]"
-        )
-    _send_demo_requests(spec.name, Path(resolve_source(spec.data.train, settings)))
-    console.print(
-        f"\nServing API {settings.serving_url}/docs    metrics {settings.serving_url}/metrics"
+
+    table = Table(
+        "step",
+        "outcome",
+        "serving",
+        title=f"{spec.name}: the loop in {time.monotonic() - started:.0f} s",
     )
-    console.print(f"Ledger      retrainer history {spec.name}")
-    if run.get("state") != "success" or state not in (None, "success"):
+    for step, outcome, version in steps:
+        table.add_row(step, outcome, f"v{version}")
+    console.print()
+    console.print(table)
+    user, password = settings.airflow_credentials()
+    console.print(
+        f"Airflow UI  {settings.airflow_url}/dags/{spec.monitor_dag_id}  (login {user} / {password})"
+    )
+    console.print(
+        f"MLflow UI   {settings.mlflow_url}/#/models/{spec.name}  (drift over time: experiment {spec.experiment_name}/monitor)"
+    )
+    console.print(
+        f"Serving API {settings.serving_url}/docs    ledger: retrainer history {spec.name}"
+    )
+    if not ok:
         raise typer.Exit(1)
 
 

@@ -279,10 +279,7 @@ def window_start(
     client: MlflowClient, spec: ModelSpec, settings: Settings, exclude_run: str = ""
 ) -> datetime | None:
     """Where the last decided check's window ended (None: from the beginning of the log)."""
-    decided = ", ".join(f"'{d}'" for d in DECIDED)
-    for run in _checks(
-        client, spec, settings, f"tags.`{C.TAG_MONITOR_DECISION}` IN ({decided})", 5
-    ):
+    for run in _checks(client, spec, settings, f"tags.`{C.TAG_WINDOW_CONSUMED}` = 'true'", 2):
         if run.info.run_id != exclude_run:
             return _parse_ts(run.data.tags.get(C.TAG_WINDOW_END))
     return None
@@ -499,6 +496,8 @@ def measure_drift(
         C.TAG_CHAMPION_VERSION: version,
     }.items():
         client.set_tag(run_id, key, value)
+    if decision.decision in DECIDED:  # the next check starts where this window ended
+        client.set_tag(run_id, C.TAG_WINDOW_CONSUMED, "true")
     client.set_tag(run_id, C.TAG_STAGE, "measured")
     log.info("%s", decision.summary())
     return {"mlflow_run_id": run_id, "window": window, "decision": decision.to_dict()}
@@ -620,3 +619,31 @@ def retrain_reason(decision: dict[str, Any]) -> str:
         f"monitor: {'; '.join(decision['reasons'])} "
         f"(window {window.get('start') or 'beginning'} .. {window.get('end')}, {decision['rows']} rows)"
     )
+
+
+def check_for_run(
+    spec: ModelSpec, dag_run_id: str, settings: Settings | None = None
+) -> dict[str, Any] | None:
+    """The decision a monitor DAG run recorded (None if it recorded none), and its MLflow run."""
+    from retrainer.pipeline import mlflow_client
+
+    settings = settings or get_settings()
+    client = mlflow_client(settings)
+    runs = _checks(client, spec, settings, f"tags.`{C.TAG_DAG_RUN_ID}` = '{dag_run_id}'")
+    if not runs:
+        return None
+    run = runs[0]
+    try:
+        path = client.download_artifacts(run.info.run_id, C.ARTIFACT_MONITOR_DECISION)
+        with open(path) as fh:
+            decision: dict[str, Any] = json.load(fh)
+    except Exception:  # measured nothing (no champion, unreadable log): tags say what happened
+        decision = {}
+    return {
+        "decision": decision,
+        "action": run.data.tags.get(C.TAG_MONITOR_ACTION, ""),
+        "action_detail": run.data.tags.get(C.TAG_MONITOR_ACTION_DETAIL, ""),
+        "retrain_run_id": run.data.tags.get(C.TAG_MONITOR_RETRAIN_RUN, ""),
+        "mlflow_run_id": run.info.run_id,
+        "experiment_id": run.info.experiment_id,
+    }

@@ -503,6 +503,15 @@ def create_app(
                 }
         return JSONResponse({"models": results}, status_code=500 if failed else 200)
 
+    @app.post("/flush")
+    async def flush(request: Request) -> dict[str, int]:
+        """Write the buffered inference log and feedback now (before a check, in tests, demos)."""
+        authorize(request, admin=True)
+        loop = asyncio.get_running_loop()
+        rows = await loop.run_in_executor(None, state.inference_log.flush)
+        labels = await loop.run_in_executor(None, state.feedback_log.flush)
+        return {"inference_rows": rows, "feedback_rows": labels}
+
     return app
 
 
