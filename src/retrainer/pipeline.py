@@ -190,7 +190,7 @@ def train_candidate(
     example = X_train.head(5)
     # From the whole training frame: columns with missing values become optional in the
     # signature, and the serving API allows nulls exactly there.
-    signature = infer_signature(X_train, model.predict(example))
+    signature = _nullable_where_allowed(spec, infer_signature(X_train, model.predict(example)))
 
     with mlflow.start_run(run_id=run_id):
         mlflow.set_tags({C.TAG_STAGE: "train_candidate", C.TAG_TASK_ID: ctx.task_id})
@@ -376,6 +376,30 @@ def model_feature_columns(model: Any) -> tuple[list[str], list[str]]:
         if name in cols:
             cols[name] = list(columns)
     return cols["numeric"], cols["categorical"]
+
+
+def _nullable_where_allowed(spec: ModelSpec, signature: Any) -> Any:
+    """Inputs may be null wherever the spec's validation allows nulls (the pipeline imputes).
+
+    Inferred from the training split alone, a column whose one missing value happened to land
+    in the test split would become required, and serving would reject whole requests for it.
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    def allowed(name: str) -> bool:
+        check = spec.validation.columns.get(name)
+        if check is not None and check.max_null_fraction is not None:
+            return check.max_null_fraction > 0
+        return spec.validation.max_null_fraction > 0
+
+    inputs = Schema(
+        [
+            ColSpec(c.type, c.name, required=c.required and not allowed(str(c.name)))
+            for c in signature.inputs.inputs
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=signature.outputs, params=signature.params)
 
 
 def _log_reference(

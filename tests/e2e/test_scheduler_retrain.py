@@ -1,15 +1,21 @@
-"""The retrain DAG through the real Airflow scheduler, triggered over the REST API, as `make demo` does."""
+"""The whole loop through the real Airflow scheduler, driven over the REST API as `make demo` does:
+retrain → deploy → served; base traffic → monitor ok; shifted traffic and its labelled batch →
+monitor retrain → v2 trained, gated against v1, deployed and served."""
 
+import shutil
 import socket
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import yaml
 
 from retrainer import constants as C
 from retrainer.settings import Settings
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
+TRAFFIC = ROOT / "examples" / "credit" / "traffic"
 
 
 def free_port() -> int:
@@ -22,9 +28,19 @@ def free_port() -> int:
 def platform(tmp_path_factory):
     from retrainer import services
 
+    base = tmp_path_factory.mktemp("e2e")
+    # The shipped credit_default spec, training on a folder of its own where batches can land.
+    landing = base / "landing"
+    shutil.copytree(
+        ROOT / "examples" / "credit" / "batches", landing, ignore=shutil.ignore_patterns("landed-*")
+    )
+    raw = yaml.safe_load((ROOT / "models" / "credit_default.yaml").read_text())
+    raw["data"]["train"] = str(landing)
+    (base / "models").mkdir()
+    (base / "models" / "credit_default.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     settings = Settings(
-        home=tmp_path_factory.mktemp("e2e") / "state",
-        models_dir=ROOT / "models",
+        home=base / "state",
+        models_dir=base / "models",
         airflow_port=free_port(),
         mlflow_port=free_port(),
         serving_port=free_port(),
@@ -38,7 +54,7 @@ def platform(tmp_path_factory):
             print(name, services.tail_log(settings, name, 5))
 
 
-def test_retrain_then_deploy_through_scheduler(platform):
+def test_the_whole_loop_through_the_scheduler(platform):
     import httpx
 
     from retrainer.airflow_api import AirflowClient
@@ -63,6 +79,7 @@ def test_retrain_then_deploy_through_scheduler(platform):
     client = mlflow_client(settings)
     mv = client.get_model_version_by_alias("credit_default", C.ALIAS_CHAMPION)
     assert str(mv.version) == "1" and mv.tags[C.TAG_DAG_RUN_ID] == run["dag_run_id"]
+    v1_rows = client.get_run(mv.run_id).data.params["rows.train"]
     outcome = retrain_outcome(
         "credit_default", "credit_default_retrain", run["dag_run_id"], settings
     )
@@ -96,3 +113,68 @@ def test_retrain_then_deploy_through_scheduler(platform):
     from retrainer.ledger import history
 
     assert history(client, "credit_default")[0].action == "initial"
+
+    # --- the monitoring loop ---------------------------------------------------------------
+    from retrainer.monitoring import check_for_run
+    from retrainer.simulate import replay
+    from retrainer.spec import find_spec
+
+    spec = find_spec(settings.models_dir, "credit_default")
+    admin = settings.serving_admin_token()
+
+    def check():
+        api.wait_for_dag("credit_default_monitor", timeout=60)
+        mrun = api.trigger("credit_default_monitor", {})
+        done = api.wait_for_run("credit_default_monitor", mrun["dag_run_id"], timeout=300)
+        states = {
+            ti["task_id"]: ti["state"]
+            for ti in api.task_instances("credit_default_monitor", mrun["dag_run_id"])
+        }
+        assert done["state"] == "success", states
+        return check_for_run(spec, mrun["dag_run_id"], settings), states
+
+    sent = replay(
+        settings.serving_url,
+        "credit_default",
+        pd.read_csv(TRAFFIC / "base.csv"),
+        target="Status",
+        labels=True,
+        admin_token=admin,
+    )
+    assert (sent.rows, sent.failed, sent.labelled) == (600, 0, 600)
+    found, states = check()
+    d = found["decision"]
+    assert d["decision"] == "ok" and d["rows"] >= 600, d["reasons"]
+    assert d["labels"]["rows"] == 600 and d["labels"]["value"] > 0.75
+    assert states["trigger_retrain"] == "skipped" and states["evidently_report"] == "success"
+
+    # The shifted population: its labelled batch lands in the training folder, its rows arrive.
+    shutil.copyfile(TRAFFIC / "shifted.csv", Path(spec.data.train) / "landed-shifted.csv")
+    sent = replay(
+        settings.serving_url,
+        "credit_default",
+        pd.read_csv(TRAFFIC / "shifted.csv"),
+        target="Status",
+        labels=True,
+        admin_token=admin,
+    )
+    assert sent.failed == 0 and dict(sent.versions) == {"1": 950}
+    found, states = check()
+    d = found["decision"]
+    assert d["decision"] == "retrain" and {"Age", "Amount"} <= set(d["features"]), d
+    assert states["trigger_retrain"] == "success" and found["action"] == "triggered"
+
+    retrain_id = found["retrain_run_id"]
+    retrained = api.wait_for_run("credit_default_retrain", retrain_id, timeout=600)
+    assert retrained["state"] == "success"
+    outcome = retrain_outcome("credit_default", "credit_default_retrain", retrain_id, settings)
+    assert outcome.gate["decision"] == "passed" and outcome.version == "2", outcome.gate
+    assert outcome.gate["champion_version"] == "1"  # gated against v1 on the same test split
+    redeployed = api.wait_for_run("credit_default_deploy", f"deploy__{retrain_id}", timeout=300)
+    assert redeployed["state"] == "success"
+    info = httpx.get(f"{settings.serving_url}/models/credit_default", timeout=10).json()
+    assert info["version"] == "2"
+    entry = history(client, "credit_default")[0]
+    assert (entry.action, entry.from_version, entry.to_version) == ("promote", "1", "2")
+    v2_run = client.get_run(client.get_model_version("credit_default", "2").run_id)
+    assert v2_run.data.params["rows.train"] != v1_rows  # the landed batch was learned

@@ -38,9 +38,14 @@ def log_traffic(df: pd.DataFrame, version: str, labels: bool = False) -> None:
     rid = f"sim-{time.time_ns()}"
     features = df.drop(columns=["Status"], errors="ignore")
     records = [
-        {**{k: (None if pd.isna(v) else v) for k, v in row.items()},
-         "_request_id": rid, "_row": i, "_ts": now_iso(), "_model_version": version,
-         "_prediction": "good"}
+        {
+            **{k: (None if pd.isna(v) else v) for k, v in row.items()},
+            "_request_id": rid,
+            "_row": i,
+            "_ts": now_iso(),
+            "_model_version": version,
+            "_prediction": "good",
+        }
         for i, row in enumerate(features.to_dict(orient="records"))
     ]
     log = BatchedParquetLog(settings.inference_log_root)
@@ -48,10 +53,13 @@ def log_traffic(df: pd.DataFrame, version: str, labels: bool = False) -> None:
     log.close()
     if labels:
         fb = BatchedParquetLog(settings.feedback_root, "feedback")
-        fb.append(MODEL, [
-            {"_request_id": rid, "_row": i, "_label": y, "_ts": now_iso()}
-            for i, y in enumerate(df["Status"])
-        ])
+        fb.append(
+            MODEL,
+            [
+                {"_request_id": rid, "_row": i, "_label": y, "_ts": now_iso()}
+                for i, y in enumerate(df["Status"])
+            ],
+        )
         fb.close()
 
 
@@ -182,7 +190,8 @@ def test_bad_traffic_is_a_schema_alert_not_a_retrain(champion, mangle, expect):
     assert len(retrain_runs("")) == before
     decision = json.loads(
         Path(
-            __import__("retrainer.pipeline", fromlist=["x"]).mlflow_client(get_settings())
+            __import__("retrainer.pipeline", fromlist=["x"])
+            .mlflow_client(get_settings())
             .download_artifacts(check["mlflow_run_id"], C.ARTIFACT_MONITOR_DECISION)
         ).read_text()
     )
@@ -198,7 +207,8 @@ def test_unseen_categories_are_their_own_bucket(champion):
     assert d["decision"] == "retrain" and d["features"] == ["Home"]
     psi = json.loads(
         Path(
-            __import__("retrainer.pipeline", fromlist=["x"]).mlflow_client(get_settings())
+            __import__("retrainer.pipeline", fromlist=["x"])
+            .mlflow_client(get_settings())
             .download_artifacts(check["mlflow_run_id"], C.ARTIFACT_MONITOR_PSI)
         ).read_text()
     )
