@@ -42,6 +42,7 @@ bench: install
 	$(BIN)/python bench/dag_parse.py
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk || echo "bench/serving.py needs wrk (Debian package)"
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/drift.py
 
 lint: install
 	$(BIN)/ruff check src dags tests bench plugins

@@ -84,7 +84,9 @@ def wrk(url: str, body: str, seconds: int, connections: int = 16) -> dict[str, f
         script = fh.name
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script, url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     os.unlink(script)
 
@@ -94,13 +96,17 @@ def wrk(url: str, body: str, seconds: int, connections: int = 16) -> dict[str, f
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"NON2XX (\d+)", out)
-    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
     return {
         "rps": rps,
         "p50": latency("50"),
         "p99": latency("99"),
         "non2xx": float(errors.group(1)) if errors else 0.0,
-        "socket_errors": float(sum(int(g) for g in socket_errors.groups())) if socket_errors else 0.0,
+        "socket_errors": float(sum(int(g) for g in socket_errors.groups()))
+        if socket_errors
+        else 0.0,
     }
 
 
@@ -128,7 +134,9 @@ def register(home: Path) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=20, help="wrk duration per server")
-    parser.add_argument("--soak", type=int, default=180, help="sustained load on retrainer (memory)")
+    parser.add_argument(
+        "--soak", type=int, default=180, help="sustained load on retrainer (memory)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install -y wrk")
@@ -143,17 +151,36 @@ def main() -> None:
     num = ["Seniority", "Time", "Age", "Expenses", "Income", "Assets", "Debt", "Amount", "Price"]
     data[num] = data[num].astype(float)  # the signature's types (double)
     row = data.iloc[0]
-    body = json.dumps({"dataframe_split": {"columns": feats, "data": [[row[c] for c in feats]]}}, default=float)
+    body = json.dumps(
+        {"dataframe_split": {"columns": feats, "data": [[row[c] for c in feats]]}}, default=float
+    )
 
     ours_port, mlflow_port = free_port(), free_port()
     ours = subprocess.Popen(
         [str(BIN / "retrainer"), "serve", "--model", MODEL, "--port", str(ours_port)],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     peer = subprocess.Popen(
-        [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}/1", "--env-manager", "local",
-         "--host", "127.0.0.1", "-p", str(mlflow_port)],
-        env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            f"models:/{MODEL}/1",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "-p",
+            str(mlflow_port),
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         ours_url, peer_url = f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{mlflow_port}"
@@ -166,10 +193,16 @@ def main() -> None:
         with httpx.Client(timeout=30) as client:
             for _, r in sample.iterrows():
                 payload = {"dataframe_split": {"columns": feats, "data": [[r[c] for c in feats]]}}
-                a = client.post(f"{ours_url}/invocations", content=json.dumps(payload, default=float),
-                                headers={"content-type": "application/json"}).json()["predictions"]
-                b = client.post(f"{peer_url}/invocations", content=json.dumps(payload, default=float),
-                                headers={"content-type": "application/json"}).json()["predictions"]
+                a = client.post(
+                    f"{ours_url}/invocations",
+                    content=json.dumps(payload, default=float),
+                    headers={"content-type": "application/json"},
+                ).json()["predictions"]
+                b = client.post(
+                    f"{peer_url}/invocations",
+                    content=json.dumps(payload, default=float),
+                    headers={"content-type": "application/json"},
+                ).json()["predictions"]
                 mismatches += a != b
         # The signature check is on: a wrong type is refused by ours.
         bad = json.loads(body)
@@ -182,14 +215,22 @@ def main() -> None:
         results["mlflow models serve"] = wrk(f"{peer_url}/invocations", body, args.seconds)
         results["retrainer serve"] = wrk(f"{ours_url}/invocations", body, args.seconds)
 
-        print(f"\nsingle-row /invocations, 16 connections, {args.seconds} s each (wrk), same model v1\n")
-        print(f"{'server':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'sock err':>8}")
+        print(
+            f"\nsingle-row /invocations, 16 connections, {args.seconds} s each (wrk), same model v1\n"
+        )
+        print(
+            f"{'server':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8} {'sock err':>8}"
+        )
         for name, r in results.items():
-            print(f"{name:<22} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['non2xx']:>8.0f} {r['socket_errors']:>8.0f}")
+            print(
+                f"{name:<22} {r['rps']:>9.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} {r['non2xx']:>8.0f} {r['socket_errors']:>8.0f}"
+            )
         o, p = results["retrainer serve"], results["mlflow models serve"]
         print(f"\nthroughput ratio retrainer/mlflow: {o['rps'] / p['rps']:.1f}x  (target >= 10x)")
         print(f"p99 ratio retrainer/mlflow:        {o['p99'] / p['p99']:.3f}  (target <= 0.2)")
-        print(f"identical predictions on 200 rows: {'yes' if mismatches == 0 else f'NO, {mismatches} differ'}")
+        print(
+            f"identical predictions on 200 rows: {'yes' if mismatches == 0 else f'NO, {mismatches} differ'}"
+        )
         print(f"signature check kept: wrong type answered {refused}")
 
         if args.soak > 0:
@@ -198,10 +239,17 @@ def main() -> None:
             time.sleep(7)  # let the inference log flush
             after = rss_mb(ours.pid)
             requests = soak["rps"] * args.soak
-            logged = sum(len(pd.read_parquet(f)) for f in (home / "state" / "inference_log" / MODEL).rglob("*.parquet"))
-            print(f"\nsoak: {args.soak} s at 16 connections, {requests:,.0f} requests, {soak['non2xx']:.0f} non-2xx")
-            print(f"retrainer serve RSS before {before:.0f} MB, after {after:.0f} MB "
-                  f"({(after - before) * 1024 * 1024 / max(requests, 1):.1f} bytes per request)")
+            logged = sum(
+                len(pd.read_parquet(f))
+                for f in (home / "state" / "inference_log" / MODEL).rglob("*.parquet")
+            )
+            print(
+                f"\nsoak: {args.soak} s at 16 connections, {requests:,.0f} requests, {soak['non2xx']:.0f} non-2xx"
+            )
+            print(
+                f"retrainer serve RSS before {before:.0f} MB, after {after:.0f} MB "
+                f"({(after - before) * 1024 * 1024 / max(requests, 1):.1f} bytes per request)"
+            )
             print(f"inference log rows on disk: {logged:,}")
     finally:
         for proc in (ours, peer):

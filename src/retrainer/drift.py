@@ -381,26 +381,26 @@ def _sturges_bins(ref: np.ndarray, cur: np.ndarray, integer: bool) -> tuple[int,
     return n_bins, first, last
 
 
+def _finite_values(col: pd.Series) -> np.ndarray:
+    if col.dtype.kind in "iuf" and isinstance(col.dtype, np.dtype):
+        x = np.asarray(col, dtype=np.float64)  # no copy for float64
+    else:
+        x = _as_float(col)
+    finite = np.isfinite(x)
+    return x if finite.all() else x[finite]
+
+
 def evidently_column_psi(ref_col: pd.Series, cur_col: pd.Series, kind: Kind) -> float:
     """Evidently 0.7's PSI for one column (ValueDrift with method="psi")."""
     import pandas as pd
 
-    ref_s = (
-        ref_col.replace([-np.inf, np.inf], np.nan).dropna()
-        if kind == "numeric"
-        else ref_col.dropna()
-    )
-    cur_s = (
-        cur_col.replace([-np.inf, np.inf], np.nan).dropna()
-        if kind == "numeric"
-        else cur_col.dropna()
-    )
-    if ref_s.empty or cur_s.empty:
-        return math.nan
     if kind == "numeric":
-        integer = ref_s.dtype.kind in "iu" and cur_s.dtype.kind in "iu"
-        ref = np.asarray(ref_s, dtype=np.float64)
-        cur = np.asarray(cur_s, dtype=np.float64)
+        # Evidently: infinities become NaN, NaN is dropped. Done on the numpy arrays directly.
+        integer = ref_col.dtype.kind in "iu" and cur_col.dtype.kind in "iu"
+        ref = _finite_values(ref_col)
+        cur = _finite_values(cur_col)
+        if ref.size == 0 or cur.size == 0:
+            return math.nan
         if _more_unique_than(ref, EVIDENTLY_MAX_DISCRETE):
             n_bins, first, last = _sturges_bins(ref, cur, integer)
             # Equal-width bins over a given range take numpy's fast path; the counts equal
@@ -417,14 +417,19 @@ def evidently_column_psi(ref_col: pd.Series, cur_col: pd.Series, kind: Kind) -> 
         cur_counts = np.zeros(keys.size)
         ref_counts[np.searchsorted(keys, ref_keys)] = ref_n
         cur_counts[np.searchsorted(keys, cur_keys)] = cur_n
+        ref_len, cur_len = ref.size, cur.size
     else:
+        ref_s, cur_s = ref_col.dropna(), cur_col.dropna()
+        if ref_s.empty or cur_s.empty:
+            return math.nan
+        ref_len, cur_len = len(ref_s), len(cur_s)
         ref_vc = pd.Series(ref_s).value_counts()
         cur_vc = pd.Series(cur_s).value_counts()
         both = ref_vc.index.union(cur_vc.index)
         ref_counts = ref_vc.reindex(both, fill_value=0).to_numpy(dtype=np.float64)
         cur_counts = cur_vc.reindex(both, fill_value=0).to_numpy(dtype=np.float64)
-    ref_p = _evidently_fill(ref_counts / len(ref_s))
-    cur_p = _evidently_fill(cur_counts / len(cur_s))
+    ref_p = _evidently_fill(ref_counts / ref_len)
+    cur_p = _evidently_fill(cur_counts / cur_len)
     return float(np.sum((ref_p - cur_p) * np.log(ref_p / cur_p)))
 
 
