@@ -564,6 +564,12 @@ def _print_check(spec: Any, run: dict[str, Any]) -> dict[str, Any] | None:
     )
     top = sorted(((v, k) for k, v in d["psi"].items() if v is not None), reverse=True)[:5]
     console.print("  top PSI: " + ", ".join(f"{k} {v:.3f}" for v, k in top), highlight=False)
+    labels = d.get("labels") or {}
+    if labels.get("value") is not None:
+        console.print(
+            f"  delayed labels: {labels['metric']} {labels['value']:.3f} on {labels['rows']} rows",
+            highlight=False,
+        )
     if check["action"]:
         console.print(f"  action: {check['action']} {check['action_detail']}", highlight=False)
     console.print(
@@ -696,7 +702,7 @@ def demo() -> None:
         title=f"{spec.name}: the loop in {time.monotonic() - started:.0f} s",
     )
     for step, outcome, version in steps:
-        table.add_row(step, outcome, f"v{version}")
+        table.add_row(step, outcome, "none" if version in ("None", "?") else f"v{version}")
     console.print()
     console.print(table)
     user, password = settings.airflow_credentials()

@@ -575,8 +575,6 @@ def retrain_allowed(
     from retrainer.pipeline import mlflow_client
 
     settings = settings or get_settings()
-    if ignore_cooldown:
-        return True, "cooldown ignored for this run"
     client = mlflow_client(settings)
     cooldown = parse_duration(spec.monitoring.cooldown)
     last = _checks(client, spec, settings, f"tags.`{C.TAG_MONITOR_ACTION}` = 'triggered'")
@@ -587,6 +585,8 @@ def retrain_allowed(
     if now - when < cooldown:
         until = (when + cooldown).isoformat(timespec="seconds")
         retrain = last[0].data.tags.get(C.TAG_MONITOR_RETRAIN_RUN, "?")
+        if ignore_cooldown:
+            return True, f"cooldown until {until} ignored for this run (ignore_cooldown)"
         return False, (
             f"cooldown: {spec.retrain_dag_id} run {retrain} was triggered at "
             f"{when.isoformat(timespec='seconds')}; monitoring.cooldown {spec.monitoring.cooldown} "
