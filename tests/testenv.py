@@ -21,10 +21,15 @@ STATE = Path(tempfile.mkdtemp(prefix="retrainer-tests-"))
 MODELS = STATE / "models"
 
 
-def copy_spec(source: str, name: str, approval: str | None = None) -> Path:
-    """A shipped spec under another model name, its data path made absolute."""
+def copy_spec(
+    source: str, name: str, approval: str | None = None, no_nulls: tuple[str, ...] = ()
+) -> Path:
+    """A shipped spec under another model name, its data path made absolute; `no_nulls`
+    columns get max_null_fraction 0 (their signature input becomes required)."""
     raw = yaml.safe_load((ROOT / "models" / f"{source}.yaml").read_text())
     raw["name"] = name
+    for col in no_nulls:
+        raw["validation"]["columns"].setdefault(col, {})["max_null_fraction"] = 0.0
     if approval:
         raw.setdefault("deployment", {})["approval"] = approval
     source = ROOT / raw["data"]["train"]
@@ -43,7 +48,7 @@ def copy_spec(source: str, name: str, approval: str | None = None) -> Path:
 MODELS.mkdir()
 copy_spec("credit_default", "credit_it")
 copy_spec("diabetes_progression", "diabetes_progression")
-copy_spec("credit_default", "credit_srv", approval="auto")
+copy_spec("credit_default", "credit_srv", approval="auto", no_nulls=("Age",))
 copy_spec("credit_default", "credit_appr", approval="manual")
 copy_spec("credit_default", "credit_mon")
 

@@ -25,10 +25,18 @@ START = datetime(2026, 1, 1)
 SPEC_ERRORS_DAG_ID = "retrainer_spec_errors"
 
 
-def run_step(step: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call a pipeline step; permanent retrainer errors fail the task without retries."""
+def run_step(
+    step: Callable[..., T],
+    *args: Any,
+    skip_on: tuple[type[Exception], ...] = (),
+    **kwargs: Any,
+) -> T:
+    """Call a pipeline step; permanent retrainer errors fail the task without retries, and
+    `skip_on` errors (nothing to do yet) skip it with their message."""
     try:
         return step(*args, **kwargs)
+    except skip_on as exc:
+        raise AirflowSkipException(str(exc)) from exc
     except RetrainerError as exc:
         if exc.permanent:
             raise AirflowFailException(str(exc)) from exc
@@ -371,7 +379,13 @@ def monitor_dag(spec: ModelSpec) -> DAG:
         def measure_drift(read: dict[str, Any], **context: Any) -> dict[str, Any]:
             from retrainer import monitoring
 
-            return run_step(monitoring.measure_drift, spec, run_context(context), read)
+            return run_step(
+                monitoring.measure_drift,
+                spec,
+                run_context(context),
+                read,
+                skip_on=(monitoring.NoChampion,),
+            )
 
         @task(retries=1)
         def evidently_report(measured: dict[str, Any]) -> str | None:
@@ -406,6 +420,7 @@ def monitor_dag(spec: ModelSpec) -> DAG:
                 raise AirflowSkipException(why)
             retrain_run = f"drift__{context['run_id']}"
             monitoring.record_action(run_id, "triggered", why, retrain_run)
+            monitoring.publish(spec, triggered=True)
             raise DagRunTriggerException(
                 trigger_dag_id=spec.retrain_dag_id,
                 dag_run_id=retrain_run,

@@ -34,11 +34,24 @@ def _settings() -> Settings:
 
 
 @app.command()
-def up() -> None:
-    """Start the embedded platform in the background: Airflow (SQLite, LocalExecutor) and MLflow."""
+def up(
+    profile: Annotated[
+        str | None,
+        typer.Option(help="embedded (default) or production; default RETRAINER_PROFILE"),
+    ] = None,
+) -> None:
+    """Start the platform in the background: Airflow's parts, MLflow, serving (and a Celery
+    worker in production)."""
     from retrainer import services
 
-    settings = _settings()
+    if profile:
+        os.environ["RETRAINER_PROFILE"] = profile
+    try:
+        settings = _settings()
+        _ = settings.resources  # a production profile missing configuration fails here, clearly
+    except (RetrainerError, ValueError) as exc:
+        fail(str(exc))
+        return
     try:
         with console.status("starting services..."):
             services.start(settings, say=console.print)
@@ -49,6 +62,35 @@ def up() -> None:
     console.print(f"MLflow UI   {settings.mlflow_url}")
     console.print(f"Serving API {settings.serving_url}  (/models/<name>/predict, /metrics, /docs)")
     console.print(f"State       {settings.home}    stop with `retrainer down`")
+
+
+@app.command()
+def init() -> None:
+    """Create the state folder, migrate Airflow's database, create the bucket (containers run
+    this once before the other services)."""
+    from retrainer import services
+
+    try:
+        services.init_state(_settings(), say=console.print)
+    except RetrainerError as exc:
+        fail(str(exc))
+
+
+@app.command("mlflow-server")
+def mlflow_server() -> None:
+    """Run the profile's MLflow tracking server in the foreground (what containers run)."""
+    from retrainer import services
+
+    settings = _settings()
+    try:
+        if settings.resources.mlflow_auth:
+            services.write_mlflow_auth_config(settings)
+        env = services.service_env(settings)
+    except RetrainerError as exc:
+        fail(str(exc))
+        return
+    argv = services.mlflow_server_argv(settings)
+    os.execvpe(argv[0], argv, env)
 
 
 @app.command()

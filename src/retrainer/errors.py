@@ -29,3 +29,7 @@ class TransientError(RetrainerError):
     """Infrastructure hiccup (network, service restart): retrying may succeed."""
 
     permanent = False
+
+
+class ConfigError(RetrainerError):
+    """The platform's configuration (environment, profile) is incomplete or unsafe."""

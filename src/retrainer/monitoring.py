@@ -51,6 +51,10 @@ class MonitorError(RetrainerError):
     permanent = True
 
 
+class NoChampion(MonitorError):
+    """Nothing to compare with yet: the check is skipped, not failed."""
+
+
 def parse_duration(text: str) -> timedelta:
     """'90s', '30m', '12h', '1d', '2w' or a number of seconds."""
     m = _DURATION.match(str(text))
@@ -370,7 +374,7 @@ def champion_reference(client: MlflowClient, spec: ModelSpec) -> tuple[str, str,
 
     champion = version_by_alias(client, spec.name, C.ALIAS_CHAMPION)
     if champion is None:
-        raise MonitorError(
+        raise NoChampion(
             f"{spec.name}: no champion yet, so nothing to compare traffic with; run "
             f"{spec.retrain_dag_id} and {spec.deploy_dag_id} first"
         )
@@ -500,6 +504,7 @@ def measure_drift(
         client.set_tag(run_id, C.TAG_WINDOW_CONSUMED, "true")
     client.set_tag(run_id, C.TAG_STAGE, "measured")
     log.info("%s", decision.summary())
+    publish(spec, decision.to_dict(), settings=settings)
     return {"mlflow_run_id": run_id, "window": window, "decision": decision.to_dict()}
 
 
@@ -647,3 +652,30 @@ def check_for_run(
         "mlflow_run_id": run.info.run_id,
         "experiment_id": run.info.experiment_id,
     }
+
+
+def publish(
+    spec: ModelSpec,
+    decision: dict[str, Any] | None = None,
+    triggered: bool = False,
+    settings: Settings | None = None,
+) -> bool:
+    """Report a check to the serving API's /metrics (best effort: never fails the check)."""
+    import httpx
+
+    settings = settings or get_settings()
+    body: dict[str, Any] = {"triggered": triggered}
+    if decision:
+        body |= {"decision": decision["decision"], "psi": decision.get("psi") or {}}
+    try:
+        resp = httpx.post(
+            f"{settings.serving_url}/models/{spec.name}/drift",
+            json=body,
+            headers={"authorization": f"Bearer {settings.serving_admin_token()}"},
+            timeout=10,
+        )
+        resp.raise_for_status()
+        return True
+    except httpx.HTTPError as exc:
+        log.warning("could not report the check to serving at %s: %s", settings.serving_url, exc)
+        return False

@@ -37,32 +37,35 @@ def venv_bin() -> Path:
     return Path(sys.executable).parent
 
 
-def services(settings: Settings) -> list[Service]:
-    """The embedded default: Airflow's parts on SQLite with the LocalExecutor, and MLflow's UI."""
-    airflow = str(venv_bin() / "airflow")
-    mlflow = str(venv_bin() / "mlflow")
+def mlflow_server_argv(settings: Settings) -> list[str]:
+    """The MLflow tracking server of the profile (store, artifacts, auth app)."""
     return [
-        Service(
-            "mlflow",
-            [
-                mlflow,
-                "server",
-                "--backend-store-uri",
-                settings.tracking_uri,
-                "--default-artifact-root",
-                settings.artifact_root,
-                "--host",
-                settings.host,
-                "--port",
-                str(settings.mlflow_port),
-                "--workers",
-                "1",
-            ],
-            f"{settings.mlflow_url}/health",
-        ),
+        str(venv_bin() / "mlflow"),
+        "server",
+        *settings.resources.mlflow_server_args,
+        "--host",
+        settings.host,
+        "--port",
+        str(settings.mlflow_port),
+        "--workers",
+        "1",
+    ]
+
+
+def services(settings: Settings) -> list[Service]:
+    """Airflow's parts (plus a Celery worker in production), the MLflow server, serving."""
+    airflow = str(venv_bin() / "airflow")
+    workers = (
+        [Service("airflow-celery-worker", [airflow, "celery", "worker", "--concurrency", "2"])]
+        if settings.resources.executor == "CeleryExecutor"
+        else []
+    )
+    return [
+        Service("mlflow", mlflow_server_argv(settings), f"{settings.mlflow_url}/health"),
         Service("airflow-dag-processor", [airflow, "dag-processor"]),
         Service("airflow-scheduler", [airflow, "scheduler"]),
         Service("airflow-triggerer", [airflow, "triggerer"]),
+        *workers,
         Service(
             "serving",
             [str(venv_bin() / "retrainer"), "serve"],
@@ -148,12 +151,51 @@ def init_state(settings: Settings, say: Callable[[str], None] = print) -> None:
             settings.logs_dir / "airflow-db-migrate.log",
         )
         marker.touch()
+    if settings.resources.mlflow_auth:
+        write_mlflow_auth_config(settings)
+    if settings.s3_bucket:
+        ensure_bucket(settings.s3_bucket, say)
     mlflow_marker = settings.mlflow_dir / ".migrated"
     if not mlflow_marker.exists() and settings.tracking_uri.startswith("sqlite:"):
         say(f"Creating the MLflow store {settings.tracking_uri} (first use)...")
         code = "from mlflow.tracking import MlflowClient; MlflowClient().search_experiments()"
         run_logged([sys.executable, "-c", code], env, settings.logs_dir / "mlflow-db-init.log")
         mlflow_marker.touch()
+
+
+def write_mlflow_auth_config(settings: Settings) -> Path:
+    """MLflow's basic-auth app config: the admin from configuration, users in PostgreSQL."""
+    path = Path(settings.resources.environment["MLFLOW_AUTH_CONFIG_PATH"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    auth_db = settings.mlflow_auth_database_url or f"sqlite:///{settings.mlflow_dir / 'auth.db'}"
+    path.write_text(
+        "[mlflow]\n"
+        "default_permission = READ\n"
+        f"database_uri = {auth_db}\n"
+        f"admin_username = {settings.mlflow_admin_user}\n"
+        f"admin_password = {settings.mlflow_admin_password}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    path.chmod(0o600)
+    return path
+
+
+def ensure_bucket(bucket: str, say: Callable[[str], None] = print) -> None:
+    """Create the S3 bucket for data, logs and MLflow artifacts if it does not exist."""
+    from retrainer import storage
+
+    client = storage.s3_client()
+    try:
+        client.head_bucket(Bucket=bucket)
+    except Exception:
+        say(f"Creating S3 bucket {bucket}...")
+        try:
+            client.create_bucket(Bucket=bucket)
+        except Exception as exc:
+            raise ServiceError(
+                f"S3 bucket {bucket!r} does not exist and could not be created ({exc}); check "
+                "AWS_ENDPOINT_URL and the credentials, or create it"
+            ) from None
 
 
 def run_logged(argv: list[str], env: dict[str, str], log: Path) -> None:

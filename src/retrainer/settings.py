@@ -42,6 +42,18 @@ class Settings:
     work_uri: str | None = None  # per-run snapshots; local path or s3://bucket/prefix
     inference_log_uri: str | None = None  # serving's request log; local path or s3://
     feedback_uri: str | None = None  # late labels sent to /feedback; local path or s3://
+    serving_endpoint: str | None = None  # how clients reach serving, if not http://host:port
+    # Production profile: where each resource lives (secrets only from the environment).
+    airflow_database_url: str | None = None  # postgresql+psycopg2://...
+    celery_broker_url: str | None = None  # redis://...
+    celery_result_backend: str | None = None  # db+postgresql://...
+    mlflow_database_url: str | None = None  # postgresql://... (the tracking server's store)
+    mlflow_auth_database_url: str | None = None  # postgresql://... (basic-auth users)
+    mlflow_artifacts_uri: str | None = None  # s3://bucket/prefix, proxied by the server
+    mlflow_admin_user: str = "admin"
+    mlflow_admin_password: str | None = None
+    airflow_admin_password: str | None = None
+    s3_bucket: str | None = None  # default home of work/, inference_log/, feedback/
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -89,8 +101,13 @@ class Settings:
         return self.home / "run"
 
     @property
+    def resources(self) -> Resources:
+        """Every resource of the active profile, switched together (see `Resources`)."""
+        return RESOURCE_SETS[self.profile](self)
+
+    @property
     def tracking_uri(self) -> str:
-        return self.mlflow_tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+        return self.resources.tracking_uri
 
     @property
     def artifact_root(self) -> str:
@@ -98,19 +115,19 @@ class Settings:
 
     @property
     def work_root(self) -> str:
-        return self.work_uri or str(self.home / "work")
+        return self.resources.work_root
 
     @property
     def inference_log_root(self) -> str:
-        return self.inference_log_uri or str(self.home / "inference_log")
+        return self.resources.inference_log_root
 
     @property
     def feedback_root(self) -> str:
-        return self.feedback_uri or str(self.home / "feedback")
+        return self.resources.feedback_root
 
     @property
     def serving_url(self) -> str:
-        return f"http://{self.host}:{self.serving_port}"
+        return self.serving_endpoint or f"http://{self.host}:{self.serving_port}"
 
     @staticmethod
     def api_token_from_env() -> str | None:
@@ -119,10 +136,11 @@ class Settings:
 
     def serving_admin_token(self) -> str:
         """The token for /reload: RETRAINER_API_TOKEN if set, else one generated in the state folder."""
-        token = self.api_token_from_env()
-        if token:
-            return token
-        path = self.home / "serving_admin_token"
+        return self.api_token_from_env() or self.state_secret("serving_admin_token")
+
+    def state_secret(self, name: str) -> str:
+        """A secret generated once and kept (mode 600) in the state folder."""
+        path = self.home / name
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(secrets.token_urlsafe(24))
@@ -142,13 +160,15 @@ class Settings:
         return self.airflow_home / "simple_auth_manager_passwords.json"
 
     def airflow_credentials(self) -> tuple[str, str]:
-        """The Airflow UI/API login, generated once per state folder and kept in it."""
+        """The Airflow UI/API login: from configuration in production (RETRAINER_AIRFLOW_ADMIN_
+        PASSWORD), else generated once per state folder; kept in Airflow's passwords file."""
         path = self.airflow_passwords_file
         users: dict[str, str] = {}
         if path.exists():
             users = json.loads(path.read_text() or "{}")
-        if self.airflow_user not in users:
-            users[self.airflow_user] = secrets.token_urlsafe(12)
+        wanted = self.airflow_admin_password
+        if self.airflow_user not in users or (wanted and users[self.airflow_user] != wanted):
+            users[self.airflow_user] = wanted or secrets.token_urlsafe(12)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(users))
             path.chmod(0o600)
@@ -168,11 +188,11 @@ class Settings:
             "RETRAINER_MLFLOW_PORT": str(self.mlflow_port),
             "RETRAINER_SERVING_PORT": str(self.serving_port),
             "MLFLOW_TRACKING_URI": self.tracking_uri,
+            **self.resources.environment,
             "AIRFLOW_HOME": str(self.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_dir),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.airflow_user}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.airflow_passwords_file),
@@ -183,6 +203,113 @@ class Settings:
             "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "30",
             "PATH": path,
         }
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What a profile is made of. One builder per profile sets all of it at once, so nothing
+    else in the code asks which profile is active."""
+
+    executor: str
+    airflow_database_url: str
+    tracking_uri: str  # what clients (tasks, serving, CLI) use
+    mlflow_server_args: list[str]  # the tracking server's store, artifacts and app
+    work_root: str
+    inference_log_root: str
+    feedback_root: str
+    environment: dict[str, str]  # extra variables for every process of the profile
+    mlflow_auth: bool = False
+
+
+def _embedded(s: Settings) -> Resources:
+    """One machine, pip only: SQLite everywhere, LocalExecutor, local files, no MLflow auth."""
+    tracking = s.mlflow_tracking_uri or f"sqlite:///{s.mlflow_dir / 'mlflow.db'}"
+    db = s.airflow_database_url or f"sqlite:///{s.airflow_home / 'airflow.db'}"
+    return Resources(
+        executor="LocalExecutor",
+        airflow_database_url=db,
+        tracking_uri=tracking,
+        mlflow_server_args=[
+            "--backend-store-uri",
+            tracking,
+            "--default-artifact-root",
+            (s.mlflow_dir / "artifacts").as_uri(),
+        ],
+        work_root=s.work_uri or str(s.home / "work"),
+        inference_log_root=s.inference_log_uri or str(s.home / "inference_log"),
+        feedback_root=s.feedback_uri or str(s.home / "feedback"),
+        environment={
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db,
+        },
+    )
+
+
+MLFLOW_DEFAULT_ADMIN_PASSWORD = "password1234"  # what MLflow's basic-auth app ships with
+
+
+def _production(s: Settings) -> Resources:
+    """PostgreSQL, CeleryExecutor on Redis, MLflow server on PostgreSQL with proxied S3
+    artifacts behind basic auth, data and logs on S3."""
+    from retrainer.errors import ConfigError
+
+    needed = {
+        "RETRAINER_AIRFLOW_DATABASE_URL": s.airflow_database_url,
+        "RETRAINER_CELERY_BROKER_URL": s.celery_broker_url,
+        "RETRAINER_MLFLOW_DATABASE_URL": s.mlflow_database_url,
+        "RETRAINER_MLFLOW_ARTIFACTS_URI": s.mlflow_artifacts_uri,
+        "RETRAINER_MLFLOW_ADMIN_PASSWORD": s.mlflow_admin_password,
+        "RETRAINER_AIRFLOW_ADMIN_PASSWORD": s.airflow_admin_password,
+        "RETRAINER_S3_BUCKET": s.s3_bucket,
+    }
+    missing = [k for k, v in needed.items() if not v]
+    if missing:
+        raise ConfigError(
+            f"RETRAINER_PROFILE=production needs {', '.join(missing)}; set them in the "
+            "environment (see .env.example and the README's production section)"
+        )
+    if s.mlflow_admin_password == MLFLOW_DEFAULT_ADMIN_PASSWORD:
+        raise ConfigError(
+            "RETRAINER_MLFLOW_ADMIN_PASSWORD is MLflow's published default; choose another"
+        )
+    bucket = f"s3://{s.s3_bucket}"
+    assert s.airflow_database_url and s.celery_broker_url and s.mlflow_database_url
+    result_backend = s.celery_result_backend or "db+" + s.airflow_database_url
+    return Resources(
+        executor="CeleryExecutor",
+        airflow_database_url=s.airflow_database_url,
+        tracking_uri=s.mlflow_tracking_uri or f"http://{s.host}:{s.mlflow_port}",
+        mlflow_server_args=[
+            "--backend-store-uri",
+            s.mlflow_database_url,
+            "--artifacts-destination",
+            str(s.mlflow_artifacts_uri),
+            "--serve-artifacts",
+            "--default-artifact-root",
+            "mlflow-artifacts:/",
+            "--app-name",
+            "basic-auth",
+        ],
+        work_root=s.work_uri or f"{bucket}/work",
+        inference_log_root=s.inference_log_uri or f"{bucket}/inference_log",
+        feedback_root=s.feedback_uri or f"{bucket}/feedback",
+        environment={
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": s.airflow_database_url,
+            "AIRFLOW__CELERY__BROKER_URL": s.celery_broker_url,
+            "AIRFLOW__CELERY__RESULT_BACKEND": result_backend,
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
+            "MLFLOW_TRACKING_USERNAME": s.mlflow_admin_user,
+            "MLFLOW_TRACKING_PASSWORD": str(s.mlflow_admin_password),
+            "MLFLOW_AUTH_CONFIG_PATH": str(s.home / "mlflow" / "basic_auth.ini"),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY")
+            or s.state_secret("mlflow_flask_secret"),
+        },
+        mlflow_auth=True,
+    )
+
+
+RESOURCE_SETS = {"embedded": _embedded, "production": _production}
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ def test_no_import_errors(bag):
 def test_one_dag_set_per_spec(bag):
     specs = sorted(p.stem for p in (ROOT / "models").glob("*.yaml"))
     assert specs
-    expected = [f"{name}_{kind}" for name in specs for kind in ("retrain", "deploy")]
+    expected = [f"{name}_{kind}" for name in specs for kind in ("retrain", "deploy", "monitor")]
     assert sorted(bag.dag_ids) == sorted(expected)
 
 
@@ -61,7 +61,7 @@ def test_retrain_dag_shape(bag):
         assert {"retrainer", "retrain"} <= set(dag.tags)
         assert dag.max_active_runs == 1
         assert dag.doc_md and "validate_data" in dag.doc_md
-        assert set(dag.params.keys()) == {"data_path", "reason"}
+        assert set(dag.params.keys()) == {"data_path", "reason", "trigger"}
         assert [t.task_id for t in dag.topological_sort()] == RETRAIN_TASKS
         for t in dag.tasks:
             assert t.retries >= 1, f"{dag_id}.{t.task_id} has no retries for transient errors"
@@ -84,6 +84,21 @@ def test_deploy_dag_shape(bag):
             assert type(dag.task_dict["approve"]).__name__ == "ApprovalOperator"
 
 
+def test_monitor_dag_shape(bag):
+    for dag_id in [d for d in bag.dag_ids if d.endswith("_monitor")]:
+        dag = bag.dags[dag_id]
+        name = dag_id.removesuffix("_monitor")
+        spec = yaml.safe_load((ROOT / "models" / f"{name}.yaml").read_text())
+        schedule = spec.get("monitoring", {}).get("schedule", "@daily")
+        assert {"retrainer", "monitor"} <= set(dag.tags) and dag.max_active_runs == 1
+        assert dag.schedule == schedule and not dag.catchup
+        assert set(dag.params.keys()) == {"ignore_cooldown"}
+        order = [t.task_id for t in dag.topological_sort()]
+        assert order[:2] == ["read_window", "measure_drift"]
+        assert set(order[2:]) == {"evidently_report", "trigger_retrain"}
+        assert dag.task_dict["trigger_retrain"].upstream_task_ids == {"measure_drift"}
+
+
 def test_broken_spec_is_isolated_and_visible(tmp_path):
     shutil.copy(ROOT / "models" / "credit_default.yaml", tmp_path)
     broken = yaml.safe_load((ROOT / "models" / "credit_default.yaml").read_text())
@@ -96,6 +111,7 @@ def test_broken_spec_is_isolated_and_visible(tmp_path):
     assert set(bag.dag_ids) == {
         "credit_default_retrain",
         "credit_default_deploy",
+        "credit_default_monitor",
         "retrainer_spec_errors",
     }
     errors_dag = bag.dags["retrainer_spec_errors"]

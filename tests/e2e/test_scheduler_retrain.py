@@ -164,6 +164,12 @@ def test_the_whole_loop_through_the_scheduler(platform):
     assert d["decision"] == "retrain" and {"Age", "Amount"} <= set(d["features"]), d
     assert states["trigger_retrain"] == "success" and found["action"] == "triggered"
 
+    # The check reached the serving API's /metrics, for dashboards and alerts.
+    metrics = httpx.get(f"{settings.serving_url}/metrics", timeout=10).text
+    assert 'retrainer_psi{feature="Age",model="credit_default"}' in metrics
+    assert 'retrainer_retrains_triggered_total{model="credit_default"} 1.0' in metrics
+    assert 'retrainer_monitor_checks_total{decision="ok",model="credit_default"} 1.0' in metrics
+
     retrain_id = found["retrain_run_id"]
     retrained = api.wait_for_run("credit_default_retrain", retrain_id, timeout=600)
     assert retrained["state"] == "success"

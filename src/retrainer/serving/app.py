@@ -98,6 +98,23 @@ class Metrics:
         self.log_dropped = Counter(
             "retrainer_inference_log_dropped", "Inference log records dropped", registry=r
         )
+        # Reported by the monitor DAG after each check (POST /models/<name>/drift), so one
+        # scrape target carries traffic, drift and retrain events for dashboards and alerts.
+        self.psi = Gauge(
+            "retrainer_psi", "PSI per feature at the last check", ["model", "feature"], registry=r
+        )
+        self.checks = Counter(
+            "retrainer_monitor_checks",
+            "Monitor checks by decision",
+            ["model", "decision"],
+            registry=r,
+        )
+        self.retrains = Counter(
+            "retrainer_retrains_triggered",
+            "Retrains triggered by the monitor",
+            ["model"],
+            registry=r,
+        )
 
 
 @dataclass
@@ -502,6 +519,23 @@ def create_app(
                     "serving": handle.version if handle else None,
                 }
         return JSONResponse({"models": results}, status_code=500 if failed else 200)
+
+    @app.post("/models/{name}/drift")
+    async def drift(name: str, request: Request) -> dict[str, Any]:
+        """The monitor's last check: {"decision": ..., "psi": {feature: value}, "triggered": bool}."""
+        authorize(request, admin=True)
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise HTTPProblem(422, 'expected {"decision": ..., "psi": {...}, "triggered": bool}')
+        psi = body.get("psi") or {}
+        for feature, value in psi.items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                state.metrics.psi.labels(name, str(feature)).set(float(value))
+        if body.get("decision"):
+            state.metrics.checks.labels(name, str(body["decision"])).inc()
+        if body.get("triggered"):
+            state.metrics.retrains.labels(name).inc()
+        return {"accepted": True}
 
     @app.post("/flush")
     async def flush(request: Request) -> dict[str, int]:
