@@ -33,6 +33,14 @@ def _settings() -> Settings:
     return get_settings()
 
 
+def _login(settings: Settings) -> str:
+    """The Airflow login to show: a configured password is never printed."""
+    user, password = settings.airflow_credentials()
+    if settings.airflow_admin_password:
+        return f"{user} / the password in RETRAINER_AIRFLOW_ADMIN_PASSWORD"
+    return f"{user} / {password}"
+
+
 @app.command()
 def up(
     profile: Annotated[
@@ -57,8 +65,7 @@ def up(
             services.start(settings, say=console.print)
     except RetrainerError as exc:
         fail(str(exc))
-    user, password = settings.airflow_credentials()
-    console.print(f"\nAirflow UI  {settings.airflow_url}  (login {user} / {password})")
+    console.print(f"\nAirflow UI  {settings.airflow_url}  (login {_login(settings)})")
     console.print(f"MLflow UI   {settings.mlflow_url}")
     console.print(f"Serving API {settings.serving_url}  (/models/<name>/predict, /metrics, /docs)")
     console.print(f"State       {settings.home}    stop with `retrainer down`")
@@ -295,10 +302,7 @@ def _report_run(name: str, dag_id: str, run: dict[str, Any], exit_on_failure: bo
     )
     for line in outcome.lines():
         console.print(line, highlight=False)
-    user, password = settings.airflow_credentials()
-    console.print(
-        f"\nAirflow UI  {settings.airflow_url}/dags/{dag_id}  (login {user} / {password})"
-    )
+    console.print(f"\nAirflow UI  {settings.airflow_url}/dags/{dag_id}  (login {_login(settings)})")
     if outcome.mlflow_run_id:
         console.print(
             f"MLflow run  {settings.mlflow_url}/#/experiments/{outcome.experiment_id}/runs/{outcome.mlflow_run_id}"
@@ -747,9 +751,8 @@ def demo() -> None:
         table.add_row(step, outcome, "none" if version in ("None", "?") else f"v{version}")
     console.print()
     console.print(table)
-    user, password = settings.airflow_credentials()
     console.print(
-        f"Airflow UI  {settings.airflow_url}/dags/{spec.monitor_dag_id}  (login {user} / {password})"
+        f"Airflow UI  {settings.airflow_url}/dags/{spec.monitor_dag_id}  (login {_login(settings)})"
     )
     console.print(
         f"MLflow UI   {settings.mlflow_url}/#/models/{spec.name}  (drift over time: experiment {spec.experiment_name}/monitor)"

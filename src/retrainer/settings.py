@@ -180,13 +180,14 @@ class Settings:
         path = os.environ.get("PATH", "")
         if venv_bin not in path.split(os.pathsep):
             path = venv_bin + os.pathsep + path
+        # Every setting, so each process (serving, every task) resolves the same ones.
+        own = {
+            f"RETRAINER_{f.name.upper()}": str(getattr(self, f.name))
+            for f in fields(self)
+            if getattr(self, f.name) is not None and f.name != "dags_dir"
+        }
         return {
-            "RETRAINER_HOME": str(self.home),
-            "RETRAINER_MODELS_DIR": str(self.models_dir),
-            "RETRAINER_PROFILE": self.profile,
-            "RETRAINER_AIRFLOW_PORT": str(self.airflow_port),
-            "RETRAINER_MLFLOW_PORT": str(self.mlflow_port),
-            "RETRAINER_SERVING_PORT": str(self.serving_port),
+            **own,
             "MLFLOW_TRACKING_URI": self.tracking_uri,
             **self.resources.environment,
             "AIRFLOW_HOME": str(self.airflow_home),
