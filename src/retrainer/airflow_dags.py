@@ -65,6 +65,30 @@ def default_args(spec: ModelSpec) -> dict[str, Any]:
     }
 
 
+def model_dag(
+    spec: ModelSpec,
+    kind: str,
+    description: str,
+    doc_md: str,
+    params: dict[str, Param],
+    schedule: str | None = None,
+) -> DAG:
+    """What every per-model DAG shares: ids, tags, one active run, retries, no catch-up."""
+    return DAG(
+        dag_id=f"{spec.name}_{kind}",
+        description=description,
+        schedule=schedule,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        tags=["retrainer", kind, spec.name],
+        default_args=default_args(spec),
+        doc_md=doc_md,
+        params=params,
+        render_template_as_native_obj=True,
+    )
+
+
 def retrain_doc(spec: ModelSpec, path: Path) -> str:
     thresholds = ", ".join(
         f"{m} {'>= ' + format(b.min, 'g') if b.min is not None else ''}"
@@ -98,16 +122,11 @@ def retrain_doc(spec: ModelSpec, path: Path) -> str:
 
 
 def retrain_dag(spec: ModelSpec, path: Path) -> DAG:
-    with DAG(
-        dag_id=spec.retrain_dag_id,
-        description=f"Validate, train, gate and register {spec.name}",
-        schedule=None,
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        tags=["retrainer", "retrain", spec.name],
-        default_args=default_args(spec),
-        doc_md=retrain_doc(spec, path),
+    with model_dag(
+        spec,
+        "retrain",
+        f"Validate, train, gate and register {spec.name}",
+        retrain_doc(spec, path),
         params={
             "data_path": Param(
                 None,
@@ -125,7 +144,6 @@ def retrain_dag(spec: ModelSpec, path: Path) -> DAG:
                 description="Set by the monitor DAG: the drift decision (PSI table, window); logged to the run",
             ),
         },
-        render_template_as_native_obj=True,
     ) as dag:
 
         @task
@@ -230,16 +248,11 @@ def deploy_doc(spec: ModelSpec) -> str:
 
 
 def deploy_dag(spec: ModelSpec) -> DAG:
-    with DAG(
-        dag_id=spec.deploy_dag_id,
-        description=f"Promote, reload serving, smoke test and (on failure) roll back {spec.name}",
-        schedule=None,
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        tags=["retrainer", "deploy", spec.name],
-        default_args=default_args(spec),
-        doc_md=deploy_doc(spec),
+    with model_dag(
+        spec,
+        "deploy",
+        f"Promote, reload serving, smoke test and (on failure) roll back {spec.name}",
+        deploy_doc(spec),
         params={
             "version": Param(
                 None,
@@ -257,7 +270,6 @@ def deploy_dag(spec: ModelSpec) -> DAG:
                 description="retrain: a candidate that just passed the gate (set by the retrain DAG)",
             ),
         },
-        render_template_as_native_obj=True,
     ) as dag:
 
         @task
@@ -348,16 +360,11 @@ def monitor_doc(spec: ModelSpec) -> str:
 
 
 def monitor_dag(spec: ModelSpec) -> DAG:
-    with DAG(
-        dag_id=spec.monitor_dag_id,
-        description=f"PSI of {spec.name}'s traffic vs its champion's training data; retrain on drift",
-        schedule=spec.monitoring.schedule,
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        tags=["retrainer", "monitor", spec.name],
-        default_args=default_args(spec),
-        doc_md=monitor_doc(spec),
+    with model_dag(
+        spec,
+        "monitor",
+        f"PSI of {spec.name}'s traffic vs its champion's training data; retrain on drift",
+        monitor_doc(spec),
         params={
             "ignore_cooldown": Param(
                 False,
@@ -366,7 +373,7 @@ def monitor_dag(spec: ModelSpec) -> DAG:
                 description="Trigger a retrain on drift even inside monitoring.cooldown (a retrain in flight still blocks)",
             ),
         },
-        render_template_as_native_obj=True,
+        schedule=spec.monitoring.schedule,
     ) as dag:
 
         @task

@@ -537,7 +537,7 @@ def simulate(
 ) -> None:
     """Replay real rows to the serving API (and optionally their labels as delayed feedback)."""
     from retrainer import storage
-    from retrainer.simulate import replay
+    from retrainer.simulate import replay_to
     from retrainer.spec import find_spec
 
     settings = _settings()
@@ -547,17 +547,7 @@ def simulate(
         if limit:
             df = df.head(limit)
         with console.status(f"replaying {len(df)} rows to {settings.serving_url}..."):
-            result = replay(
-                settings.serving_url,
-                spec.name,
-                df,
-                target=spec.data.target,
-                labels=labels,
-                rate=rate,
-                batch=batch,
-                token=settings.api_token_from_env(),
-                admin_token=settings.serving_admin_token(),
-            )
+            result = replay_to(spec, df, labels=labels, rate=rate, batch=batch)
     except RetrainerError as exc:
         fail(str(exc))
         return
@@ -624,6 +614,38 @@ def _print_check(spec: Any, run: dict[str, Any]) -> dict[str, Any] | None:
     return check
 
 
+@app.command("copy-models")
+def copy_models_command(
+    source: Annotated[
+        str,
+        typer.Option(
+            "--from", help="source tracking URI, e.g. sqlite:///.retrainer/mlflow/mlflow.db"
+        ),
+    ],
+    model: Annotated[
+        list[str] | None, typer.Option("--model", help="only these models (repeatable)")
+    ] = None,
+) -> None:
+    """Copy registered models, their runs and aliases from another MLflow store into this profile's."""
+    from retrainer.migrate import copy_models
+    from retrainer.pipeline import mlflow_client
+
+    settings = _settings()
+    local = (
+        None
+        if settings.tracking_uri.startswith(("http://", "https://"))
+        else settings.artifact_root
+    )
+    with console.status(f"copying from {source} to {settings.tracking_uri}..."):
+        copied = copy_models(source, mlflow_client(settings), model or None, artifact_root=local)
+    table = Table("model", "source version", "target version", "")
+    for c in copied:
+        table.add_row(
+            c.name, c.source_version, c.target_version, "already copied" if c.skipped else "copied"
+        )
+    console.print(table)
+
+
 DEMO_MODEL = "credit_default"
 
 
@@ -686,19 +708,11 @@ def demo() -> None:
 
     def replay_and_check(label: str, path: Path) -> dict[str, Any] | None:
         from retrainer import storage
-        from retrainer.simulate import replay
+        from retrainer.simulate import replay_to
 
         df = storage.read_table(str(path))
         with console.status(f"replaying {len(df)} rows of {path.name} with labels..."):
-            result = replay(
-                settings.serving_url,
-                spec.name,
-                df,
-                target=spec.data.target,
-                labels=True,
-                token=settings.api_token_from_env(),
-                admin_token=settings.serving_admin_token(),
-            )
+            result = replay_to(spec, df, labels=True)
         console.print(f"\n{label}: {result.rows} rows served, {result.labelled} labels sent")
         # The demo compresses days into minutes: its checks ignore the cooldown.
         run = trigger_and_wait(spec.monitor_dag_id, {"ignore_cooldown": True})

@@ -69,10 +69,7 @@ def _ledger(
         data_digest=tags.get(C.TAG_DATA_DIGEST, ""),
         metrics={k[len("metric.") :]: v for k, v in tags.items() if k.startswith("metric.")},
     )
-    location = None
-    if not settings.tracking_uri.startswith(("http://", "https://")):
-        location = f"{settings.artifact_root}/ledger"
-    return record(client, entry, location)
+    return record(client, entry, settings.artifact_location("ledger"))
 
 
 def promote(

@@ -43,17 +43,9 @@ class LedgerEntry:
 
 
 def _experiment_id(client: MlflowClient, artifact_location: str | None) -> str:
-    from mlflow.exceptions import MlflowException
+    from retrainer.pipeline import experiment_id
 
-    exp = client.get_experiment_by_name(LEDGER_EXPERIMENT)
-    if exp is not None:
-        return str(exp.experiment_id)
-    try:
-        return str(client.create_experiment(LEDGER_EXPERIMENT, artifact_location=artifact_location))
-    except MlflowException:
-        exp = client.get_experiment_by_name(LEDGER_EXPERIMENT)
-        assert exp is not None
-        return str(exp.experiment_id)
+    return experiment_id(client, LEDGER_EXPERIMENT, artifact_location)
 
 
 def record(client: MlflowClient, entry: LedgerEntry, artifact_location: str | None = None) -> str:

@@ -237,25 +237,10 @@ def read_log(root: str, model: str, start: datetime | None, end: datetime) -> pd
 
 
 def _experiment_id(client: MlflowClient, spec: ModelSpec, settings: Settings) -> str:
-    from mlflow.exceptions import MlflowException
+    from retrainer.pipeline import experiment_id
 
-    name = experiment_name(spec)
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return str(exp.experiment_id)
-    location = None
-    if not settings.tracking_uri.startswith(("http://", "https://")):
-        location = f"{settings.artifact_root}/{spec.name}-monitor"
-    try:
-        return str(
-            client.create_experiment(
-                name, artifact_location=location, tags={C.TAG_MODEL: spec.name}
-            )
-        )
-    except MlflowException:
-        exp = client.get_experiment_by_name(name)
-        assert exp is not None
-        return str(exp.experiment_id)
+    location = settings.artifact_location(f"{spec.name}-monitor")
+    return experiment_id(client, experiment_name(spec), location, {C.TAG_MODEL: spec.name})
 
 
 def _checks(
@@ -340,18 +325,10 @@ def read_window(
 def _monitor_run(
     client: MlflowClient, spec: ModelSpec, ctx: RunContext, settings: Settings, tags: dict[str, str]
 ) -> str:
-    """This DAG run's check: found again by the DAG run id, so a retried task resumes it."""
-    exp = _experiment_id(client, spec, settings)
-    found = client.search_runs(
-        [exp],
-        filter_string=f"tags.`{C.TAG_DAG_RUN_ID}` = '{ctx.run_id}' and tags.`{C.TAG_DAG_ID}` = '{ctx.dag_id}'",
-        max_results=1,
-    )
-    if found:
-        return str(found[0].info.run_id)
-    from retrainer.pipeline import run_name
+    from retrainer.pipeline import find_or_create_run
 
-    return str(client.create_run(exp, tags=tags, run_name=run_name(ctx)).info.run_id)
+    exp = _experiment_id(client, spec, settings)
+    return find_or_create_run(client, spec, ctx, settings, tags, experiment=exp)
 
 
 def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:

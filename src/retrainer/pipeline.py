@@ -36,40 +36,50 @@ def mlflow_client(settings: Settings | None = None) -> MlflowClient:
     return MlflowClient(settings.tracking_uri, settings.tracking_uri)
 
 
-def ensure_experiment(client: MlflowClient, spec: ModelSpec, settings: Settings) -> str:
-    exp = client.get_experiment_by_name(spec.experiment_name)
-    if exp is not None:
-        return str(exp.experiment_id)
-    location = None
-    if not settings.tracking_uri.startswith(("http://", "https://")):
-        # A direct database store would default to ./mlruns under whatever the CWD is.
-        location = f"{settings.artifact_root}/{spec.name}"
+def experiment_id(
+    client: MlflowClient, name: str, location: str | None, tags: dict[str, str] | None = None
+) -> str:
+    """The experiment's id, created if missing (fine when another process creates it first)."""
     from mlflow.exceptions import MlflowException
 
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
     try:
-        return str(
-            client.create_experiment(
-                spec.experiment_name, artifact_location=location, tags={C.TAG_MODEL: spec.name}
-            )
-        )
+        return str(client.create_experiment(name, artifact_location=location, tags=tags))
     except MlflowException:  # created meanwhile
-        exp = client.get_experiment_by_name(spec.experiment_name)
+        exp = client.get_experiment_by_name(name)
         assert exp is not None
         return str(exp.experiment_id)
 
 
+def ensure_experiment(client: MlflowClient, spec: ModelSpec, settings: Settings) -> str:
+    return experiment_id(
+        client,
+        spec.experiment_name,
+        settings.artifact_location(spec.name),
+        {C.TAG_MODEL: spec.name},
+    )
+
+
 def find_or_create_run(
-    client: MlflowClient, spec: ModelSpec, ctx: RunContext, settings: Settings, tags: dict[str, str]
+    client: MlflowClient,
+    spec: ModelSpec,
+    ctx: RunContext,
+    settings: Settings,
+    tags: dict[str, str],
+    experiment: str | None = None,
 ) -> str:
-    experiment_id = ensure_experiment(client, spec, settings)
+    """This DAG run's MLflow run: found again by the DAG run id, so a retried task resumes it."""
+    exp_id = experiment or ensure_experiment(client, spec, settings)
     found = client.search_runs(
-        [experiment_id],
+        [exp_id],
         filter_string=f"tags.`{C.TAG_DAG_RUN_ID}` = '{ctx.run_id}' and tags.`{C.TAG_DAG_ID}` = '{ctx.dag_id}'",
         max_results=1,
     )
     if found:
         return str(found[0].info.run_id)
-    run = client.create_run(experiment_id, tags=tags, run_name=run_name(ctx))
+    run = client.create_run(exp_id, tags=tags, run_name=run_name(ctx))
     return str(run.info.run_id)
 
 

@@ -113,6 +113,13 @@ class Settings:
     def artifact_root(self) -> str:
         return (self.mlflow_dir / "artifacts").as_uri()
 
+    def artifact_location(self, name: str) -> str | None:
+        """Where a new experiment's artifacts go: None through a tracking server (it decides);
+        under the state folder for a direct store, which would otherwise use ./mlruns."""
+        if self.tracking_uri.startswith(("http://", "https://")):
+            return None
+        return f"{self.artifact_root}/{name}"
+
     @property
     def work_root(self) -> str:
         return self.resources.work_root

@@ -125,3 +125,20 @@ def _plain(v: Any) -> Any:
 
 def _missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def replay_to(spec: Any, data: pd.DataFrame, labels: bool = False, **kwargs: Any) -> Replay:
+    """`replay` to this platform's serving API for a model spec, with the configured tokens."""
+    from retrainer.settings import get_settings
+
+    settings = get_settings()
+    return replay(
+        settings.serving_url,
+        spec.name,
+        data,
+        target=spec.data.target,
+        labels=labels,
+        token=settings.api_token_from_env(),
+        admin_token=settings.serving_admin_token(),
+        **kwargs,
+    )

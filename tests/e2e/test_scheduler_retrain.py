@@ -49,7 +49,7 @@ def platform(tmp_path_factory):
         services.start(settings, say=print, timeout=240)
         yield settings
     finally:
-        services.stop(settings, say=print)
+        services.stop(settings, say=print, timeout=10)
         for name, _, _ in services.status(settings):
             print(name, services.tail_log(settings, name, 5))
 

@@ -9,6 +9,9 @@ import httpx
 import pandas as pd
 import pytest
 
+# Imported at collection: at run time `conftest` may name another folder's conftest.
+from conftest import register_version, start_server, stop_server
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "credit_srv"
@@ -165,8 +168,6 @@ def test_metrics(serving, rows):
 
 
 def test_bearer_token(served_model, rows):
-    from conftest import start_server, stop_server
-
     from retrainer.settings import get_settings
     from testenv import free_port
 
@@ -200,8 +201,6 @@ def test_bearer_token(served_model, rows):
 
 
 def test_reload_under_concurrent_load_fails_no_request(serving, rows):
-    from conftest import register_version
-
     from retrainer.settings import get_settings
 
     current = httpx.get(f"{serving}/models/{MODEL}").json()["version"]
