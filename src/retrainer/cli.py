@@ -130,7 +130,11 @@ def env() -> None:
     import shlex
 
     for key, value in _settings().environment().items():
-        print(f"export {key}={shlex.quote(value)}")
+        if key.endswith(("PASSWORD", "SECRET", "SECRET_KEY", "TOKEN")):
+            # Secrets stay where they came from (the environment, a secret store).
+            print(f"# {key} is set; not printed")
+        else:
+            print(f"export {key}={shlex.quote(value)}")
 
 
 def _exec_tool(tool: str, args: list[str]) -> None:

@@ -1,8 +1,8 @@
 """The production profile, natively: Airflow on PostgreSQL with the CeleryExecutor (Redis broker,
 PostgreSQL result backend), a Celery worker, MLflow on PostgreSQL with S3 artifacts behind basic
 auth, data and logs on S3, serving with a bearer token. The loop runs on it end to end; every
-anonymous call is refused; a canary secret appears nowhere; a worker and an MLflow restart in the
-middle of a retrain are survived without registering a version twice."""
+anonymous call is refused; a canary secret appears nowhere; the scheduler, the worker and the
+MLflow server killed in the middle of a retrain are survived without registering a version twice."""
 
 import os
 import signal
@@ -220,7 +220,7 @@ def test_the_canary_secret_is_nowhere(platform):
     assert hits == []
 
 
-def test_worker_and_mlflow_restarts_during_a_retrain_are_survived(platform):
+def test_scheduler_worker_and_mlflow_restarts_during_a_retrain_are_survived(platform):
     from retrainer import services
     from retrainer.pipeline import mlflow_client
     from retrainer.registry import versions_for_run
@@ -240,7 +240,8 @@ def test_worker_and_mlflow_restarts_during_a_retrain_are_survived(platform):
     while state("train_candidate") != "running":
         assert time.monotonic() < deadline, "train_candidate never started"
         time.sleep(1)
-    for name in ("airflow-celery-worker", "mlflow"):  # killed mid-task, then started again
+    # The scheduler, the worker running the task and the MLflow server die mid-task; then start.
+    for name in ("airflow-scheduler", "airflow-celery-worker", "mlflow"):
         pid = services.read_pid(settings, name)
         os.killpg(pid, signal.SIGKILL)
         time.sleep(2)

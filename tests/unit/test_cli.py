@@ -72,3 +72,24 @@ def test_env_prints_exports_for_the_state_folder(models, tmp_path):
         and "state/mlflow" in lines["MLFLOW_TRACKING_URI"]
     )
     assert lines["RETRAINER_MODELS_DIR"] == str(models)
+
+
+def test_env_never_prints_secrets(models, tmp_path, monkeypatch):
+    secret = "canary-env-secret-42"
+    for key, value in {
+        "RETRAINER_PROFILE": "production",
+        "RETRAINER_AIRFLOW_DATABASE_URL": "postgresql+psycopg2://u@db/airflow",
+        "RETRAINER_CELERY_BROKER_URL": "redis://redis:6379/0",
+        "RETRAINER_MLFLOW_DATABASE_URL": "postgresql+psycopg2://u@db/mlflow",
+        "RETRAINER_MLFLOW_ARTIFACTS_URI": "s3://b/mlflow",
+        "RETRAINER_MLFLOW_ADMIN_PASSWORD": secret,
+        "RETRAINER_AIRFLOW_ADMIN_PASSWORD": secret,
+        "RETRAINER_S3_BUCKET": "b",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secret,
+    }.items():
+        monkeypatch.setenv(key, value)
+    result = runner.invoke(app, ["env"])
+    assert result.exit_code == 0, result.output
+    assert secret not in result.output
+    assert "# RETRAINER_MLFLOW_ADMIN_PASSWORD is set; not printed" in result.output
+    assert "export AIRFLOW__CORE__EXECUTOR=CeleryExecutor" in result.output
