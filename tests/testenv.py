@@ -51,6 +51,7 @@ copy_spec("diabetes_progression", "diabetes_progression")
 copy_spec("credit_default", "credit_srv", approval="auto", no_nulls=("Age",))
 copy_spec("credit_default", "credit_appr", approval="manual")
 copy_spec("credit_default", "credit_mon")
+copy_spec("credit_default", "credit_copy")
 
 
 def free_port() -> int:

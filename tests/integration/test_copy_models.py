@@ -17,14 +17,14 @@ def test_versions_runs_artifacts_and_aliases_are_copied_once(airflow_db, tmp_pat
     from retrainer.migrate import copy_models
 
     source = get_settings().tracking_uri
-    first = register_version("credit_it", "copy-v1")
+    first = register_version("credit_copy", "copy-v1")
     target_uri = f"sqlite:///{tmp_path / 'target.db'}"
     target = MlflowClient(target_uri, target_uri)
-    copied = copy_models(source, target, ["credit_it"], artifact_root=(tmp_path / "art").as_uri())
+    copied = copy_models(source, target, ["credit_copy"], artifact_root=(tmp_path / "art").as_uri())
     assert copied and not any(c.skipped for c in copied)
     src = MlflowClient(source, source)
-    champion = src.get_model_version_by_alias("credit_it", C.ALIAS_CHAMPION)
-    new = target.get_model_version_by_alias("credit_it", C.ALIAS_CHAMPION)
+    champion = src.get_model_version_by_alias("credit_copy", C.ALIAS_CHAMPION)
+    new = target.get_model_version_by_alias("credit_copy", C.ALIAS_CHAMPION)
     assert next(
         c for c in copied if c.source_version == str(champion.version)
     ).target_version == str(new.version)
@@ -44,11 +44,11 @@ def test_versions_runs_artifacts_and_aliases_are_copied_once(airflow_db, tmp_pat
     )
     from retrainer.training import prepare_features
 
-    before = mlflow.sklearn.load_model(f"models:/credit_it/{champion.version}")
+    before = mlflow.sklearn.load_model(f"models:/credit_copy/{champion.version}")
     mlflow.set_tracking_uri(target_uri)
     mlflow.set_registry_uri(target_uri)
     try:
-        after = mlflow.sklearn.load_model("models:/credit_it@champion")
+        after = mlflow.sklearn.load_model("models:/credit_copy@champion")
     finally:
         mlflow.set_tracking_uri(source)
         mlflow.set_registry_uri(source)
@@ -57,6 +57,6 @@ def test_versions_runs_artifacts_and_aliases_are_copied_once(airflow_db, tmp_pat
     X = prepare_features(rows, num, cat)
     assert (before.predict_proba(X) == after.predict_proba(X)).all()
     # A second run copies nothing twice.
-    again = copy_models(source, target, ["credit_it"])
+    again = copy_models(source, target, ["credit_copy"])
     assert all(c.skipped for c in again) and len(again) == len(copied)
     assert first
