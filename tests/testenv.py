@@ -52,6 +52,7 @@ copy_spec("credit_default", "credit_srv", approval="auto", no_nulls=("Age",))
 copy_spec("credit_default", "credit_appr", approval="manual")
 copy_spec("credit_default", "credit_mon")
 copy_spec("credit_default", "credit_copy")
+copy_spec("credit_default", "credit_nochamp")
 
 
 def free_port() -> int:

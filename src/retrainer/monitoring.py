@@ -442,7 +442,12 @@ def measure_drift(
     client = mlflow_client(settings)
     run_id = read["mlflow_run_id"]
     window = read["window"]
-    version, champ_run, profile = champion_reference(client, spec)
+    try:
+        version, champ_run, profile = champion_reference(client, spec)
+    except NoChampion:  # the check ends here; its window is not consumed
+        client.set_tag(run_id, C.TAG_MONITOR_DECISION, NO_CHAMPION)
+        client.set_terminated(run_id, status="FINISHED")
+        raise
     df = storage.read_table(window["uri"]) if window.get("uri") else pd.DataFrame()
     features = df.drop(columns=[c for c in META_COLUMNS if c in df.columns])
     drift = compare_to_profile(profile, features) if len(df) else None

@@ -223,3 +223,24 @@ def test_window_bounds_never_overlap():
     settings = get_settings()
     everything = read_log(settings.inference_log_root, MODEL, None, datetime.now(UTC))
     assert len(everything) > 0
+
+
+def test_no_champion_yet_skips_the_check_without_failing(airflow_db):
+    from retrainer.airflow_dags import monitor_dag
+    from retrainer.monitoring import NO_CHAMPION, check_for_run
+    from retrainer.pipeline import mlflow_client
+    from retrainer.spec import load_spec
+
+    fresh = load_spec(testenv.MODELS / "credit_nochamp.yaml")
+    dr = monitor_dag(fresh).test()
+    states = {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
+    assert str(dr.state) == "success", states
+    assert states == {
+        "read_window": "success",
+        "measure_drift": "skipped",
+        "evidently_report": "skipped",
+        "trigger_retrain": "skipped",
+    }
+    run = mlflow_client(get_settings()).get_run(check_for_run(fresh, dr.run_id)["mlflow_run_id"])
+    assert run.data.tags[C.TAG_MONITOR_DECISION] == NO_CHAMPION and run.info.status == "FINISHED"
+    assert C.TAG_WINDOW_CONSUMED not in run.data.tags
