@@ -135,6 +135,8 @@ def _as_category(values: Any) -> np.ndarray:
     s = values if isinstance(values, pd.Series) else pd.Series(values)
     out = s.astype(object).where(s.notna(), None)
     mask = out.notna()
+    if s.dtype.kind in "OSU" and pd.api.types.infer_dtype(out[mask], skipna=True) == "string":
+        return np.asarray(out, dtype=object)  # already strings: nothing to convert
     out[mask] = out[mask].map(_category_key)
     return np.asarray(out, dtype=object)
 
@@ -175,17 +177,26 @@ def numeric_counts(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 def categorical_counts(x: np.ndarray, categories: list[str]) -> np.ndarray:
     """Counts per known category, then unseen categories, then nulls."""
+    return _categorical_counts(x, categories)[0]
+
+
+def _categorical_counts(x: np.ndarray, categories: list[str]) -> tuple[np.ndarray, list[str]]:
+    """(counts per known category, unseen, nulls; the unseen values, most frequent first)."""
     import pandas as pd
 
     vc = pd.Series(x, dtype=object).value_counts(dropna=False)
     counts = np.zeros(len(categories) + 2, dtype=np.int64)
     index = {c: i for i, c in enumerate(categories)}
-    for value, n in vc.items():
+    unseen: list[str] = []
+    for value, n in vc.items():  # one entry per distinct value, most frequent first
         if value is None or (isinstance(value, float) and math.isnan(value)):
             counts[-1] += int(n)
+        elif str(value) in index:
+            counts[index[str(value)]] += int(n)
         else:
-            counts[index.get(str(value), len(categories))] += int(n)
-    return counts
+            counts[-2] += int(n)
+            unseen.append(str(value))
+    return counts, unseen
 
 
 def build_profile(
@@ -302,6 +313,7 @@ def compare_to_profile(profile: ReferenceProfile, current: pd.DataFrame) -> Drif
         labels = fp.bucket_labels()
         ref = np.asarray(fp.shares, dtype=np.float64)
         problem = ""
+        unseen: list[str] = []
         if name not in current.columns:
             problem = "missing from the current data"
             counts = np.zeros(ref.size, dtype=np.int64)
@@ -317,16 +329,8 @@ def compare_to_profile(profile: ReferenceProfile, current: pd.DataFrame) -> Drif
                 )
             counts = numeric_counts(x, np.asarray(fp.edges, dtype=np.float64))
         else:
-            counts = categorical_counts(_as_category(current[name]), fp.categories)
-        unseen: list[str] = []
-        if fp.kind == "categorical" and name in current.columns and counts[-2] > 0:
-            x = _as_category(current[name])
-            known = set(fp.categories)
-            vc: dict[str, int] = {}
-            for v in x:
-                if v is not None and v not in known:
-                    vc[v] = vc.get(v, 0) + 1
-            unseen = [k for k, _ in sorted(vc.items(), key=lambda kv: -kv[1])[:5]]
+            counts, unseen = _categorical_counts(_as_category(current[name]), fp.categories)
+            unseen = unseen[:5]
         cur = _shares(counts)
         null_cur = float(counts[-1] / n) if n else 0.0
         if not problem and n and null_cur == 1.0 and fp.null_share < 0.5:
