@@ -45,6 +45,8 @@ def platform(tmp_path_factory, postgres, redis_url, s3):
     os.environ["RETRAINER_API_TOKEN"] = f"{CANARY}-token"
     # A lost worker's task is failed (then retried) after 20 s without a heartbeat, not 5 min.
     os.environ["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = "20"
+    # A restarted scheduler adopts a dead one's tasks after 20 s, not 5 min.
+    os.environ["AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL"] = "20"
     settings = Settings(
         profile="production",
         home=base / "state",
@@ -74,6 +76,7 @@ def platform(tmp_path_factory, postgres, redis_url, s3):
             "MLFLOW_TRACKING_USERNAME",
             "MLFLOW_TRACKING_PASSWORD",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT",
+            "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL",
         ):
             os.environ.pop(k, None)
 
