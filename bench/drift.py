@@ -77,12 +77,12 @@ def worker(method: str, rows: int, features: int, repeat: int) -> dict:
                 if m["config"]["type"].endswith("ValueDrift")
             }
     elif method == "retrainer-evidently":
-        from retrainer.drift import compare_frames
+        from retrainer.core.drift import compare_frames
 
         def run():
             return compare_frames(ref, cur, cols, [], method="evidently").psi
     else:
-        from retrainer.drift import ReferenceProfile, build_profile, compare_to_profile
+        from retrainer.core.drift import ReferenceProfile, build_profile, compare_to_profile
 
         t = time.perf_counter()
         stored = build_profile(ref, cols, [], bins=10).to_json()  # training time, not timed below

@@ -112,13 +112,13 @@ def wrk(url: str, body: str, seconds: int, connections: int = 16) -> dict[str, f
 
 def register(home: Path) -> dict[str, str]:
     """Train and register credit_default v1 in a fresh state folder; return the environment."""
-    from retrainer.settings import Settings
+    from retrainer.config.settings import Settings
 
     settings = Settings(home=home, models_dir=ROOT / "models")
     env = dict(os.environ, **settings.environment(), MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
     code = (
-        "from retrainer import pipeline\n"
-        "from retrainer.settings import RunContext, get_settings\n"
+        "from retrainer.steps import retrain as pipeline\n"
+        "from retrainer.config.settings import RunContext, get_settings\n"
         "from retrainer.spec import load_spec\n"
         f"spec = load_spec({str(ROOT / 'models' / (MODEL + '.yaml'))!r})\n"
         "ctx = RunContext(dag_id=spec.retrain_dag_id, run_id='bench')\n"

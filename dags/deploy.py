@@ -4,6 +4,6 @@
 # parsing_pre_import_modules): specs with `approval: manual` use it.
 from airflow.providers.standard.operators.hitl import ApprovalOperator  # noqa: F401
 
-from retrainer.airflow_dags import build_dags
+from retrainer.orchestration.dags import build_dags
 
 globals().update(build_dags("deploy"))

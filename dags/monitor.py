@@ -1,5 +1,5 @@
 """retrainer: `<model>_monitor` for every spec in RETRAINER_MODELS_DIR (wiring only; see src/)."""
 
-from retrainer.airflow_dags import build_dags
+from retrainer.orchestration.dags import build_dags
 
 globals().update(build_dags("monitor"))

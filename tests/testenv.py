@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from retrainer.settings import Settings
+from retrainer.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = Path(tempfile.mkdtemp(prefix="retrainer-tests-"))

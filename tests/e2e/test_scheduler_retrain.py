@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from retrainer import constants as C
-from retrainer.settings import Settings
+from retrainer.config.settings import Settings
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
-    from retrainer import services
+    from retrainer.platform import services
 
     base = tmp_path_factory.mktemp("e2e")
     # The shipped credit_default spec, training on a folder of its own where batches can land.
@@ -57,9 +57,9 @@ def platform(tmp_path_factory):
 def test_the_whole_loop_through_the_scheduler(platform):
     import httpx
 
-    from retrainer.airflow_api import AirflowClient
-    from retrainer.pipeline import mlflow_client
-    from retrainer.report import retrain_outcome
+    from retrainer.platform.airflow_api import AirflowClient
+    from retrainer.steps.retrain import mlflow_client
+    from retrainer.stores.summaries import retrain_outcome
 
     settings = platform
     # Every UI and API needs a login.
@@ -110,14 +110,14 @@ def test_the_whole_loop_through_the_scheduler(platform):
         f"{settings.serving_url}/models/credit_default/predict", json={"rows": [row]}, timeout=10
     )
     assert answer.status_code == 200 and answer.json()["model_version"] == "1"
-    from retrainer.ledger import history
+    from retrainer.stores.ledger import history
 
     assert history(client, "credit_default")[0].action == "initial"
 
     # --- the monitoring loop ---------------------------------------------------------------
-    from retrainer.monitoring import check_for_run
-    from retrainer.simulate import replay
+    from retrainer.platform.simulate import replay
     from retrainer.spec import find_spec
+    from retrainer.steps.monitor import check_for_run
 
     spec = find_spec(settings.models_dir, "credit_default")
     admin = settings.serving_admin_token()

@@ -11,7 +11,7 @@ import testenv  # noqa: E402,F401  (sets the isolated environment before Airflow
 @pytest.fixture(scope="session")
 def airflow_db():
     """Migrated Airflow and MLflow stores in the session's state folder (once per session)."""
-    from retrainer import services
+    from retrainer.platform import services
 
     services.init_state(testenv.SETTINGS, say=print)
     return testenv.SETTINGS
@@ -77,7 +77,7 @@ def s3_endpoint():
 def s3_bucket(s3_endpoint):
     import uuid
 
-    from retrainer import storage
+    from retrainer.stores import storage
 
     name = f"bucket-{uuid.uuid4().hex[:10]}"
     storage.s3_client().create_bucket(Bucket=name)
@@ -86,9 +86,9 @@ def s3_bucket(s3_endpoint):
 
 def register_version(name: str, run_id: str, **model_updates):
     """Validate, train, evaluate, gate and register one candidate, as the retrain DAG's tasks do."""
-    from retrainer import pipeline
-    from retrainer.settings import RunContext
+    from retrainer.config.settings import RunContext
     from retrainer.spec import load_spec
+    from retrainer.steps import retrain as pipeline
 
     spec = load_spec(testenv.MODELS / f"{name}.yaml")
     if model_updates:

@@ -5,7 +5,7 @@ import pytest
 from conftest import register_version
 
 from retrainer import constants as C
-from retrainer.settings import get_settings
+from retrainer.config.settings import get_settings
 
 pytestmark = pytest.mark.integration
 
@@ -14,7 +14,7 @@ def test_versions_runs_artifacts_and_aliases_are_copied_once(airflow_db, tmp_pat
     import mlflow.sklearn
     from mlflow.tracking import MlflowClient
 
-    from retrainer.migrate import copy_models
+    from retrainer.platform.migrate import copy_models
 
     source = get_settings().tracking_uri
     first = register_version("credit_copy", "copy-v1")
@@ -42,7 +42,7 @@ def test_versions_runs_artifacts_and_aliases_are_copied_once(airflow_db, tmp_pat
         .drop(columns=["Status"])
         .head(50)
     )
-    from retrainer.training import prepare_features
+    from retrainer.core.training import prepare_features
 
     before = mlflow.sklearn.load_model(f"models:/credit_copy/{champion.version}")
     mlflow.set_tracking_uri(target_uri)

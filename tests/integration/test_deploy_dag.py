@@ -9,27 +9,27 @@ import pytest
 from conftest import register_version
 
 from retrainer import constants as C
-from retrainer.settings import get_settings
+from retrainer.config.settings import get_settings
 
 pytestmark = pytest.mark.integration
 MODEL = "credit_srv"
 
 
 def client():
-    from retrainer.pipeline import mlflow_client
+    from retrainer.steps.retrain import mlflow_client
 
     return mlflow_client(get_settings())
 
 
 def alias(name, a):
-    from retrainer.registry import version_by_alias
+    from retrainer.stores.registry import version_by_alias
 
     mv = version_by_alias(client(), name, a)
     return None if mv is None else str(mv.version)
 
 
 def deploy(name, conf):
-    from retrainer.airflow_dags import deploy_dag
+    from retrainer.orchestration.dags import deploy_dag
     from retrainer.spec import load_spec
 
     dag = deploy_dag(load_spec(get_settings().models_dir / f"{name}.yaml"))
@@ -42,7 +42,7 @@ def served_version(serving):
 
 
 def last_ledger(name):
-    from retrainer.ledger import history
+    from retrainer.stores.ledger import history
 
     return history(client(), name)[0]
 
@@ -148,7 +148,7 @@ def respond_when_asked(dag_id: str, choice: str, errors: list, timeout: float = 
 
 def run_with_answer(name: str, conf: dict, choice: str):
     """dag.test() in this (main) thread; a reviewer answers from another thread."""
-    from retrainer.airflow_dags import deploy_dag
+    from retrainer.orchestration.dags import deploy_dag
     from retrainer.spec import load_spec
 
     dag = deploy_dag(load_spec(get_settings().models_dir / f"{name}.yaml"))

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from retrainer import constants as C
-from retrainer.settings import RunContext, get_settings
+from retrainer.config.settings import RunContext, get_settings
 from retrainer.spec import load_spec
 
 pytestmark = pytest.mark.integration
@@ -23,7 +23,7 @@ def spec_named(name: str, **model):
 
 
 def run_dag(spec, conf=None):
-    from retrainer.airflow_dags import retrain_dag
+    from retrainer.orchestration.dags import retrain_dag
 
     dag = retrain_dag(spec, ROOT / "models" / "credit_default.yaml")
     dr = dag.test(run_conf=conf or {})
@@ -32,7 +32,7 @@ def run_dag(spec, conf=None):
 
 
 def client():
-    from retrainer.pipeline import mlflow_client
+    from retrainer.steps.retrain import mlflow_client
 
     return mlflow_client(get_settings())
 
@@ -42,7 +42,7 @@ def versions(name):
 
 
 def alias(name, a):
-    from retrainer.registry import version_by_alias
+    from retrainer.stores.registry import version_by_alias
 
     mv = version_by_alias(client(), name, a)
     return None if mv is None else int(mv.version)
@@ -90,7 +90,7 @@ def test_registered_model_loads_and_predicts_with_signature(first_run):
     inputs = [i.name for i in model.metadata.get_input_schema().inputs]
     assert "Age" in inputs and "Home" in inputs
     rows = pd.read_csv(CREDIT).head(5)[inputs]
-    from retrainer.training import prepare_features
+    from retrainer.core.training import prepare_features
 
     feats = spec.data.features
     pred = model.predict(prepare_features(rows, feats.numeric, feats.categorical))
@@ -150,7 +150,7 @@ def test_bad_batch_fails_at_validation_and_registers_nothing(first_run, tmp_path
 
 def test_rerunning_registration_never_creates_a_second_version(first_run):
     """Clearing register_candidate for a DAG run finds the version it already made."""
-    from retrainer import pipeline
+    from retrainer.steps import retrain as pipeline
 
     spec, dr, _ = first_run
     ctx = RunContext(dag_id=spec.retrain_dag_id, run_id=dr.run_id, task_id="register_candidate")

@@ -108,8 +108,8 @@ def test_malformed_and_oversized_requests(serving, rows):
 
 
 def test_feedback_and_inference_log_land_as_parquet(serving, rows):
-    from retrainer import storage
-    from retrainer.settings import get_settings
+    from retrainer.config.settings import get_settings
+    from retrainer.stores import storage
 
     settings = get_settings()
     resp = httpx.post(
@@ -168,7 +168,7 @@ def test_metrics(serving, rows):
 
 
 def test_bearer_token(served_model, rows):
-    from retrainer.settings import get_settings
+    from retrainer.config.settings import get_settings
     from testenv import free_port
 
     proc, url = start_server(
@@ -201,7 +201,7 @@ def test_bearer_token(served_model, rows):
 
 
 def test_reload_under_concurrent_load_fails_no_request(serving, rows):
-    from retrainer.settings import get_settings
+    from retrainer.config.settings import get_settings
 
     current = httpx.get(f"{serving}/models/{MODEL}").json()["version"]
     new = register_version(MODEL, f"reload-{time.time_ns()}")

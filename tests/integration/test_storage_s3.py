@@ -3,8 +3,8 @@
 import pandas as pd
 import pytest
 
-from retrainer import storage
 from retrainer.errors import DataError, TransientError
+from retrainer.stores import storage
 
 pytestmark = pytest.mark.integration
 
@@ -72,9 +72,9 @@ def test_retrain_validates_data_from_s3(s3_bucket, airflow_db):
     """The spec's data can live in a bucket: validate_data reads the prefix through boto3."""
     from pathlib import Path
 
-    from retrainer import pipeline
-    from retrainer.settings import RunContext, get_settings
+    from retrainer.config.settings import RunContext, get_settings
     from retrainer.spec import load_spec
+    from retrainer.steps import retrain as pipeline
 
     spec = load_spec(get_settings().models_dir / "credit_it.yaml")
     credit = pd.read_csv(Path(__file__).resolve().parents[2] / "examples/credit/credit_data.csv")

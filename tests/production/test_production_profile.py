@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from retrainer import constants as C
-from retrainer.settings import Settings
+from retrainer.config.settings import Settings
 from testenv import free_port
 
 pytestmark = pytest.mark.production
@@ -27,7 +27,8 @@ CANARY = f"canary-{uuid.uuid4().hex}"
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory, postgres, redis_url, s3):
-    from retrainer import services, storage
+    from retrainer.platform import services
+    from retrainer.stores import storage
 
     base = tmp_path_factory.mktemp("prod")
     bucket = f"rt-{uuid.uuid4().hex[:10]}"
@@ -82,7 +83,7 @@ def platform(tmp_path_factory, postgres, redis_url, s3):
 
 
 def api_for(settings):
-    from retrainer.airflow_api import AirflowClient
+    from retrainer.platform.airflow_api import AirflowClient
 
     user, password = settings.airflow_credentials()
     return AirflowClient(settings.airflow_url, user, password)
@@ -130,11 +131,11 @@ def test_anonymous_calls_are_refused(platform):
 
 
 def test_the_loop_runs_on_the_celery_worker(platform):
-    from retrainer import storage
-    from retrainer.monitoring import check_for_run
-    from retrainer.pipeline import mlflow_client
-    from retrainer.simulate import replay
+    from retrainer.platform.simulate import replay
     from retrainer.spec import find_spec
+    from retrainer.steps.monitor import check_for_run
+    from retrainer.steps.retrain import mlflow_client
+    from retrainer.stores import storage
 
     settings, bucket = platform
     api = api_for(settings)
@@ -197,8 +198,8 @@ def test_the_loop_runs_on_the_celery_worker(platform):
 
 
 def test_the_canary_secret_is_nowhere(platform):
-    from retrainer import storage
-    from retrainer.pipeline import mlflow_client
+    from retrainer.steps.retrain import mlflow_client
+    from retrainer.stores import storage
 
     settings, bucket = platform
     hits = []
@@ -224,9 +225,9 @@ def test_the_canary_secret_is_nowhere(platform):
 
 
 def test_scheduler_worker_and_mlflow_restarts_during_a_retrain_are_survived(platform):
-    from retrainer import services
-    from retrainer.pipeline import mlflow_client
-    from retrainer.registry import versions_for_run
+    from retrainer.platform import services
+    from retrainer.steps.retrain import mlflow_client
+    from retrainer.stores.registry import versions_for_run
 
     settings, _ = platform
     api = api_for(settings)

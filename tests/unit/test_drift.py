@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from retrainer.drift import (
+from retrainer.core.drift import (
     EPSILON,
     ReferenceProfile,
     build_profile,

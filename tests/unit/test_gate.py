@@ -1,6 +1,6 @@
 import pytest
 
-from retrainer.gate import GateDecision, decide, improvement
+from retrainer.core.gate import GateDecision, decide, improvement
 from retrainer.spec import parse_spec
 
 

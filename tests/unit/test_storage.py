@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from retrainer import storage
 from retrainer.errors import DataError
+from retrainer.stores import storage
 
 
 def frame(n=4, start=0):

@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from retrainer.core.evaluation import compute_metrics, positive_label
+from retrainer.core.training import fit_pipeline, prepare_features, split_frame, trusted_types
 from retrainer.errors import SpecError
-from retrainer.evaluation import compute_metrics, positive_label
 from retrainer.spec import load_spec, parse_spec
-from retrainer.training import fit_pipeline, prepare_features, split_frame, trusted_types
 
 ROOT = Path(__file__).resolve().parents[2]
 CREDIT = ROOT / "examples" / "credit" / "credit_data.csv"

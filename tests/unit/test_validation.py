@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from retrainer.core.validation import build_expectations, feature_columns, validate_frame
 from retrainer.spec import load_spec, parse_spec
-from retrainer.validation import build_expectations, feature_columns, validate_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -26,9 +26,9 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from retrainer.config.settings import Settings
 from retrainer.serving.inference_log import BatchedParquetLog, now_iso
 from retrainer.serving.model import InputError, LoadedModel, load_version, parse_payload
-from retrainer.settings import Settings
 
 log = logging.getLogger("retrainer.serving")
 
@@ -216,8 +216,8 @@ class ServingState:
 
     def champion_version(self, name: str) -> str | None:
         from retrainer.constants import ALIAS_CHAMPION
-        from retrainer.pipeline import mlflow_client
-        from retrainer.registry import version_by_alias
+        from retrainer.steps.retrain import mlflow_client
+        from retrainer.stores.registry import version_by_alias
 
         mv = version_by_alias(mlflow_client(self.settings), name, ALIAS_CHAMPION)
         return None if mv is None else str(mv.version)

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def partition_uri(root: str, model: str, day: str, kind: str = "part") -> str:
-    from retrainer import storage
+    from retrainer.stores import storage
 
     name = f"{kind}-{datetime.now(UTC).strftime('%H%M%S%f')}-{uuid.uuid4().hex[:8]}.parquet"
     return storage.join(root, model, f"date={day}", name)
@@ -75,7 +75,7 @@ class BatchedParquetLog:
         """Write everything buffered now; returns rows written."""
         import pandas as pd
 
-        from retrainer import storage
+        from retrainer.stores import storage
 
         items = self._take()
         if not items:

@@ -42,8 +42,8 @@ def copy_models(
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
-    from retrainer.pipeline import experiment_id
-    from retrainer.registry import ensure_registered_model
+    from retrainer.steps.retrain import experiment_id
+    from retrainer.stores.registry import ensure_registered_model
 
     src = MlflowClient(source_uri, source_uri)
     done: list[Copied] = []

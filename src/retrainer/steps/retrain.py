@@ -13,8 +13,8 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from retrainer import constants as C
+from retrainer.config.settings import RunContext, Settings, get_settings
 from retrainer.errors import DataError, DataValidationError
-from retrainer.settings import RunContext, Settings, get_settings
 from retrainer.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -118,8 +118,8 @@ def validate_data(
     A batch that fails leaves a FAILED MLflow run with the report and raises
     DataValidationError (permanent): nothing downstream runs, the champion is untouched.
     """
-    from retrainer import storage
-    from retrainer.validation import validate_frame
+    from retrainer.core.validation import validate_frame
+    from retrainer.stores import storage
 
     settings = settings or get_settings()
     client = mlflow_client(settings)
@@ -182,9 +182,9 @@ def train_candidate(
     from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
 
-    from retrainer import storage
-    from retrainer.training import fit_pipeline, prepare_features, split_frame, trusted_types
-    from retrainer.validation import feature_columns
+    from retrainer.core.training import fit_pipeline, prepare_features, split_frame, trusted_types
+    from retrainer.core.validation import feature_columns
+    from retrainer.stores import storage
 
     settings = settings or get_settings()
     mlflow_client(settings)  # points mlflow at the tracking store
@@ -260,9 +260,9 @@ def evaluate_candidate(
     """Score the candidate and the current champion on the same test split."""
     import mlflow.sklearn
 
-    from retrainer import storage
-    from retrainer.evaluation import compute_metrics
-    from retrainer.registry import version_by_alias
+    from retrainer.core.evaluation import compute_metrics
+    from retrainer.stores import storage
+    from retrainer.stores.registry import version_by_alias
 
     settings = settings or get_settings()
     client = mlflow_client(settings)
@@ -308,7 +308,7 @@ def gate_candidate(
     spec: ModelSpec, ctx: RunContext, evaluated: dict[str, Any], settings: Settings | None = None
 ) -> dict[str, Any]:
     """Decide, and record the decision on the run: a rejection is an outcome, not an error."""
-    from retrainer.gate import decide
+    from retrainer.core.gate import decide
 
     settings = settings or get_settings()
     client = mlflow_client(settings)
@@ -334,8 +334,8 @@ def register_candidate(
     spec: ModelSpec, ctx: RunContext, gated: dict[str, Any], settings: Settings | None = None
 ) -> dict[str, Any] | None:
     """A new version with alias challenger (and champion if it is the first). None if rejected."""
-    from retrainer.gate import GateDecision
-    from retrainer.registry import register_candidate as register
+    from retrainer.core.gate import GateDecision
+    from retrainer.stores.registry import register_candidate as register
 
     decision = GateDecision.from_dict(gated["gate"])
     if not decision.passed:
@@ -420,7 +420,7 @@ def _log_reference(
 
     import mlflow
 
-    from retrainer.drift import build_profile
+    from retrainer.core.drift import build_profile
 
     profile = build_profile(X_train, numeric, categorical, spec.monitoring.psi_bins)
     mlflow.log_text(profile.to_json(), C.ARTIFACT_REFERENCE_PROFILE)

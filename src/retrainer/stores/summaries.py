@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from retrainer import constants as C
-from retrainer.settings import Settings
+from retrainer.config.settings import Settings
 
 
 @dataclass
@@ -31,7 +31,7 @@ class RetrainOutcome:
         if self.gate:
             out.append(f"  gate         {self.gate['decision'].upper()}")
             out += [f"               - {r}" for r in self.gate["reasons"]]
-            from retrainer.gate import GateDecision
+            from retrainer.core.gate import GateDecision
 
             out += [
                 "    " + line for line in GateDecision.from_dict(self.gate).table().splitlines()
@@ -52,7 +52,7 @@ class RetrainOutcome:
 
 
 def retrain_outcome(model: str, dag_id: str, dag_run_id: str, settings: Settings) -> RetrainOutcome:
-    from retrainer.pipeline import mlflow_client
+    from retrainer.steps.retrain import mlflow_client
 
     client = mlflow_client(settings)
     outcome = RetrainOutcome(model, dag_run_id)
@@ -88,7 +88,7 @@ def retrain_outcome(model: str, dag_id: str, dag_run_id: str, settings: Settings
 def model_versions(model: str, settings: Settings) -> list[dict[str, Any]]:
     from mlflow.exceptions import MlflowException
 
-    from retrainer.pipeline import mlflow_client
+    from retrainer.steps.retrain import mlflow_client
 
     client = mlflow_client(settings)
     try:

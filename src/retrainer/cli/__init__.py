@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from retrainer.config.settings import Settings, get_settings
 from retrainer.errors import RetrainerError
-from retrainer.settings import Settings, get_settings
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, add_completion=False)
 specs_app = typer.Typer(help="Model specs: check them.", no_args_is_help=True)
@@ -50,7 +50,7 @@ def up(
 ) -> None:
     """Start the platform in the background: Airflow's parts, MLflow, serving (and a Celery
     worker in production)."""
-    from retrainer import services
+    from retrainer.platform import services
 
     if profile:
         os.environ["RETRAINER_PROFILE"] = profile
@@ -75,7 +75,7 @@ def up(
 def init() -> None:
     """Create the state folder, migrate Airflow's database, create the bucket (containers run
     this once before the other services)."""
-    from retrainer import services
+    from retrainer.platform import services
 
     try:
         services.init_state(_settings(), say=console.print)
@@ -86,7 +86,7 @@ def init() -> None:
 @app.command("mlflow-server")
 def mlflow_server() -> None:
     """Run the profile's MLflow tracking server in the foreground (what containers run)."""
-    from retrainer import services
+    from retrainer.platform import services
 
     settings = _settings()
     try:
@@ -103,7 +103,7 @@ def mlflow_server() -> None:
 @app.command()
 def down() -> None:
     """Stop everything `retrainer up` started for this state folder."""
-    from retrainer import services
+    from retrainer.platform import services
 
     services.stop(_settings(), say=console.print)
 
@@ -111,7 +111,7 @@ def down() -> None:
 @app.command()
 def status() -> None:
     """Show which services run and answer."""
-    from retrainer import services
+    from retrainer.platform import services
 
     settings = _settings()
     table = Table("service", "state", "detail")
@@ -138,7 +138,7 @@ def env() -> None:
 
 
 def _exec_tool(tool: str, args: list[str]) -> None:
-    from retrainer import services
+    from retrainer.platform import services
 
     settings = _settings()
     try:
@@ -171,19 +171,19 @@ def validate(
     ] = None,
 ) -> None:
     """Validate a data batch against a spec's expectations; exit 1 listing every failure."""
-    from retrainer.pipeline import resolve_source
     from retrainer.spec import find_spec
+    from retrainer.steps.retrain import resolve_source
 
     settings = _settings()
     try:
         model = find_spec(settings.models_dir, spec)
         source = data or resolve_source(model.data.train, settings)
         with console.status(f"reading {source}..."):
-            from retrainer import storage
+            from retrainer.stores import storage
 
             df = storage.read_table(source)
         with console.status(f"running {model.name}'s expectation suite (Great Expectations)..."):
-            from retrainer.validation import validate_frame
+            from retrainer.core.validation import validate_frame
 
             report = validate_frame(df, model, source)
     except RetrainerError as exc:
@@ -230,7 +230,7 @@ def specs_check() -> None:
 
 
 def _client() -> Any:
-    from retrainer.airflow_api import AirflowClient
+    from retrainer.platform.airflow_api import AirflowClient
 
     settings = _settings()
     user, password = settings.airflow_credentials()
@@ -296,7 +296,7 @@ def trigger(
 
 
 def _report_run(name: str, dag_id: str, run: dict[str, Any], exit_on_failure: bool = True) -> None:
-    from retrainer.report import retrain_outcome
+    from retrainer.stores.summaries import retrain_outcome
 
     settings = _settings()
     outcome = retrain_outcome(name, dag_id, run["dag_run_id"], settings)
@@ -350,8 +350,8 @@ def history(model: Annotated[str, typer.Argument(help="model name")]) -> None:
     """The promotion ledger of MODEL: every promotion and rollback, newest first."""
     from datetime import UTC, datetime
 
-    from retrainer.ledger import history as read_history
-    from retrainer.pipeline import mlflow_client
+    from retrainer.steps.retrain import mlflow_client
+    from retrainer.stores.ledger import history as read_history
 
     entries = read_history(mlflow_client(_settings()), model)
     if not entries:
@@ -387,9 +387,9 @@ def rollback(
 ) -> None:
     """Put an earlier version back behind the serving API, through MODEL's deploy DAG."""
     from retrainer.constants import ALIAS_PREVIOUS
-    from retrainer.pipeline import mlflow_client
-    from retrainer.registry import version_by_alias
     from retrainer.spec import find_spec
+    from retrainer.steps.retrain import mlflow_client
+    from retrainer.stores.registry import version_by_alias
 
     settings = _settings()
     try:
@@ -450,8 +450,8 @@ def drift(
     import json
     import math
 
-    from retrainer import storage
-    from retrainer.drift import compare_frames, verdict
+    from retrainer.core.drift import compare_frames, verdict
+    from retrainer.stores import storage
 
     if method not in ("quantile", "evidently"):
         fail(f"--method: expected quantile or evidently; found {method!r}")
@@ -461,8 +461,8 @@ def drift(
         ref = storage.read_table(str(reference))
         cur = storage.read_table(str(current))
         if spec_name:
+            from retrainer.core.validation import feature_columns
             from retrainer.spec import find_spec
-            from retrainer.validation import feature_columns
 
             spec = find_spec(_settings().models_dir, spec_name)
             numeric, categorical = feature_columns(spec, ref)
@@ -540,9 +540,9 @@ def simulate(
     batch: Annotated[int, typer.Option(help="rows per request")] = 50,
 ) -> None:
     """Replay real rows to the serving API (and optionally their labels as delayed feedback)."""
-    from retrainer import storage
-    from retrainer.simulate import replay_to
+    from retrainer.platform.simulate import replay_to
     from retrainer.spec import find_spec
+    from retrainer.stores import storage
 
     settings = _settings()
     try:
@@ -587,7 +587,7 @@ def monitor(
 
 
 def _print_check(spec: Any, run: dict[str, Any]) -> dict[str, Any] | None:
-    from retrainer.monitoring import check_for_run
+    from retrainer.steps.monitor import check_for_run
 
     settings = _settings()
     check = check_for_run(spec, run["dag_run_id"], settings)
@@ -631,8 +631,8 @@ def copy_models_command(
     ] = None,
 ) -> None:
     """Copy registered models, their runs and aliases from another MLflow store into this profile's."""
-    from retrainer.migrate import copy_models
-    from retrainer.pipeline import mlflow_client
+    from retrainer.platform.migrate import copy_models
+    from retrainer.steps.retrain import mlflow_client
 
     settings = _settings()
     local = (
@@ -664,8 +664,8 @@ def demo() -> None:
     import shutil
     import time
 
-    from retrainer.pipeline import resolve_source
     from retrainer.spec import find_spec
+    from retrainer.steps.retrain import resolve_source
 
     settings = _settings()
     started = time.monotonic()
@@ -693,7 +693,7 @@ def demo() -> None:
 
     def retrain_and_deploy(label: str, run: dict[str, Any]) -> bool:
         _report_run(spec.name, spec.retrain_dag_id, run, exit_on_failure=False)
-        from retrainer.report import retrain_outcome
+        from retrainer.stores.summaries import retrain_outcome
 
         outcome = retrain_outcome(spec.name, spec.retrain_dag_id, run["dag_run_id"], settings)
         gate = (outcome.gate or {}).get("decision", run.get("state", "?"))
@@ -711,8 +711,8 @@ def demo() -> None:
         return run.get("state") == "success" and deployed in (None, "success")
 
     def replay_and_check(label: str, path: Path) -> dict[str, Any] | None:
-        from retrainer import storage
-        from retrainer.simulate import replay_to
+        from retrainer.platform.simulate import replay_to
+        from retrainer.stores import storage
 
         df = storage.read_table(str(path))
         with console.status(f"replaying {len(df)} rows of {path.name} with labels..."):
@@ -785,8 +785,8 @@ def demo() -> None:
 @app.command()
 def models() -> None:
     """Registered models, their versions and aliases."""
-    from retrainer.report import model_versions
     from retrainer.spec import iter_specs
+    from retrainer.stores.summaries import model_versions
 
     settings = _settings()
     table = Table("model", "version", "aliases", "gate", "primary metric", "DAG run")

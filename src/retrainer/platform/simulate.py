@@ -129,7 +129,7 @@ def _missing(v: Any) -> bool:
 
 def replay_to(spec: Any, data: pd.DataFrame, labels: bool = False, **kwargs: Any) -> Replay:
     """`replay` to this platform's serving API for a model spec, with the configured tokens."""
-    from retrainer.settings import get_settings
+    from retrainer.config.settings import get_settings
 
     settings = get_settings()
     return replay(

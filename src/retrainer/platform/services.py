@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from retrainer.config.settings import Settings
 from retrainer.errors import RetrainerError
-from retrainer.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ def write_mlflow_auth_config(settings: Settings) -> Path:
 
 def ensure_bucket(bucket: str, say: Callable[[str], None] = print) -> None:
     """Create the S3 bucket for data, logs and MLflow artifacts if it does not exist."""
-    from retrainer import storage
+    from retrainer.stores import storage
 
     client = storage.s3_client()
     try:

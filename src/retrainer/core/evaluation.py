@@ -32,7 +32,7 @@ def compute_metrics(
     import numpy as np
     from sklearn import metrics as m
 
-    from retrainer.training import prepare_features
+    from retrainer.core.training import prepare_features
 
     X = prepare_features(test, numeric, categorical)
     y = test[spec.data.target]

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from retrainer import constants as C
+from retrainer.config.settings import RunContext, Settings, get_settings
 from retrainer.errors import RetrainerError
-from retrainer.settings import RunContext, Settings, get_settings
 from retrainer.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -29,13 +29,13 @@ class DeployError(RetrainerError):
 
 
 def _client(settings: Settings) -> MlflowClient:
-    from retrainer.pipeline import mlflow_client
+    from retrainer.steps.retrain import mlflow_client
 
     return mlflow_client(settings)
 
 
 def _version(client: MlflowClient, name: str, alias: str) -> str | None:
-    from retrainer.registry import version_by_alias
+    from retrainer.stores.registry import version_by_alias
 
     mv = version_by_alias(client, name, alias)
     return None if mv is None else str(mv.version)
@@ -51,7 +51,7 @@ def _ledger(
     to_version: str,
     reason: str,
 ) -> str:
-    from retrainer.ledger import LedgerEntry, record
+    from retrainer.stores.ledger import LedgerEntry, record
 
     mv = client.get_model_version(spec.name, to_version)
     tags = mv.tags or {}
@@ -164,7 +164,7 @@ def smoke_test(spec: ModelSpec, version: str, settings: Settings | None = None) 
     import numpy as np
     import pandas as pd
 
-    from retrainer.training import prepare_features
+    from retrainer.core.training import prepare_features
 
     settings = settings or get_settings()
     client = _client(settings)
@@ -210,7 +210,7 @@ def smoke_test(spec: ModelSpec, version: str, settings: Settings | None = None) 
         )
 
     model = mlflow.sklearn.load_model(f"models:/{spec.name}/{version}")
-    from retrainer.pipeline import model_feature_columns
+    from retrainer.steps.retrain import model_feature_columns
 
     numeric, categorical = model_feature_columns(model)
     frame = prepare_features(pd.DataFrame.from_records(rows, columns=columns), numeric, categorical)

@@ -1,7 +1,7 @@
 """The Airflow adapter: turns model specs into DAGs. The only module in src/ that imports airflow.
 
 DAG files call `build_dags()`. Task bodies are a few lines that call one function of
-`retrainer.pipeline`; heavy libraries are imported there, inside the task process, never at parse
+`retrainer.steps.retrain`; heavy libraries are imported there, inside the task process, never at parse
 time. Data and spec problems fail a task for good (no retries); everything else retries.
 """
 
@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 from airflow.sdk import DAG, Param, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from retrainer.config.settings import RunContext, get_settings
 from retrainer.errors import RetrainerError, SpecError
-from retrainer.settings import RunContext, get_settings
 from retrainer.spec import ModelSpec, iter_specs
 
 T = TypeVar("T")
@@ -148,7 +148,7 @@ def retrain_dag(spec: ModelSpec, path: Path) -> DAG:
 
         @task
         def validate_data(**context: Any) -> dict[str, Any]:
-            from retrainer import pipeline
+            from retrainer.steps import retrain as pipeline
 
             params = context["params"]
             return run_step(
@@ -162,25 +162,25 @@ def retrain_dag(spec: ModelSpec, path: Path) -> DAG:
 
         @task
         def train_candidate(validated: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from retrainer import pipeline
+            from retrainer.steps import retrain as pipeline
 
             return run_step(pipeline.train_candidate, spec, run_context(context), validated)
 
         @task
         def evaluate_candidate(trained: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from retrainer import pipeline
+            from retrainer.steps import retrain as pipeline
 
             return run_step(pipeline.evaluate_candidate, spec, run_context(context), trained)
 
         @task
         def gate(evaluated: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from retrainer import pipeline
+            from retrainer.steps import retrain as pipeline
 
             return run_step(pipeline.gate_candidate, spec, run_context(context), evaluated)
 
         @task
         def register_candidate(gated: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from retrainer import pipeline
+            from retrainer.steps import retrain as pipeline
 
             registered = run_step(pipeline.register_candidate, spec, run_context(context), gated)
             if registered is None:
@@ -274,7 +274,7 @@ def deploy_dag(spec: ModelSpec) -> DAG:
 
         @task
         def promote_champion(**context: Any) -> dict[str, Any]:
-            from retrainer import deploy
+            from retrainer.steps import deploy
 
             params = context["params"]
             version = params.get("version")
@@ -289,19 +289,19 @@ def deploy_dag(spec: ModelSpec) -> DAG:
 
         @task(retries=1)
         def reload_serving(promoted: dict[str, Any]) -> dict[str, Any]:
-            from retrainer import deploy
+            from retrainer.steps import deploy
 
             return run_step(deploy.reload_serving, spec, promoted["version"])
 
         @task(retries=0)
         def smoke_test(promoted: dict[str, Any], reloaded: dict[str, Any]) -> dict[str, Any]:
-            from retrainer import deploy
+            from retrainer.steps import deploy
 
             return run_step(deploy.smoke_test, spec, promoted["version"])
 
         @task(trigger_rule="one_failed", retries=0)
         def rollback(**context: Any) -> None:
-            from retrainer import deploy
+            from retrainer.steps import deploy
 
             ti = context["ti"]
             promoted = ti.xcom_pull(task_ids="promote_champion")
@@ -378,13 +378,13 @@ def monitor_dag(spec: ModelSpec) -> DAG:
 
         @task
         def read_window(**context: Any) -> dict[str, Any]:
-            from retrainer import monitoring
+            from retrainer.steps import monitor as monitoring
 
             return run_step(monitoring.read_window, spec, run_context(context))
 
         @task
         def measure_drift(read: dict[str, Any], **context: Any) -> dict[str, Any]:
-            from retrainer import monitoring
+            from retrainer.steps import monitor as monitoring
 
             return run_step(
                 monitoring.measure_drift,
@@ -396,7 +396,7 @@ def monitor_dag(spec: ModelSpec) -> DAG:
 
         @task(retries=1)
         def evidently_report(measured: dict[str, Any]) -> str | None:
-            from retrainer import monitoring
+            from retrainer.steps import monitor as monitoring
 
             return run_step(monitoring.evidently_report, spec, measured)
 
@@ -405,7 +405,7 @@ def monitor_dag(spec: ModelSpec) -> DAG:
             """Start the retrain DAG on a `retrain` decision, once, outside the cooldown."""
             from airflow.sdk.exceptions import DagRunTriggerException
 
-            from retrainer import monitoring
+            from retrainer.steps import monitor as monitoring
 
             decision = measured["decision"]
             run_id = measured["mlflow_run_id"]

@@ -21,15 +21,15 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from retrainer import constants as C
+from retrainer.config.settings import RunContext, Settings, get_settings
 from retrainer.errors import RetrainerError
-from retrainer.settings import RunContext, Settings, get_settings
 from retrainer.spec import ModelSpec
 
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    from retrainer.drift import DriftResult, ReferenceProfile
+    from retrainer.core.drift import DriftResult, ReferenceProfile
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def decide(
     on broken inputs would not help); then a feature at or over psi_retrain, or the champion
     under its gate threshold on delayed labels, is a retrain; psi_warn a warning.
     """
-    from retrainer.drift import noise_floor
+    from retrainer.core.drift import noise_floor
 
     mon = spec.monitoring
     psi = {k: v for k, v in (drift.psi.items() if drift else [])}
@@ -200,8 +200,8 @@ def read_log(root: str, model: str, start: datetime | None, end: datetime) -> pd
     """Rows of a date-partitioned log with start <= _ts < end (columns may differ by file)."""
     import pandas as pd
 
-    from retrainer import storage
     from retrainer.errors import DataError
+    from retrainer.stores import storage
 
     base = storage.join(root, model)
     if start is None:
@@ -237,7 +237,7 @@ def read_log(root: str, model: str, start: datetime | None, end: datetime) -> pd
 
 
 def _experiment_id(client: MlflowClient, spec: ModelSpec, settings: Settings) -> str:
-    from retrainer.pipeline import experiment_id
+    from retrainer.steps.retrain import experiment_id
 
     location = settings.artifact_location(f"{spec.name}-monitor")
     return experiment_id(client, experiment_name(spec), location, {C.TAG_MODEL: spec.name})
@@ -284,8 +284,8 @@ def read_window(
 
     A retried task finds its MLflow run by the DAG run id and reuses the bounds it recorded.
     """
-    from retrainer import storage
-    from retrainer.pipeline import mlflow_client, run_key, run_tags
+    from retrainer.steps.retrain import mlflow_client, run_key, run_tags
+    from retrainer.stores import storage
 
     settings = settings or get_settings()
     client = mlflow_client(settings)
@@ -325,7 +325,7 @@ def read_window(
 def _monitor_run(
     client: MlflowClient, spec: ModelSpec, ctx: RunContext, settings: Settings, tags: dict[str, str]
 ) -> str:
-    from retrainer.pipeline import find_or_create_run
+    from retrainer.steps.retrain import find_or_create_run
 
     exp = _experiment_id(client, spec, settings)
     return find_or_create_run(client, spec, ctx, settings, tags, experiment=exp)
@@ -346,8 +346,8 @@ def champion_reference(client: MlflowClient, spec: ModelSpec) -> tuple[str, str,
     """(version, run id, reference profile) of the champion; MonitorError if there is none."""
     from mlflow.exceptions import MlflowException
 
-    from retrainer.drift import ReferenceProfile
-    from retrainer.registry import version_by_alias
+    from retrainer.core.drift import ReferenceProfile
+    from retrainer.stores.registry import version_by_alias
 
     champion = version_by_alias(client, spec.name, C.ALIAS_CHAMPION)
     if champion is None:
@@ -381,7 +381,7 @@ def label_check(
     """Score the champion on the window's rows whose labels arrived (None: not enough labels)."""
     import pandas as pd
 
-    from retrainer.evaluation import compute_metrics
+    from retrainer.core.evaluation import compute_metrics
     from retrainer.spec import LOWER_IS_BETTER
 
     metric = spec.gate.primary_metric
@@ -434,9 +434,9 @@ def measure_drift(
     """PSI of the window vs the champion's reference profile, delayed labels, the decision."""
     import pandas as pd
 
-    from retrainer import storage
-    from retrainer.drift import compare_to_profile
-    from retrainer.pipeline import mlflow_client
+    from retrainer.core.drift import compare_to_profile
+    from retrainer.steps.retrain import mlflow_client
+    from retrainer.stores import storage
 
     settings = settings or get_settings()
     client = mlflow_client(settings)
@@ -509,8 +509,8 @@ def evidently_report(
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    from retrainer import storage
-    from retrainer.pipeline import mlflow_client
+    from retrainer.steps.retrain import mlflow_client
+    from retrainer.stores import storage
 
     settings = settings or get_settings()
     client = mlflow_client(settings)
@@ -530,7 +530,7 @@ def evidently_report(
         return None
     if len(current) > EVIDENTLY_MAX_ROWS:
         current = current.sample(EVIDENTLY_MAX_ROWS, random_state=0)
-    from retrainer.training import prepare_features
+    from retrainer.core.training import prepare_features
 
     cur = prepare_features(current, numeric, categorical)
     ref = prepare_features(reference, numeric, categorical)
@@ -559,7 +559,7 @@ def retrain_allowed(
     ignore_cooldown: bool = False,
 ) -> tuple[bool, str]:
     """False with the reason while an earlier drift-triggered retrain is inside the cooldown."""
-    from retrainer.pipeline import mlflow_client
+    from retrainer.steps.retrain import mlflow_client
 
     settings = settings or get_settings()
     client = mlflow_client(settings)
@@ -589,7 +589,7 @@ def record_action(
     retrain_run: str = "",
     settings: Settings | None = None,
 ) -> None:
-    from retrainer.pipeline import mlflow_client
+    from retrainer.steps.retrain import mlflow_client
 
     client = mlflow_client(settings or get_settings())
     client.set_tag(run_id, C.TAG_MONITOR_ACTION, action)
@@ -612,7 +612,7 @@ def check_for_run(
     spec: ModelSpec, dag_run_id: str, settings: Settings | None = None
 ) -> dict[str, Any] | None:
     """The decision a monitor DAG run recorded (None if it recorded none), and its MLflow run."""
-    from retrainer.pipeline import mlflow_client
+    from retrainer.steps.retrain import mlflow_client
 
     settings = settings or get_settings()
     client = mlflow_client(settings)

@@ -1,0 +1,1 @@
+"""Settings as values, the profile's resource set, secrets: read by every layer."""

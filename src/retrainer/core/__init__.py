@@ -1,0 +1,1 @@
+"""Pure logic on frames and arrays (no MLflow, Airflow or boto3): training, evaluation, gate, drift, the GX suite."""

@@ -1,0 +1,1 @@
+"""The Airflow adapter: the only package that imports airflow."""

@@ -1,0 +1,1 @@
+"""What each Airflow task runs, as plain functions: retrain, deploy, monitor."""
