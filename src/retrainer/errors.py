@@ -33,3 +33,29 @@ class TransientError(RetrainerError):
 
 class ConfigError(RetrainerError):
     """The platform's configuration (environment, profile) is incomplete or unsafe."""
+
+
+class ServiceError(RetrainerError):
+    """A platform service (Airflow, MLflow, serving) did not start, stop or answer."""
+
+    permanent = False
+
+
+class AirflowAPIError(RetrainerError):
+    """Airflow's REST API refused or failed a request."""
+
+
+class SimulationError(RetrainerError):
+    """The traffic simulator cannot replay (bad data file, serving unreachable)."""
+
+
+class DeployError(RetrainerError):
+    """Deployment failed (bad version, failed reload or smoke test): roll back, don't retry."""
+
+
+class MonitorError(RetrainerError):
+    """The check cannot be made (no champion profile, unreadable log): permanent, no retries."""
+
+
+class NoChampion(MonitorError):
+    """Nothing to compare with yet: the check is skipped, not failed."""

@@ -7,6 +7,7 @@ read specs at parse time.
 
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,16 @@ REGRESSION_METRICS = ("rmse", "mae", "r2")
 LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster at parse time
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90s', '30m', '12h', '1d', '2w' or a number of seconds."""
+    m = _DURATION.match(str(text))
+    if not m:
+        raise ValueError(f"expected a duration like 30m, 12h, 1d or 2w; found {text!r}")
+    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
 
 
 class _Strict(BaseModel):
@@ -105,12 +116,10 @@ class MonitoringSpec(_Strict):
 
     @model_validator(mode="after")
     def _order(self) -> "MonitoringSpec":
-        import re
-
-        if not re.match(r"^\s*\d+(\.\d+)?\s*[smhdw]?\s*$", self.cooldown):
-            raise ValueError(
-                f"cooldown: expected a duration like 30m, 12h, 1d or 2w; found {self.cooldown!r}"
-            )
+        try:
+            parse_duration(self.cooldown)
+        except ValueError as exc:
+            raise ValueError(f"cooldown: {exc}") from None
         if self.psi_warn > self.psi_retrain:
             raise ValueError(
                 f"psi_warn ({self.psi_warn}) must not exceed psi_retrain ({self.psi_retrain})"

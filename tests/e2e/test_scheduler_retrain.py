@@ -58,8 +58,8 @@ def test_the_whole_loop_through_the_scheduler(platform):
     import httpx
 
     from retrainer.platform.airflow_api import AirflowClient
-    from retrainer.steps.retrain import mlflow_client
     from retrainer.stores.summaries import retrain_outcome
+    from retrainer.stores.tracking import mlflow_client
 
     settings = platform
     # Every UI and API needs a login.
@@ -117,7 +117,7 @@ def test_the_whole_loop_through_the_scheduler(platform):
     # --- the monitoring loop ---------------------------------------------------------------
     from retrainer.platform.simulate import replay
     from retrainer.spec import find_spec
-    from retrainer.steps.monitor import check_for_run
+    from retrainer.steps.monitor.checks import check_for_run
 
     spec = find_spec(settings.models_dir, "credit_default")
     admin = settings.serving_admin_token()

@@ -16,7 +16,7 @@ MODEL = "credit_srv"
 
 
 def client():
-    from retrainer.steps.retrain import mlflow_client
+    from retrainer.stores.tracking import mlflow_client
 
     return mlflow_client(get_settings())
 
@@ -29,7 +29,7 @@ def alias(name, a):
 
 
 def deploy(name, conf):
-    from retrainer.orchestration.dags import deploy_dag
+    from retrainer.orchestration.deploy import deploy_dag
     from retrainer.spec import load_spec
 
     dag = deploy_dag(load_spec(get_settings().models_dir / f"{name}.yaml"))
@@ -148,7 +148,7 @@ def respond_when_asked(dag_id: str, choice: str, errors: list, timeout: float = 
 
 def run_with_answer(name: str, conf: dict, choice: str):
     """dag.test() in this (main) thread; a reviewer answers from another thread."""
-    from retrainer.orchestration.dags import deploy_dag
+    from retrainer.orchestration.deploy import deploy_dag
     from retrainer.spec import load_spec
 
     dag = deploy_dag(load_spec(get_settings().models_dir / f"{name}.yaml"))

@@ -64,11 +64,11 @@ def log_traffic(df: pd.DataFrame, version: str, labels: bool = False) -> None:
 
 
 def monitor(conf=None):
-    from retrainer.orchestration.dags import monitor_dag
+    from retrainer.orchestration.monitor import monitor_dag
 
     dr = monitor_dag(spec()).test(run_conf=conf or {})
     states = {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
-    from retrainer.steps.monitor import check_for_run
+    from retrainer.steps.monitor.checks import check_for_run
 
     return dr, states, check_for_run(spec(), dr.run_id)
 
@@ -93,8 +93,8 @@ def finish_retrain_runs():
 
 
 def test_the_champion_carries_its_reference_profile(champion):
-    from retrainer.steps.monitor import champion_reference
-    from retrainer.steps.retrain import mlflow_client
+    from retrainer.steps.monitor.checks import champion_reference
+    from retrainer.stores.tracking import mlflow_client
 
     version, _, profile = champion_reference(mlflow_client(get_settings()), spec())
     assert version == champion
@@ -117,7 +117,7 @@ def test_the_loop_decisions_trigger_dedup_and_cooldown(champion):
     d = check["decision"]
     assert d["decision"] == "ok", d["reasons"]
     assert d["rows"] == 600 and d["max_psi"] < 0.1 and states["trigger_retrain"] == "skipped"
-    from retrainer.steps.retrain import mlflow_client
+    from retrainer.stores.tracking import mlflow_client
 
     client = mlflow_client(get_settings())
     run = client.get_run(check["mlflow_run_id"])
@@ -190,7 +190,7 @@ def test_bad_traffic_is_a_schema_alert_not_a_retrain(champion, mangle, expect):
     assert len(retrain_runs("")) == before
     decision = json.loads(
         Path(
-            __import__("retrainer.steps.retrain", fromlist=["x"])
+            __import__("retrainer.stores.tracking", fromlist=["x"])
             .mlflow_client(get_settings())
             .download_artifacts(check["mlflow_run_id"], C.ARTIFACT_MONITOR_DECISION)
         ).read_text()
@@ -207,7 +207,7 @@ def test_unseen_categories_are_their_own_bucket(champion):
     assert d["decision"] == "retrain" and d["features"] == ["Home"]
     psi = json.loads(
         Path(
-            __import__("retrainer.steps.retrain", fromlist=["x"])
+            __import__("retrainer.stores.tracking", fromlist=["x"])
             .mlflow_client(get_settings())
             .download_artifacts(check["mlflow_run_id"], C.ARTIFACT_MONITOR_PSI)
         ).read_text()
@@ -218,7 +218,7 @@ def test_unseen_categories_are_their_own_bucket(champion):
 
 
 def test_window_bounds_never_overlap():
-    from retrainer.steps.monitor import read_log
+    from retrainer.steps.monitor.window import read_log
 
     settings = get_settings()
     everything = read_log(settings.inference_log_root, MODEL, None, datetime.now(UTC))
@@ -226,10 +226,11 @@ def test_window_bounds_never_overlap():
 
 
 def test_no_champion_yet_skips_the_check_without_failing(airflow_db):
-    from retrainer.orchestration.dags import monitor_dag
+    from retrainer.orchestration.monitor import monitor_dag
     from retrainer.spec import load_spec
-    from retrainer.steps.monitor import NO_CHAMPION, check_for_run
-    from retrainer.steps.retrain import mlflow_client
+    from retrainer.steps.monitor.checks import check_for_run
+    from retrainer.steps.monitor.decision import NO_CHAMPION
+    from retrainer.stores.tracking import mlflow_client
 
     fresh = load_spec(testenv.MODELS / "credit_nochamp.yaml")
     dr = monitor_dag(fresh).test()

@@ -23,7 +23,7 @@ def spec_named(name: str, **model):
 
 
 def run_dag(spec, conf=None):
-    from retrainer.orchestration.dags import retrain_dag
+    from retrainer.orchestration.retrain import retrain_dag
 
     dag = retrain_dag(spec, ROOT / "models" / "credit_default.yaml")
     dr = dag.test(run_conf=conf or {})
@@ -32,7 +32,7 @@ def run_dag(spec, conf=None):
 
 
 def client():
-    from retrainer.steps.retrain import mlflow_client
+    from retrainer.stores.tracking import mlflow_client
 
     return mlflow_client(get_settings())
 

@@ -133,9 +133,9 @@ def test_anonymous_calls_are_refused(platform):
 def test_the_loop_runs_on_the_celery_worker(platform):
     from retrainer.platform.simulate import replay
     from retrainer.spec import find_spec
-    from retrainer.steps.monitor import check_for_run
-    from retrainer.steps.retrain import mlflow_client
+    from retrainer.steps.monitor.checks import check_for_run
     from retrainer.stores import storage
+    from retrainer.stores.tracking import mlflow_client
 
     settings, bucket = platform
     api = api_for(settings)
@@ -198,8 +198,8 @@ def test_the_loop_runs_on_the_celery_worker(platform):
 
 
 def test_the_canary_secret_is_nowhere(platform):
-    from retrainer.steps.retrain import mlflow_client
     from retrainer.stores import storage
+    from retrainer.stores.tracking import mlflow_client
 
     settings, bucket = platform
     hits = []
@@ -226,8 +226,8 @@ def test_the_canary_secret_is_nowhere(platform):
 
 def test_scheduler_worker_and_mlflow_restarts_during_a_retrain_are_survived(platform):
     from retrainer.platform import services
-    from retrainer.steps.retrain import mlflow_client
     from retrainer.stores.registry import versions_for_run
+    from retrainer.stores.tracking import mlflow_client
 
     settings, _ = platform
     api = api_for(settings)

@@ -172,7 +172,7 @@ def validate(
 ) -> None:
     """Validate a data batch against a spec's expectations; exit 1 listing every failure."""
     from retrainer.spec import find_spec
-    from retrainer.steps.retrain import resolve_source
+    from retrainer.stores.storage import resolve_source
 
     settings = _settings()
     try:
@@ -350,8 +350,8 @@ def history(model: Annotated[str, typer.Argument(help="model name")]) -> None:
     """The promotion ledger of MODEL: every promotion and rollback, newest first."""
     from datetime import UTC, datetime
 
-    from retrainer.steps.retrain import mlflow_client
     from retrainer.stores.ledger import history as read_history
+    from retrainer.stores.tracking import mlflow_client
 
     entries = read_history(mlflow_client(_settings()), model)
     if not entries:
@@ -388,8 +388,8 @@ def rollback(
     """Put an earlier version back behind the serving API, through MODEL's deploy DAG."""
     from retrainer.constants import ALIAS_PREVIOUS
     from retrainer.spec import find_spec
-    from retrainer.steps.retrain import mlflow_client
     from retrainer.stores.registry import version_by_alias
+    from retrainer.stores.tracking import mlflow_client
 
     settings = _settings()
     try:
@@ -587,7 +587,7 @@ def monitor(
 
 
 def _print_check(spec: Any, run: dict[str, Any]) -> dict[str, Any] | None:
-    from retrainer.steps.monitor import check_for_run
+    from retrainer.steps.monitor.checks import check_for_run
 
     settings = _settings()
     check = check_for_run(spec, run["dag_run_id"], settings)
@@ -632,7 +632,7 @@ def copy_models_command(
 ) -> None:
     """Copy registered models, their runs and aliases from another MLflow store into this profile's."""
     from retrainer.platform.migrate import copy_models
-    from retrainer.steps.retrain import mlflow_client
+    from retrainer.stores.tracking import mlflow_client
 
     settings = _settings()
     local = (
@@ -665,7 +665,7 @@ def demo() -> None:
     import time
 
     from retrainer.spec import find_spec
-    from retrainer.steps.retrain import resolve_source
+    from retrainer.stores.storage import resolve_source
 
     settings = _settings()
     started = time.monotonic()

@@ -138,3 +138,13 @@ def trusted_types(model: Any) -> list[str]:
             "use an estimator built from sklearn/numpy/scipy types"
         )
     return sorted(untrusted)
+
+
+def model_feature_columns(model: Any) -> tuple[list[str], list[str]]:
+    """The numeric and categorical columns a fitted pipeline of ours was trained on."""
+    features = model.named_steps["features"]
+    cols: dict[str, list[str]] = {"numeric": [], "categorical": []}
+    for name, _, columns in features.transformers:
+        if name in cols:
+            cols[name] = list(columns)
+    return cols["numeric"], cols["categorical"]

@@ -9,13 +9,9 @@ from typing import Any
 
 import httpx
 
-from retrainer.errors import RetrainerError
+from retrainer.errors import AirflowAPIError
 
 FINISHED = {"success", "failed"}
-
-
-class AirflowAPIError(RetrainerError):
-    pass
 
 
 @dataclass

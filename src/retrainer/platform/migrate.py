@@ -42,8 +42,8 @@ def copy_models(
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
-    from retrainer.steps.retrain import experiment_id
     from retrainer.stores.registry import ensure_registered_model
+    from retrainer.stores.tracking import experiment_id
 
     src = MlflowClient(source_uri, source_uri)
     done: list[Copied] = []

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from retrainer.config.settings import Settings
-from retrainer.errors import RetrainerError
+from retrainer.errors import ServiceError
 
 
 @dataclass(frozen=True)
@@ -27,10 +27,6 @@ class Service:
     name: str
     argv: list[str]
     health_url: str | None = None  # None: alive is healthy
-
-
-class ServiceError(RetrainerError):
-    permanent = False
 
 
 def venv_bin() -> Path:

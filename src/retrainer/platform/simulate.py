@@ -15,14 +15,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from retrainer.errors import RetrainerError
+from retrainer.errors import SimulationError
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-class SimulationError(RetrainerError):
-    permanent = True
 
 
 @dataclass

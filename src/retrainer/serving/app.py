@@ -216,8 +216,8 @@ class ServingState:
 
     def champion_version(self, name: str) -> str | None:
         from retrainer.constants import ALIAS_CHAMPION
-        from retrainer.steps.retrain import mlflow_client
         from retrainer.stores.registry import version_by_alias
+        from retrainer.stores.tracking import mlflow_client
 
         mv = version_by_alias(mlflow_client(self.settings), name, ALIAS_CHAMPION)
         return None if mv is None else str(mv.version)

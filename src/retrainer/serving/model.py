@@ -224,7 +224,7 @@ def load_version(name: str, version: str, tracking_uri: str) -> LoadedModel:
     import mlflow.sklearn
     from mlflow.models import get_model_info
 
-    from retrainer.steps.retrain import model_feature_columns
+    from retrainer.core.training import model_feature_columns
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)

@@ -14,7 +14,7 @@ import httpx
 
 from retrainer import constants as C
 from retrainer.config.settings import RunContext, Settings, get_settings
-from retrainer.errors import RetrainerError
+from retrainer.errors import DeployError
 from retrainer.spec import ModelSpec
 
 if TYPE_CHECKING:
@@ -24,12 +24,8 @@ log = logging.getLogger(__name__)
 SMOKE_ROWS = 50
 
 
-class DeployError(RetrainerError):
-    """Deployment failed (bad version, failed reload or smoke test): roll back, don't retry."""
-
-
 def _client(settings: Settings) -> MlflowClient:
-    from retrainer.steps.retrain import mlflow_client
+    from retrainer.stores.tracking import mlflow_client
 
     return mlflow_client(settings)
 
@@ -210,7 +206,7 @@ def smoke_test(spec: ModelSpec, version: str, settings: Settings | None = None) 
         )
 
     model = mlflow.sklearn.load_model(f"models:/{spec.name}/{version}")
-    from retrainer.steps.retrain import model_feature_columns
+    from retrainer.core.training import model_feature_columns
 
     numeric, categorical = model_feature_columns(model)
     frame = prepare_features(pd.DataFrame.from_records(rows, columns=columns), numeric, categorical)

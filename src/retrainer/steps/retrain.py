@@ -9,97 +9,24 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from typing import TYPE_CHECKING, Any
 
 from retrainer import constants as C
 from retrainer.config.settings import RunContext, Settings, get_settings
 from retrainer.errors import DataError, DataValidationError
 from retrainer.spec import ModelSpec
+from retrainer.stores.tracking import (
+    find_or_create_run,
+    log_metrics,
+    mlflow_client,
+    run_key,
+    run_tags,
+)
 
 if TYPE_CHECKING:
-    from mlflow.tracking import MlflowClient
+    pass
 
 log = logging.getLogger(__name__)
-
-
-# --- MLflow plumbing -------------------------------------------------------------------------
-
-
-def mlflow_client(settings: Settings | None = None) -> MlflowClient:
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    settings = settings or get_settings()
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_registry_uri(settings.tracking_uri)
-    return MlflowClient(settings.tracking_uri, settings.tracking_uri)
-
-
-def experiment_id(
-    client: MlflowClient, name: str, location: str | None, tags: dict[str, str] | None = None
-) -> str:
-    """The experiment's id, created if missing (fine when another process creates it first)."""
-    from mlflow.exceptions import MlflowException
-
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return str(exp.experiment_id)
-    try:
-        return str(client.create_experiment(name, artifact_location=location, tags=tags))
-    except MlflowException:  # created meanwhile
-        exp = client.get_experiment_by_name(name)
-        assert exp is not None
-        return str(exp.experiment_id)
-
-
-def ensure_experiment(client: MlflowClient, spec: ModelSpec, settings: Settings) -> str:
-    return experiment_id(
-        client,
-        spec.experiment_name,
-        settings.artifact_location(spec.name),
-        {C.TAG_MODEL: spec.name},
-    )
-
-
-def find_or_create_run(
-    client: MlflowClient,
-    spec: ModelSpec,
-    ctx: RunContext,
-    settings: Settings,
-    tags: dict[str, str],
-    experiment: str | None = None,
-) -> str:
-    """This DAG run's MLflow run: found again by the DAG run id, so a retried task resumes it."""
-    exp_id = experiment or ensure_experiment(client, spec, settings)
-    found = client.search_runs(
-        [exp_id],
-        filter_string=f"tags.`{C.TAG_DAG_RUN_ID}` = '{ctx.run_id}' and tags.`{C.TAG_DAG_ID}` = '{ctx.dag_id}'",
-        max_results=1,
-    )
-    if found:
-        return str(found[0].info.run_id)
-    run = client.create_run(exp_id, tags=tags, run_name=run_name(ctx))
-    return str(run.info.run_id)
-
-
-def run_name(ctx: RunContext) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{ctx.dag_id}-{ctx.run_id}")[:200]
-
-
-def run_key(ctx: RunContext) -> str:
-    """The DAG run id made safe for paths and object keys."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", ctx.run_id)
-
-
-def run_tags(spec: ModelSpec, ctx: RunContext) -> dict[str, str]:
-    return {
-        C.TAG_MODEL: spec.name,
-        C.TAG_DAG_ID: ctx.dag_id,
-        C.TAG_DAG_RUN_ID: ctx.run_id,
-        C.TAG_TASK_ID: ctx.task_id,
-        C.TAG_TRIGGERED_BY: ctx.triggered_by,
-    }
 
 
 # --- steps -----------------------------------------------------------------------------------
@@ -123,7 +50,7 @@ def validate_data(
 
     settings = settings or get_settings()
     client = mlflow_client(settings)
-    source = data_uri or resolve_source(spec.data.train, settings)
+    source = data_uri or storage.resolve_source(spec.data.train, settings)
     tags = run_tags(spec, ctx) | {C.TAG_DATA_SOURCE: source, C.TAG_STAGE: "validate_data"}
     if reason:
         tags[C.TAG_REASON] = reason[:5000]
@@ -148,7 +75,7 @@ def validate_data(
         run_id, report.to_html(f"{spec.name}: validation of {source}"), C.ARTIFACT_VALIDATION_HTML
     )
     failed = len(report.failures)
-    _log_metrics(client, run_id, {"validation_rows": report.row_count, "validation_failed": failed})
+    log_metrics(client, run_id, {"validation_rows": report.row_count, "validation_failed": failed})
     client.set_tag(run_id, C.TAG_VALIDATION, "passed" if report.success else "failed")
     if not report.success:
         client.set_terminated(run_id, status="FAILED")
@@ -261,6 +188,7 @@ def evaluate_candidate(
     import mlflow.sklearn
 
     from retrainer.core.evaluation import compute_metrics
+    from retrainer.core.training import model_feature_columns
     from retrainer.stores import storage
     from retrainer.stores.registry import version_by_alias
 
@@ -292,7 +220,7 @@ def evaluate_candidate(
     metrics = {f"test_{k}": v for k, v in cand.items()}
     if champ_metrics:
         metrics |= {f"champion_{k}": v for k, v in champ_metrics.items()}
-    _log_metrics(client, run_id, metrics)
+    log_metrics(client, run_id, metrics)
     client.set_tag(run_id, C.TAG_STAGE, "evaluate_candidate")
     return {
         **trained,
@@ -363,29 +291,10 @@ def register_candidate(
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def resolve_source(train: str, settings: Settings) -> str:
-    """Relative local paths in a spec are relative to the project (the folder holding models/)."""
-    from pathlib import Path
-
-    if "://" in train or Path(train).is_absolute():
-        return train
-    return str((settings.models_dir.parent / train).resolve())
-
-
 def spec_yaml(spec: ModelSpec) -> str:
     import yaml
 
     return str(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
-
-
-def model_feature_columns(model: Any) -> tuple[list[str], list[str]]:
-    """The numeric and categorical columns a fitted pipeline of ours was trained on."""
-    features = model.named_steps["features"]
-    cols: dict[str, list[str]] = {"numeric": [], "categorical": []}
-    for name, _, columns in features.transformers:
-        if name in cols:
-            cols[name] = list(columns)
-    return cols["numeric"], cols["categorical"]
 
 
 def _nullable_where_allowed(spec: ModelSpec, signature: Any) -> Any:
@@ -430,15 +339,6 @@ def _log_reference(
         path = f"{tmp}/{C.ARTIFACT_REFERENCE_SAMPLE.rsplit('/', 1)[-1]}"
         sample.to_parquet(path, index=False)
         mlflow.log_artifact(path, C.ARTIFACT_REFERENCE_SAMPLE.rsplit("/", 1)[0])
-
-
-def _log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float]) -> None:
-    import time
-
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
 
 
 def _pip_requirements() -> list[str]:

@@ -43,7 +43,7 @@ class LedgerEntry:
 
 
 def _experiment_id(client: MlflowClient, artifact_location: str | None) -> str:
-    from retrainer.steps.retrain import experiment_id
+    from retrainer.stores.tracking import experiment_id
 
     return experiment_id(client, LEDGER_EXPERIMENT, artifact_location)
 

@@ -23,6 +23,8 @@ from retrainer.errors import DataError, TransientError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from retrainer.config.settings import Settings
+
 TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
 
@@ -267,3 +269,12 @@ def table_digest(df: pd.DataFrame) -> str:
     h.update("|".join(f"{c}:{t}" for c, t in df.dtypes.astype(str).items()).encode())
     h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def resolve_source(train: str, settings: Settings) -> str:
+    """Relative local paths in a spec are relative to the project (the folder holding models/)."""
+    from pathlib import Path
+
+    if "://" in train or Path(train).is_absolute():
+        return train
+    return str((settings.models_dir.parent / train).resolve())

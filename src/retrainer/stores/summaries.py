@@ -52,7 +52,7 @@ class RetrainOutcome:
 
 
 def retrain_outcome(model: str, dag_id: str, dag_run_id: str, settings: Settings) -> RetrainOutcome:
-    from retrainer.steps.retrain import mlflow_client
+    from retrainer.stores.tracking import mlflow_client
 
     client = mlflow_client(settings)
     outcome = RetrainOutcome(model, dag_run_id)
@@ -88,7 +88,7 @@ def retrain_outcome(model: str, dag_id: str, dag_run_id: str, settings: Settings
 def model_versions(model: str, settings: Settings) -> list[dict[str, Any]]:
     from mlflow.exceptions import MlflowException
 
-    from retrainer.steps.retrain import mlflow_client
+    from retrainer.stores.tracking import mlflow_client
 
     client = mlflow_client(settings)
     try:

@@ -1,0 +1,105 @@
+"""What every per-model DAG shares: ids, tags, retries, one active run, and how a task calls a step.
+
+Task bodies are a few lines that call one function of `retrainer.steps`; heavy libraries are
+imported there, inside the task process, never at parse time. Data and spec problems fail a task
+for good (no retries); everything else retries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from airflow.sdk import DAG, Param
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from retrainer.config.settings import RunContext
+from retrainer.errors import RetrainerError
+from retrainer.spec import ModelSpec
+
+T = TypeVar("T")
+START = datetime(2026, 1, 1)
+
+
+def run_step(
+    step: Callable[..., T],
+    *args: Any,
+    skip_on: tuple[type[Exception], ...] = (),
+    **kwargs: Any,
+) -> T:
+    """Call a pipeline step; permanent retrainer errors fail the task without retries, and
+    `skip_on` errors (nothing to do yet) skip it with their message."""
+    try:
+        return step(*args, **kwargs)
+    except skip_on as exc:
+        raise AirflowSkipException(str(exc)) from exc
+    except RetrainerError as exc:
+        if exc.permanent:
+            raise AirflowFailException(str(exc)) from exc
+        raise
+
+
+def run_context(context: Any) -> RunContext:
+    ti = context["ti"]
+    dag_run = context["dag_run"]
+    triggered_by = getattr(dag_run, "triggered_by", None) or getattr(dag_run, "run_type", "")
+    return RunContext(
+        dag_id=ti.dag_id,
+        run_id=context["run_id"],
+        task_id=ti.task_id,
+        try_number=int(getattr(ti, "try_number", 1) or 1),
+        triggered_by=str(getattr(triggered_by, "value", triggered_by)),
+    )
+
+
+def default_args(spec: ModelSpec) -> dict[str, Any]:
+    return {
+        "owner": spec.owner,
+        "retries": 2,
+        "retry_delay": timedelta(seconds=15),
+        "retry_exponential_backoff": True,
+    }
+
+
+def model_dag(
+    spec: ModelSpec,
+    kind: str,
+    description: str,
+    doc_md: str,
+    params: dict[str, Param],
+    schedule: str | None = None,
+) -> DAG:
+    """What every per-model DAG shares: ids, tags, one active run, retries, no catch-up."""
+    return DAG(
+        dag_id=f"{spec.name}_{kind}",
+        description=description,
+        schedule=schedule,
+        start_date=START,
+        catchup=False,
+        max_active_runs=1,
+        tags=["retrainer", kind, spec.name],
+        default_args=default_args(spec),
+        doc_md=doc_md,
+        params=params,
+        render_template_as_native_obj=True,
+    )
+
+
+def trigger_dag_run(dag_id: str, run_id: str, conf: dict[str, Any]) -> Exception:
+    """The exception that makes a task start another DAG's run, once: a re-run of the task
+    finds the run id taken and does nothing (raise what this returns)."""
+    from airflow.sdk.exceptions import DagRunTriggerException
+
+    return DagRunTriggerException(
+        trigger_dag_id=dag_id,
+        dag_run_id=run_id,
+        conf=conf,
+        reset_dag_run=False,
+        skip_when_already_exists=True,
+        wait_for_completion=False,
+        allowed_states=["success"],
+        failed_states=["failed"],
+        poke_interval=10,
+        deferrable=False,
+    )

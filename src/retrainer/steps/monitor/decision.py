@@ -1,0 +1,133 @@
+"""The monitor's decision as data: ok / warn / retrain / insufficient_data / schema_changed."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from retrainer.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from retrainer.core.drift import DriftResult
+
+OK, WARN, RETRAIN = "ok", "warn", "retrain"
+INSUFFICIENT = "insufficient_data"
+SCHEMA_CHANGED = "schema_changed"
+NO_CHAMPION = "no_champion"
+DECIDED = (OK, WARN, RETRAIN, SCHEMA_CHANGED)  # decisions that consume their window
+META_COLUMNS = ("_request_id", "_row", "_ts", "_model_version", "_prediction", "_score")
+
+
+@dataclass
+class LabelCheck:
+    """The champion scored on labels that arrived for the window (delayed ground truth)."""
+
+    rows: int
+    metric: str
+    value: float | None = None
+    threshold: float | None = None
+    below_threshold: bool = False
+    note: str = ""
+
+
+@dataclass
+class MonitorDecision:
+    decision: str
+    reasons: list[str]
+    features: list[str]  # the features responsible (drifted, or with a schema problem)
+    psi: dict[str, float | None]
+    max_psi: float | None
+    drift_share: float
+    rows: int
+    psi_warn: float
+    psi_retrain: float
+    noise_floor: float | None
+    window: dict[str, Any] = field(default_factory=dict)
+    champion_version: str | None = None
+    labels: dict[str, Any] | None = None
+    problems: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        head = f"{self.decision}: " + "; ".join(self.reasons)
+        top = sorted(((v, k) for k, v in self.psi.items() if v is not None), reverse=True)[:5]
+        table = ", ".join(f"{k} {v:.3f}" for v, k in top)
+        return f"{head}\nrows {self.rows}; top PSI: {table or 'n/a'}"
+
+
+def decide(
+    spec: ModelSpec,
+    drift: DriftResult | None,
+    rows: int,
+    labels: LabelCheck | None = None,
+    window: dict[str, Any] | None = None,
+    champion_version: str | None = None,
+) -> MonitorDecision:
+    """ok / warn / retrain / insufficient_data / schema_changed, with the features responsible.
+
+    Order: too few rows decides nothing; a schema change is an alert for people (retraining
+    on broken inputs would not help); then a feature at or over psi_retrain, or the champion
+    under its gate threshold on delayed labels, is a retrain; psi_warn a warning.
+    """
+    from retrainer.core.drift import noise_floor
+
+    mon = spec.monitoring
+    psi = {k: v for k, v in (drift.psi.items() if drift else [])}
+    finite = {k: v for k, v in psi.items() if v is not None and math.isfinite(v)}
+    max_psi = max(finite.values()) if finite else None
+    warned = sorted((k for k, v in finite.items() if v >= mon.psi_warn), key=lambda k: -finite[k])
+    drifted = [k for k in warned if finite[k] >= mon.psi_retrain]
+    problems = drift.problems if drift else {}
+    buckets = max((len(f.reference) for f in drift.features.values()), default=0) if drift else 0
+    floor = noise_floor(buckets, rows, drift.rows_reference) if drift and buckets else None
+    base = {
+        "psi": {k: (v if v is not None and math.isfinite(v) else None) for k, v in psi.items()},
+        "max_psi": max_psi,
+        "drift_share": len(warned) / len(psi) if psi else 0.0,
+        "rows": rows,
+        "psi_warn": mon.psi_warn,
+        "psi_retrain": mon.psi_retrain,
+        "noise_floor": floor if floor is None or math.isfinite(floor) else None,
+        "window": window or {},
+        "champion_version": champion_version,
+        "labels": asdict(labels) if labels else None,
+        "problems": problems,
+    }
+    if rows < mon.min_rows:
+        return MonitorDecision(
+            INSUFFICIENT,
+            [
+                f"{rows} rows in the window, fewer than monitoring.min_rows ({mon.min_rows}); "
+                "the rows stay in the next check's window"
+            ],
+            [],
+            **base,  # type: ignore[arg-type]
+        )
+    if problems:
+        return MonitorDecision(
+            SCHEMA_CHANGED,
+            [f"{k}: {v}" for k, v in problems.items()]
+            + ["fix the producer of the traffic (or the spec); no retrain is triggered"],
+            sorted(problems),
+            **base,  # type: ignore[arg-type]
+        )
+    reasons = [f"PSI {k} {finite[k]:.3f} >= psi_retrain {mon.psi_retrain:g}" for k in drifted]
+    if labels and labels.below_threshold:
+        reasons.append(
+            f"{labels.metric} {labels.value:.4f} on {labels.rows} labelled rows "
+            f"breaks the gate threshold {labels.threshold:g}"
+        )
+    if reasons:
+        return MonitorDecision(RETRAIN, reasons, drifted, **base)  # type: ignore[arg-type]
+    if warned:
+        return MonitorDecision(
+            WARN,
+            [f"PSI {k} {finite[k]:.3f} >= psi_warn {mon.psi_warn:g}" for k in warned],
+            warned,
+            **base,  # type: ignore[arg-type]
+        )
+    top = f"max PSI {max_psi:.3f}" if max_psi is not None else "no PSI"
+    return MonitorDecision(OK, [f"{top} < psi_warn {mon.psi_warn:g}"], [], **base)  # type: ignore[arg-type]

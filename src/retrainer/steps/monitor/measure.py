@@ -1,0 +1,143 @@
+"""PSI of the window vs the champion's reference profile, delayed labels, and the decision."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from retrainer import constants as C
+from retrainer.config.settings import RunContext, Settings, get_settings
+from retrainer.errors import NoChampion
+from retrainer.spec import ModelSpec
+from retrainer.steps.monitor.checks import champion_reference, parse_ts
+from retrainer.steps.monitor.decision import DECIDED, NO_CHAMPION, LabelCheck, decide
+from retrainer.steps.monitor.report import publish
+from retrainer.steps.monitor.window import META_COLUMNS, read_log
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+def label_check(
+    spec: ModelSpec,
+    settings: Settings,
+    window_df: pd.DataFrame,
+    start: datetime | None,
+    model_uri: str,
+    numeric: list[str],
+    categorical: list[str],
+) -> LabelCheck | None:
+    """Score the champion on the window's rows whose labels arrived (None: not enough labels)."""
+    import pandas as pd
+
+    from retrainer.core.evaluation import compute_metrics
+    from retrainer.spec import LOWER_IS_BETTER
+
+    metric = spec.gate.primary_metric
+    if window_df.empty or "_request_id" not in window_df:
+        return None
+    fb = read_log(
+        settings.feedback_root, spec.name, start, datetime.now(UTC) + timedelta(minutes=1)
+    )
+    if fb.empty:
+        return None
+    fb = fb.drop_duplicates(["_request_id", "_row"], keep="last")
+    rows = window_df.assign(_row=window_df["_row"].astype("int64"))
+    joined = rows.merge(
+        fb[["_request_id", "_row", "_label"]].assign(_row=fb["_row"].astype("int64")),
+        on=["_request_id", "_row"],
+        how="inner",
+    )
+    n = len(joined)
+    if n < spec.monitoring.min_rows:
+        return LabelCheck(
+            rows=n, metric=metric, note=f"{n} labelled rows < min_rows {spec.monitoring.min_rows}"
+        )
+    import mlflow.sklearn
+
+    model = mlflow.sklearn.load_model(model_uri)
+    frame = joined.rename(columns={"_label": spec.data.target})
+    if spec.task == "regression":
+        frame[spec.data.target] = pd.to_numeric(frame[spec.data.target], errors="coerce")
+    frame = frame.dropna(subset=[spec.data.target])
+    try:
+        value = compute_metrics(spec, model, frame, numeric, categorical).get(metric)
+    except ValueError as exc:  # e.g. one class only among the labels
+        return LabelCheck(rows=n, metric=metric, note=f"cannot compute {metric}: {exc}"[:300])
+    bound = spec.gate.thresholds.get(metric)
+    threshold = None
+    below = False
+    if bound is not None and value is not None:
+        if metric not in LOWER_IS_BETTER and bound.min is not None:
+            threshold, below = bound.min, value < bound.min
+        elif metric in LOWER_IS_BETTER and bound.max is not None:
+            threshold, below = bound.max, value > bound.max
+    return LabelCheck(
+        rows=n, metric=metric, value=value, threshold=threshold, below_threshold=below
+    )
+
+
+def measure_drift(
+    spec: ModelSpec, ctx: RunContext, read: dict[str, Any], settings: Settings | None = None
+) -> dict[str, Any]:
+    """PSI of the window vs the champion's reference profile, delayed labels, the decision."""
+    import pandas as pd
+
+    from retrainer.core.drift import compare_to_profile
+    from retrainer.stores import storage
+    from retrainer.stores.tracking import log_metrics, mlflow_client
+
+    settings = settings or get_settings()
+    client = mlflow_client(settings)
+    run_id = read["mlflow_run_id"]
+    window = read["window"]
+    try:
+        version, champ_run, profile = champion_reference(client, spec)
+    except NoChampion:  # the check ends here; its window is not consumed
+        client.set_tag(run_id, C.TAG_MONITOR_DECISION, NO_CHAMPION)
+        client.set_terminated(run_id, status="FINISHED")
+        raise
+    df = storage.read_table(window["uri"]) if window.get("uri") else pd.DataFrame()
+    features = df.drop(columns=[c for c in META_COLUMNS if c in df.columns])
+    drift = compare_to_profile(profile, features) if len(df) else None
+    labels = None
+    if len(df) >= spec.monitoring.min_rows:
+        labels = label_check(
+            spec,
+            settings,
+            df,
+            parse_ts(window.get("start")),
+            f"runs:/{champ_run}/{C.MODEL_ARTIFACT_NAME}",
+            profile.numeric,
+            profile.categorical,
+        )
+    decision = decide(spec, drift, len(df), labels, window, version)
+
+    end_ms = int(datetime.fromisoformat(window["end"]).timestamp() * 1000)
+    metrics = {"rows": float(len(df)), "drift_share": decision.drift_share}
+    if decision.max_psi is not None:
+        metrics["max_psi"] = decision.max_psi
+    metrics |= {f"psi.{k}": v for k, v in decision.psi.items() if v is not None}
+    if labels and labels.value is not None:
+        metrics[f"labels.{labels.metric}"] = labels.value
+    log_metrics(client, run_id, metrics, end_ms)
+    client.log_text(run_id, json.dumps(decision.to_dict(), indent=2), C.ARTIFACT_MONITOR_DECISION)
+    if drift is not None:
+        client.log_text(run_id, json.dumps(drift.to_dict(), indent=1), C.ARTIFACT_MONITOR_PSI)
+    for key, value in {
+        C.TAG_MONITOR_DECISION: decision.decision,
+        C.TAG_MONITOR_FEATURES: ",".join(decision.features)[:5000],
+        C.TAG_MONITOR_REASONS: " | ".join(decision.reasons)[:5000],
+        C.TAG_CHAMPION_VERSION: version,
+    }.items():
+        client.set_tag(run_id, key, value)
+    if decision.decision in DECIDED:  # the next check starts where this window ended
+        client.set_tag(run_id, C.TAG_WINDOW_CONSUMED, "true")
+    client.set_tag(run_id, C.TAG_STAGE, "measured")
+    log.info("%s", decision.summary())
+    publish(spec, decision.to_dict(), settings=settings)
+    return {"mlflow_run_id": run_id, "window": window, "decision": decision.to_dict()}

@@ -1,0 +1,132 @@
+"""Which logged rows a check reads: since the last decided check, snapshot for the next steps."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from retrainer import constants as C
+from retrainer.config.settings import RunContext, Settings, get_settings
+from retrainer.spec import ModelSpec
+from retrainer.steps.monitor.checks import find_checks, monitor_run, parse_ts
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+log = logging.getLogger(__name__)
+
+META_COLUMNS = ("_request_id", "_row", "_ts", "_model_version", "_prediction", "_score")
+
+
+def _days(start: datetime, end: datetime) -> list[str]:
+    day = start.date()
+    out = []
+    while day <= end.date():
+        out.append(day.isoformat())
+        day += timedelta(days=1)
+    return out
+
+
+def read_log(root: str, model: str, start: datetime | None, end: datetime) -> pd.DataFrame:
+    """Rows of a date-partitioned log with start <= _ts < end (columns may differ by file)."""
+    import pandas as pd
+
+    from retrainer.errors import DataError
+    from retrainer.stores import storage
+
+    base = storage.join(root, model)
+    if start is None:
+        try:
+            files = storage.list_data_files(base)
+        except DataError:
+            files = []
+    else:
+        files = []
+        for day in _days(start, end):
+            try:
+                files += storage.list_data_files(storage.join(base, f"date={day}"))
+            except DataError:
+                continue
+    frames = []
+    for f in files:
+        try:
+            frames.append(storage._parse(storage.read_bytes(f), f))
+        except DataError as exc:  # a torn or corrupt part never stops the check
+            log.warning("skipping unreadable log file %s: %s", f, exc)
+    frames = [fr for fr in frames if len(fr)]
+    if not frames:
+        return pd.DataFrame()
+    df = pd.concat(frames, ignore_index=True, sort=False)
+    ts = pd.to_datetime(df["_ts"], utc=True, errors="coerce", format="ISO8601")
+    keep = ts < pd.Timestamp(end)
+    if start is not None:
+        keep &= ts >= pd.Timestamp(start)
+    return df[keep.to_numpy()].reset_index(drop=True)
+
+
+def window_start(
+    client: MlflowClient, spec: ModelSpec, settings: Settings, exclude_run: str = ""
+) -> datetime | None:
+    """Where the last decided check's window ended (None: from the beginning of the log)."""
+    for run in find_checks(client, spec, settings, f"tags.`{C.TAG_WINDOW_CONSUMED}` = 'true'", 2):
+        if run.info.run_id != exclude_run:
+            return parse_ts(run.data.tags.get(C.TAG_WINDOW_END))
+    return None
+
+
+def read_window(
+    spec: ModelSpec, ctx: RunContext, settings: Settings | None = None, now: datetime | None = None
+) -> dict[str, Any]:
+    """Pick the window (since the last decided check), snapshot its rows for the next steps.
+
+    A retried task finds its MLflow run by the DAG run id and reuses the bounds it recorded.
+    """
+    from retrainer.stores import storage
+    from retrainer.stores.tracking import mlflow_client, run_key, run_tags
+
+    settings = settings or get_settings()
+    client = mlflow_client(settings)
+    run_id = monitor_run(
+        client, spec, ctx, settings, run_tags(spec, ctx) | {C.TAG_STAGE: "monitor"}
+    )
+    run = client.get_run(run_id)
+    end = parse_ts(run.data.tags.get(C.TAG_WINDOW_END))
+    if end is None:
+        end = now or datetime.now(UTC)
+        start = window_start(client, spec, settings, exclude_run=run_id)
+        client.set_tag(run_id, C.TAG_WINDOW_END, end.isoformat())
+        client.set_tag(run_id, C.TAG_WINDOW_START, start.isoformat() if start else "")
+    else:
+        start = parse_ts(run.data.tags.get(C.TAG_WINDOW_START))
+    df = read_log(settings.inference_log_root, spec.name, start, end)
+    uri = storage.join(settings.work_root, spec.name, run_key(ctx), "window.parquet")
+    if len(df):
+        storage.write_table(_parquet_safe(df), uri)
+    window = {
+        "start": start.isoformat() if start else None,
+        "end": end.isoformat(),
+        "rows": int(len(df)),
+        "uri": uri if len(df) else None,
+        "served_versions": sorted({str(v) for v in df.get("_model_version", [])}),
+    }
+    log.info(
+        "window %s .. %s: %d logged rows of %s",
+        window["start"] or "(beginning)",
+        window["end"],
+        len(df),
+        spec.name,
+    )
+    return {"mlflow_run_id": run_id, "window": window}
+
+
+def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """Object columns holding mixed types (a schema change in the traffic) as strings."""
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            kinds = {type(v) for v in out[col].dropna().head(10_000)}
+            if len(kinds) > 1:
+                out[col] = out[col].map(lambda v: v if v is None or v != v else str(v))
+    return out
