@@ -26,6 +26,8 @@ from pathlib import Path
 
 import httpx
 
+from retrainer.config.environment import process_environment
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MODEL = "credit_default"
@@ -115,7 +117,9 @@ def register(home: Path) -> dict[str, str]:
     from retrainer.config.settings import Settings
 
     settings = Settings(home=home, models_dir=ROOT / "models")
-    env = dict(os.environ, **settings.environment(), MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
+    env = dict(
+        os.environ, **process_environment(settings), MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"
+    )
     code = (
         "from retrainer.steps import retrain as pipeline\n"
         "from retrainer.config.settings import RunContext, get_settings\n"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from retrainer.config.environment import process_environment
 from retrainer.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +64,7 @@ def free_port() -> int:
 
 SETTINGS = Settings(home=STATE / "state", models_dir=MODELS, serving_port=free_port())
 
-os.environ.update(SETTINGS.environment())
+os.environ.update(process_environment(SETTINGS))
 # Quiet, deterministic task runs under dag.test(); no example DAGs.
 os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")

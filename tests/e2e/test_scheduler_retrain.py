@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from retrainer import constants as C
+from retrainer.config.secrets import airflow_credentials, serving_admin_token
 from retrainer.config.settings import Settings
 
 pytestmark = pytest.mark.e2e
@@ -64,7 +65,7 @@ def test_the_whole_loop_through_the_scheduler(platform):
     settings = platform
     # Every UI and API needs a login.
     assert httpx.get(f"{settings.airflow_url}/api/v2/dags", timeout=10).status_code == 401
-    user, password = settings.airflow_credentials()
+    user, password = airflow_credentials(settings)
     api = AirflowClient(settings.airflow_url, user, password)
     api.wait_for_dag("credit_default_retrain", timeout=120)
     run = api.trigger("credit_default_retrain", {"reason": "e2e"})
@@ -120,7 +121,7 @@ def test_the_whole_loop_through_the_scheduler(platform):
     from retrainer.steps.monitor.checks import check_for_run
 
     spec = find_spec(settings.models_dir, "credit_default")
-    admin = settings.serving_admin_token()
+    admin = serving_admin_token(settings)
 
     def check():
         api.wait_for_dag("credit_default_monitor", timeout=60)

@@ -6,6 +6,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pytest  # noqa: E402
 
 import testenv  # noqa: E402,F401  (sets the isolated environment before Airflow is imported)
+from retrainer.config.environment import process_environment
 
 
 @pytest.fixture(scope="session")
@@ -118,7 +119,7 @@ def start_server(
 
     import httpx
 
-    env = dict(os.environ, **settings.environment(), **(extra_env or {}))
+    env = dict(os.environ, **process_environment(settings), **(extra_env or {}))
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -12,6 +12,8 @@ import pytest
 # Imported at collection: at run time `conftest` may name another folder's conftest.
 from conftest import register_version, start_server, stop_server
 
+from retrainer.config.secrets import serving_admin_token
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "credit_srv"
@@ -222,7 +224,7 @@ def test_reload_under_concurrent_load_fails_no_request(serving, rows):
     for t in threads:
         t.start()
     time.sleep(1.5)
-    token = get_settings().serving_admin_token()
+    token = serving_admin_token(get_settings())
     reload = httpx.post(
         f"{serving}/reload",
         json={"model": MODEL, "version": new},

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from retrainer import constants as C
+from retrainer.config.secrets import airflow_credentials
 from retrainer.config.settings import Settings
 from testenv import free_port
 
@@ -85,7 +86,7 @@ def platform(tmp_path_factory, postgres, redis_url, s3):
 def api_for(settings):
     from retrainer.platform.airflow_api import AirflowClient
 
-    user, password = settings.airflow_credentials()
+    user, password = airflow_credentials(settings)
     return AirflowClient(settings.airflow_url, user, password)
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from retrainer.config.settings import MLFLOW_DEFAULT_ADMIN_PASSWORD, Settings
+from retrainer.config.resources import MLFLOW_DEFAULT_ADMIN_PASSWORD
+from retrainer.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

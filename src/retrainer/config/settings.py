@@ -7,14 +7,14 @@ environment.
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from retrainer.config.resources import Resources
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
 """The checkout this package was installed from (editable install): holds dags/ and models/."""
@@ -23,9 +23,9 @@ Profile = Literal["embedded", "production"]
 PROFILES = ("embedded", "production")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
-    """Where state lives and how to reach the services. Every field has a `RETRAINER_` env var
+    """Where state lives and how to reach the services, as frozen values. Every field has a `RETRAINER_` env var
     (RETRAINER_HOME, RETRAINER_MODELS_DIR, ...). A plain dataclass on purpose: DAG files read it
     at parse time, and pydantic-settings alone would cost ~80 ms of each parse."""
 
@@ -54,15 +54,23 @@ class Settings:
     mlflow_admin_password: str | None = None
     airflow_admin_password: str | None = None
     s3_bucket: str | None = None  # default home of work/, inference_log/, feedback/
+    # How many tasks run at once on a worker (Celery concurrency, the LocalExecutor's
+    # parallelism), and the OpenMP/BLAS threads each task gets (0: the cores / task_slots).
+    task_slots: int = 2
+    threads: int = 0
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
             raise ValueError(
                 f"RETRAINER_PROFILE: expected one of {PROFILES}; found {self.profile!r}"
             )
-        self.home = Path(self.home).expanduser().resolve()
-        self.models_dir = Path(self.models_dir).expanduser().resolve()
-        self.dags_dir = Path(self.dags_dir).expanduser().resolve()
+        if self.task_slots < 1 or self.threads < 0:
+            raise ValueError(
+                "RETRAINER_TASK_SLOTS must be at least 1 and RETRAINER_THREADS at least 0 "
+                f"(0: fit the worker); found {self.task_slots} and {self.threads}"
+            )
+        for name in ("home", "models_dir", "dags_dir"):  # frozen: set once, here
+            object.__setattr__(self, name, Path(getattr(self, name)).expanduser().resolve())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -72,16 +80,21 @@ class Settings:
             raw = env.get(f"RETRAINER_{f.name.upper()}")
             if raw is None or raw == "":
                 continue
-            if f.name.endswith("_port"):
+            if f.type in ("int", int):
                 try:
                     values[f.name] = int(raw)
                 except ValueError:
                     raise ValueError(
-                        f"RETRAINER_{f.name.upper()}: expected a port number; found {raw!r}"
+                        f"RETRAINER_{f.name.upper()}: expected a whole number; found {raw!r}"
                     ) from None
             else:
                 values[f.name] = raw
         return cls(**values)
+
+    @property
+    def task_threads(self) -> int:
+        """OpenMP/BLAS threads per task: never more, all tasks together, than the cores."""
+        return self.threads or max(1, (os.cpu_count() or 1) // self.task_slots)
 
     # Derived locations: derived, never stored, so they can't disagree with `home`.
     @property
@@ -103,6 +116,8 @@ class Settings:
     @property
     def resources(self) -> Resources:
         """Every resource of the active profile, switched together (see `Resources`)."""
+        from retrainer.config.resources import RESOURCE_SETS
+
         return RESOURCE_SETS[self.profile](self)
 
     @property
@@ -136,24 +151,6 @@ class Settings:
     def serving_url(self) -> str:
         return self.serving_endpoint or f"http://{self.host}:{self.serving_port}"
 
-    @staticmethod
-    def api_token_from_env() -> str | None:
-        """RETRAINER_API_TOKEN: when set, every serving endpoint but /health needs it."""
-        return os.environ.get("RETRAINER_API_TOKEN") or None
-
-    def serving_admin_token(self) -> str:
-        """The token for /reload: RETRAINER_API_TOKEN if set, else one generated in the state folder."""
-        return self.api_token_from_env() or self.state_secret("serving_admin_token")
-
-    def state_secret(self, name: str) -> str:
-        """A secret generated once and kept (mode 600) in the state folder."""
-        path = self.home / name
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(24))
-            path.chmod(0o600)
-        return path.read_text().strip()
-
     @property
     def airflow_url(self) -> str:
         return f"http://{self.host}:{self.airflow_port}"
@@ -165,159 +162,6 @@ class Settings:
     @property
     def airflow_passwords_file(self) -> Path:
         return self.airflow_home / "simple_auth_manager_passwords.json"
-
-    def airflow_credentials(self) -> tuple[str, str]:
-        """The Airflow UI/API login: from configuration in production (RETRAINER_AIRFLOW_ADMIN_
-        PASSWORD), else generated once per state folder; kept in Airflow's passwords file."""
-        path = self.airflow_passwords_file
-        users: dict[str, str] = {}
-        if path.exists():
-            users = json.loads(path.read_text() or "{}")
-        wanted = self.airflow_admin_password
-        if self.airflow_user not in users or (wanted and users[self.airflow_user] != wanted):
-            users[self.airflow_user] = wanted or secrets.token_urlsafe(12)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(users))
-            path.chmod(0o600)
-        return self.airflow_user, users[self.airflow_user]
-
-    def environment(self) -> dict[str, str]:
-        """The variables that point Airflow, MLflow and retrainer at this state folder."""
-        venv_bin = str(Path(sys.executable).parent)
-        path = os.environ.get("PATH", "")
-        if venv_bin not in path.split(os.pathsep):
-            path = venv_bin + os.pathsep + path
-        # Every setting, so each process (serving, every task) resolves the same ones.
-        own = {
-            f"RETRAINER_{f.name.upper()}": str(getattr(self, f.name))
-            for f in fields(self)
-            if getattr(self, f.name) is not None and f.name != "dags_dir"
-        }
-        return {
-            **own,
-            "MLFLOW_TRACKING_URI": self.tracking_uri,
-            **self.resources.environment,
-            "AIRFLOW_HOME": str(self.airflow_home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_dir),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{self.airflow_user}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.airflow_passwords_file),
-            "AIRFLOW__API__PORT": str(self.airflow_port),
-            "AIRFLOW__API__HOST": self.host,
-            "AIRFLOW__API__BASE_URL": self.airflow_url,
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "30",
-            "PATH": path,
-        }
-
-
-@dataclass(frozen=True)
-class Resources:
-    """What a profile is made of. One builder per profile sets all of it at once, so nothing
-    else in the code asks which profile is active."""
-
-    executor: str
-    airflow_database_url: str
-    tracking_uri: str  # what clients (tasks, serving, CLI) use
-    mlflow_server_args: list[str]  # the tracking server's store, artifacts and app
-    work_root: str
-    inference_log_root: str
-    feedback_root: str
-    environment: dict[str, str]  # extra variables for every process of the profile
-    mlflow_auth: bool = False
-
-
-def _embedded(s: Settings) -> Resources:
-    """One machine, pip only: SQLite everywhere, LocalExecutor, local files, no MLflow auth."""
-    tracking = s.mlflow_tracking_uri or f"sqlite:///{s.mlflow_dir / 'mlflow.db'}"
-    db = s.airflow_database_url or f"sqlite:///{s.airflow_home / 'airflow.db'}"
-    return Resources(
-        executor="LocalExecutor",
-        airflow_database_url=db,
-        tracking_uri=tracking,
-        mlflow_server_args=[
-            "--backend-store-uri",
-            tracking,
-            "--default-artifact-root",
-            (s.mlflow_dir / "artifacts").as_uri(),
-        ],
-        work_root=s.work_uri or str(s.home / "work"),
-        inference_log_root=s.inference_log_uri or str(s.home / "inference_log"),
-        feedback_root=s.feedback_uri or str(s.home / "feedback"),
-        environment={
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db,
-        },
-    )
-
-
-MLFLOW_DEFAULT_ADMIN_PASSWORD = "password1234"  # what MLflow's basic-auth app ships with
-
-
-def _production(s: Settings) -> Resources:
-    """PostgreSQL, CeleryExecutor on Redis, MLflow server on PostgreSQL with proxied S3
-    artifacts behind basic auth, data and logs on S3."""
-    from retrainer.errors import ConfigError
-
-    needed = {
-        "RETRAINER_AIRFLOW_DATABASE_URL": s.airflow_database_url,
-        "RETRAINER_CELERY_BROKER_URL": s.celery_broker_url,
-        "RETRAINER_MLFLOW_DATABASE_URL": s.mlflow_database_url,
-        "RETRAINER_MLFLOW_ARTIFACTS_URI": s.mlflow_artifacts_uri,
-        "RETRAINER_MLFLOW_ADMIN_PASSWORD": s.mlflow_admin_password,
-        "RETRAINER_AIRFLOW_ADMIN_PASSWORD": s.airflow_admin_password,
-        "RETRAINER_S3_BUCKET": s.s3_bucket,
-    }
-    missing = [k for k, v in needed.items() if not v]
-    if missing:
-        raise ConfigError(
-            f"RETRAINER_PROFILE=production needs {', '.join(missing)}; set them in the "
-            "environment (see .env.example and the README's production section)"
-        )
-    if s.mlflow_admin_password == MLFLOW_DEFAULT_ADMIN_PASSWORD:
-        raise ConfigError(
-            "RETRAINER_MLFLOW_ADMIN_PASSWORD is MLflow's published default; choose another"
-        )
-    bucket = f"s3://{s.s3_bucket}"
-    assert s.airflow_database_url and s.celery_broker_url and s.mlflow_database_url
-    result_backend = s.celery_result_backend or "db+" + s.airflow_database_url
-    return Resources(
-        executor="CeleryExecutor",
-        airflow_database_url=s.airflow_database_url,
-        tracking_uri=s.mlflow_tracking_uri or f"http://{s.host}:{s.mlflow_port}",
-        mlflow_server_args=[
-            "--backend-store-uri",
-            s.mlflow_database_url,
-            "--artifacts-destination",
-            str(s.mlflow_artifacts_uri),
-            "--serve-artifacts",
-            "--default-artifact-root",
-            "mlflow-artifacts:/",
-            "--app-name",
-            "basic-auth",
-        ],
-        work_root=s.work_uri or f"{bucket}/work",
-        inference_log_root=s.inference_log_uri or f"{bucket}/inference_log",
-        feedback_root=s.feedback_uri or f"{bucket}/feedback",
-        environment={
-            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": s.airflow_database_url,
-            "AIRFLOW__CELERY__BROKER_URL": s.celery_broker_url,
-            "AIRFLOW__CELERY__RESULT_BACKEND": result_backend,
-            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "2",
-            "MLFLOW_TRACKING_USERNAME": s.mlflow_admin_user,
-            "MLFLOW_TRACKING_PASSWORD": str(s.mlflow_admin_password),
-            "MLFLOW_AUTH_CONFIG_PATH": str(s.home / "mlflow" / "basic_auth.ini"),
-            "MLFLOW_FLASK_SERVER_SECRET_KEY": os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY")
-            or s.state_secret("mlflow_flask_secret"),
-        },
-        mlflow_auth=True,
-    )
-
-
-RESOURCE_SETS = {"embedded": _embedded, "production": _production}
 
 
 @dataclass(frozen=True)

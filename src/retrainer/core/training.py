@@ -110,12 +110,21 @@ def split_frame(df: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, pd.Dat
 
 
 def fit_pipeline(
-    spec: ModelSpec, train: pd.DataFrame, numeric: list[str], categorical: list[str]
+    spec: ModelSpec,
+    train: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    threads: int | None = None,
 ) -> Pipeline:
+    """Fit the spec's pipeline; `threads` caps OpenMP and BLAS during the fit (None: as set by
+    the environment), so a task never takes more cores than its slot."""
+    from threadpoolctl import threadpool_limits
+
     pipeline = build_pipeline(spec, numeric, categorical)
     X = prepare_features(train, numeric, categorical)
     y = train[spec.data.target]
-    pipeline.fit(X, y)
+    with threadpool_limits(limits=threads):
+        pipeline.fit(X, y)
     return pipeline
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from retrainer.config.environment import process_environment
+from retrainer.config.secrets import airflow_credentials
 from retrainer.config.settings import Settings
 from retrainer.errors import ServiceError
 
@@ -77,7 +79,7 @@ def services(settings: Settings) -> list[Service]:
 
 def service_env(settings: Settings) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(settings.environment())
+    env.update(process_environment(settings))
     env.setdefault("AIRFLOW__API__WORKERS", "1")
     env.setdefault("GIT_PYTHON_REFRESH", "quiet")
     # MLflow's server-side job runner (GenAI judges, prompt optimisation) starts seven ~250 MB
@@ -134,7 +136,7 @@ def init_state(settings: Settings, say: Callable[[str], None] = print) -> None:
     ):
         d.mkdir(parents=True, exist_ok=True)
     (settings.mlflow_dir / "artifacts").mkdir(exist_ok=True)
-    settings.airflow_credentials()
+    airflow_credentials(settings)
     env = service_env(settings)
     marker = settings.airflow_home / ".migrated"
     if not marker.exists():

@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from retrainer.config.secrets import api_token, serving_admin_token
 from retrainer.errors import SimulationError
 
 if TYPE_CHECKING:
@@ -134,7 +135,7 @@ def replay_to(spec: Any, data: pd.DataFrame, labels: bool = False, **kwargs: Any
         data,
         target=spec.data.target,
         labels=labels,
-        token=settings.api_token_from_env(),
-        admin_token=settings.serving_admin_token(),
+        token=api_token(),
+        admin_token=serving_admin_token(settings),
         **kwargs,
     )

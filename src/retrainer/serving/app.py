@@ -26,6 +26,7 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from retrainer.config.secrets import api_token, serving_admin_token
 from retrainer.config.settings import Settings
 from retrainer.serving.inference_log import BatchedParquetLog, now_iso
 from retrainer.serving.model import InputError, LoadedModel, load_version, parse_payload
@@ -210,8 +211,8 @@ class ServingState:
         self.feedback_log = BatchedParquetLog(
             settings.feedback_root, "feedback", flush_rows=500, flush_seconds=2.0
         )
-        self.token = settings.api_token_from_env()
-        self.admin_token = settings.serving_admin_token()
+        self.token = api_token()
+        self.admin_token = serving_admin_token(settings)
         self._reload_lock = asyncio.Lock()
 
     def champion_version(self, name: str) -> str | None:

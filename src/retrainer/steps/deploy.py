@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from retrainer import constants as C
+from retrainer.config.secrets import api_token, serving_admin_token
 from retrainer.config.settings import RunContext, Settings, get_settings
 from retrainer.errors import DeployError
 from retrainer.spec import ModelSpec
@@ -133,7 +134,7 @@ def reload_serving(
         resp = httpx.post(
             url,
             json={"model": spec.name, "version": version},
-            headers={"Authorization": f"Bearer {settings.serving_admin_token()}"},
+            headers={"Authorization": f"Bearer {serving_admin_token(settings)}"},
             timeout=120,
         )
     except httpx.HTTPError as exc:
@@ -165,7 +166,7 @@ def smoke_test(spec: ModelSpec, version: str, settings: Settings | None = None) 
     settings = settings or get_settings()
     client = _client(settings)
     headers = {}
-    token = settings.api_token_from_env()
+    token = api_token()
     if token:
         headers["Authorization"] = f"Bearer {token}"
     info = httpx.get(f"{settings.serving_url}/models/{spec.name}", headers=headers, timeout=30)

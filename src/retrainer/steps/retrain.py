@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from retrainer import constants as C
@@ -122,7 +123,9 @@ def train_candidate(
     test_uri = storage.join(settings.work_root, spec.name, run_key(ctx), "test.parquet")
     storage.write_table(test, test_uri)
 
-    model = fit_pipeline(spec, train, numeric, categorical)
+    started = time.perf_counter()
+    model = fit_pipeline(spec, train, numeric, categorical, threads=settings.task_threads)
+    fit_seconds = time.perf_counter() - started
     X_train = prepare_features(train, numeric, categorical)
     example = X_train.head(5)
     # From the whole training frame: columns with missing values become optional in the
@@ -142,8 +145,10 @@ def train_candidate(
                 "features.categorical": ",".join(categorical)[:6000],
                 "rows.train": len(train),
                 "rows.test": len(test),
+                "threads": settings.task_threads,
             }
         )
+        mlflow.log_metric("fit_seconds", fit_seconds)
         source = validated["source"]
         target = spec.data.target
         mlflow.log_input(

@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from retrainer import constants as C
+from retrainer.config.secrets import serving_admin_token
 from retrainer.config.settings import Settings, get_settings
 from retrainer.spec import ModelSpec
 from retrainer.steps.monitor.checks import champion_reference
@@ -85,7 +86,7 @@ def publish(
         resp = httpx.post(
             f"{settings.serving_url}/models/{spec.name}/drift",
             json=body,
-            headers={"authorization": f"Bearer {settings.serving_admin_token()}"},
+            headers={"authorization": f"Bearer {serving_admin_token(settings)}"},
             timeout=10,
         )
         resp.raise_for_status()

@@ -1,0 +1,137 @@
+"""Specs, data and registered versions: validate, specs check, models, history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from retrainer.cli.common import _settings, console, err, fail
+from retrainer.errors import RetrainerError
+
+app = typer.Typer()
+specs = typer.Typer(help="Model specs: check them.", no_args_is_help=True)
+app.add_typer(specs, name="specs")
+
+
+@app.command()
+def validate(
+    spec: Annotated[str, typer.Argument(help="model name or path to its YAML spec")],
+    data: Annotated[str | None, typer.Option("--data", help="file, folder or s3:// prefix")] = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="also write the HTML report here")
+    ] = None,
+) -> None:
+    """Validate a data batch against a spec's expectations; exit 1 listing every failure."""
+    from retrainer.spec import find_spec
+    from retrainer.stores.storage import resolve_source
+
+    settings = _settings()
+    try:
+        model = find_spec(settings.models_dir, spec)
+        source = data or resolve_source(model.data.train, settings)
+        with console.status(f"reading {source}..."):
+            from retrainer.stores import storage
+
+            df = storage.read_table(source)
+        with console.status(f"running {model.name}'s expectation suite (Great Expectations)..."):
+            from retrainer.core.validation import validate_frame
+
+            report = validate_frame(df, model, source)
+    except RetrainerError as exc:
+        fail(str(exc))
+        return
+    if html:
+        html.write_text(report.to_html(f"{model.name}: validation of {source}"))
+    table = Table("", "column", "expectation", "observed", title=f"{model.name}: {source}")
+    for r in sorted(report.results, key=lambda r: r.success):
+        table.add_row(
+            "[green]ok[/]" if r.success else "[red]FAIL[/]",
+            r.column or "(table)",
+            r.description,
+            r.observed,
+        )
+    console.print(table)
+    if not report.success:
+        err.print(report.summary(), highlight=False, markup=False)
+        raise typer.Exit(1)
+    console.print(
+        f"[green]passed[/]: {len(report.results)} expectations on {report.row_count} rows"
+    )
+
+
+@specs.command("check")
+def specs_check() -> None:
+    """Validate every spec in the models folder; exit 1 if any is broken."""
+    from retrainer.spec import iter_specs
+
+    settings = _settings()
+    broken = 0
+    found = 0
+    for path, spec in iter_specs(settings.models_dir):
+        found += 1
+        if isinstance(spec, Exception):
+            broken += 1
+            err.print(f"[red]BROKEN[/] {spec}", highlight=False)
+        else:
+            console.print(f"[green]ok[/]     {path}  ->  {spec.retrain_dag_id}", highlight=False)
+    if not found:
+        fail(f"no model specs (*.yaml) in {settings.models_dir}; set RETRAINER_MODELS_DIR")
+    if broken:
+        raise typer.Exit(1)
+
+
+@app.command()
+def models() -> None:
+    """Registered models, their versions and aliases."""
+    from retrainer.spec import iter_specs
+    from retrainer.stores.summaries import model_versions
+
+    settings = _settings()
+    table = Table("model", "version", "aliases", "gate", "primary metric", "DAG run")
+    for _, spec in iter_specs(settings.models_dir):
+        if isinstance(spec, Exception):
+            continue
+        for v in model_versions(spec.name, settings):
+            table.add_row(
+                spec.name,
+                v["version"],
+                ", ".join(v["aliases"]),
+                v["gate"],
+                v["metric"],
+                v["dag_run_id"] or "",
+            )
+    console.print(table)
+
+
+@app.command()
+def history(model: Annotated[str, typer.Argument(help="model name")]) -> None:
+    """The promotion ledger of MODEL: every promotion and rollback, newest first."""
+    from datetime import UTC, datetime
+
+    from retrainer.stores.ledger import history as read_history
+    from retrainer.stores.tracking import mlflow_client
+
+    entries = read_history(mlflow_client(_settings()), model)
+    if not entries:
+        console.print(f"no promotions recorded for {model}")
+        return
+    table = Table(
+        "when (UTC)", "action", "from", "to", "triggered by", "reason", "metrics", "DAG run"
+    )
+    for e in entries:
+        when = datetime.fromtimestamp(e.time / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        metrics = ", ".join(f"{k}={v}" for k, v in sorted(e.metrics.items())[:2])
+        table.add_row(
+            when,
+            e.action,
+            e.from_version or "-",
+            e.to_version,
+            e.triggered_by,
+            e.reason[:60],
+            metrics,
+            e.dag_run_id,
+        )
+    console.print(table)
