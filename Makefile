@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo up down status test test-unit test-fast lint typecheck bench lock clean
+.PHONY: install demo up down status check test test-fast test-all test-unit lint typecheck bench lock clean
 
 install: $(STAMP)
 
@@ -30,13 +30,29 @@ down:
 status: install
 	$(BIN)/retrainer status
 
-test: install
+# Tiers (README, Development): test-fast = unit + DAG tests, no services; test = + integration
+# (what every contributor runs, under 8 minutes here); test-all = + the slow tier (the loop
+# through the real scheduler, the production profile, fault, browser and soak tests: marker
+# `slow`, and the e2e/ and production/ folders). One OpenMP/BLAS thread per test process.
+PYTEST := OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m pytest
+FAST := tests/unit tests/dags
+QUICK := $(FAST) tests/integration
+
+check: install
 	$(BIN)/ruff check src dags tests bench plugins
 	$(BIN)/mypy
-	$(BIN)/python -m pytest tests
+	$(BIN)/lint-imports
 
-test-unit: install
-	$(BIN)/python -m pytest tests/unit tests/dags
+test: check
+	$(PYTEST) $(QUICK) -m "not slow" -n 2 --dist loadfile
+
+test-fast: install
+	$(PYTEST) $(FAST) -m "not slow"
+
+test-all: check
+	$(PYTEST) tests -n 2 --dist loadfile
+
+test-unit: test-fast
 
 bench: install
 	$(BIN)/python bench/dag_parse.py
