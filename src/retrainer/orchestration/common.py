@@ -7,6 +7,8 @@ for good (no retries); everything else retries.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -19,6 +21,7 @@ from retrainer.errors import RetrainerError
 from retrainer.spec import ModelSpec
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 START = datetime(2026, 1, 1)
 
 
@@ -29,7 +32,8 @@ def run_step(
     **kwargs: Any,
 ) -> T:
     """Call a pipeline step; permanent retrainer errors fail the task without retries, and
-    `skip_on` errors (nothing to do yet) skip it with their message."""
+    `skip_on` errors (nothing to do yet) skip it with their message. Logs what the task cost."""
+    started, cpu = time.time(), time.process_time()
     try:
         return step(*args, **kwargs)
     except skip_on as exc:
@@ -38,6 +42,25 @@ def run_step(
         if exc.permanent:
             raise AirflowFailException(str(exc)) from exc
         raise
+    finally:
+        log.info("%s", task_cost(started, cpu))
+
+
+def task_cost(started: float, cpu: float) -> str:
+    """Where a task's time went: before the step (process start, Airflow's task runner, the DAG
+    file's parse) and in it (imports and work), its CPU and the process's peak memory."""
+    import resource
+
+    import psutil
+
+    now = time.time()
+    before = started - psutil.Process().create_time()
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return (
+        f"task cost: {before:.2f} s before the step (process start, task runner, DAG parse), "
+        f"{now - started:.2f} s in the step ({time.process_time() - cpu:.2f} s CPU), "
+        f"peak memory {peak_mb:.0f} MB"
+    )
 
 
 def run_context(context: Any) -> RunContext:

@@ -77,9 +77,14 @@ def services(settings: Settings) -> list[Service]:
     ]
 
 
-def service_env(settings: Settings) -> dict[str, str]:
+def service_env(settings: Settings, through_server: bool = False) -> dict[str, str]:
+    """The environment of a platform process: every setting; with `through_server` (the services
+    that `start` runs beside the MLflow server), MLflow reached through that server."""
     env = dict(os.environ)
     env.update(process_environment(settings))
+    if through_server:
+        uri = settings.resources.service_tracking_uri
+        env.update(MLFLOW_TRACKING_URI=uri, RETRAINER_MLFLOW_TRACKING_URI=uri)
     env.setdefault("AIRFLOW__API__WORKERS", "1")
     env.setdefault("GIT_PYTHON_REFRESH", "quiet")
     # MLflow's server-side job runner (GenAI judges, prompt optimisation) starts seven ~250 MB
@@ -211,7 +216,6 @@ def run_logged(argv: list[str], env: dict[str, str], log: Path) -> None:
 
 def start(settings: Settings, say: Callable[[str], None] = print, timeout: float = 180.0) -> None:
     init_state(settings, say)
-    env = service_env(settings)
     started: list[Service] = []
     for svc in services(settings):
         if read_pid(settings, svc.name):
@@ -225,7 +229,7 @@ def start(settings: Settings, say: Callable[[str], None] = print, timeout: float
         log = (settings.logs_dir / f"{svc.name}.log").open("ab")
         proc = subprocess.Popen(
             svc.argv,
-            env=env,
+            env=service_env(settings, through_server=svc.name != "mlflow"),
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
