@@ -14,6 +14,9 @@ from retrainer.errors import AirflowAPIError
 FINISHED = {"success", "failed"}
 
 
+POLL_SECONDS = 0.5
+
+
 @dataclass
 class AirflowClient:
     base_url: str
@@ -137,4 +140,4 @@ class AirflowClient:
                 raise AirflowAPIError(
                     f"{dag_id} run {run_id} still {run.get('state')} after {timeout:.0f} s"
                 )
-            time.sleep(2)
+            time.sleep(POLL_SECONDS)  # two cheap GETs; the run's end is seen within half a second
