@@ -27,6 +27,19 @@ ARTIFACT_GATE_JSON = "gate/decision.json"
 ARTIFACT_SPEC = "spec/model_spec.yaml"
 MODEL_ARTIFACT_NAME = "model"
 
+# Who may be named in a spec's model.estimator: classes from these packages (and their
+# submodules), plus any listed, comma-separated, in this variable (e.g. "xgboost,lightgbm").
+DEFAULT_ESTIMATOR_MODULES = ("sklearn",)
+ESTIMATOR_MODULES_ENV = "RETRAINER_ESTIMATOR_MODULES"
+# The methods a class needs to be trained and served as a scikit-learn estimator.
+ESTIMATOR_API = ("fit", "predict", "get_params")
+
+# A spec file is small, hand-written YAML: loading refuses anything that is not.
+SPEC_MAX_BYTES = 256 * 1024
+SPEC_MAX_ALIASES = 100  # alias uses (*name) in one file
+SPEC_MAX_NODES = 100_000  # scalars and collections once every alias is expanded
+SPEC_MAX_DEPTH = 32  # nested collections
+
 # Types skops may load from these packages without listing each one by hand.
 TRUSTED_MODULE_PREFIXES = ("sklearn.", "numpy.", "scipy.")
 

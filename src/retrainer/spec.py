@@ -5,8 +5,9 @@ what was expected and what was found. This module imports no heavy library so th
 read specs at parse time.
 """
 
+import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -14,12 +15,21 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from retrainer.constants import (
+    DEFAULT_ESTIMATOR_MODULES,
+    ESTIMATOR_MODULES_ENV,
+    SPEC_MAX_ALIASES,
+    SPEC_MAX_BYTES,
+    SPEC_MAX_DEPTH,
+    SPEC_MAX_NODES,
+)
 from retrainer.errors import SpecError
 
 CLASSIFICATION_METRICS = ("roc_auc", "f1", "accuracy", "precision", "recall", "log_loss")
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+MODULE_PATTERN = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster at parse time
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -90,7 +100,7 @@ class ModelConfig(_Strict):
     def _dotted(cls, value: str) -> str:
         if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_]\w*)+", value):
             raise ValueError(
-                f"expected a dotted class path like sklearn.linear_model.Ridge; found {value!r}"
+                f"expected a dotted class path like sklearn.linear_model.Ridge; found {short_repr(value)}"
             )
         return value
 
@@ -204,39 +214,190 @@ def _describe(err: dict[str, Any]) -> str:
     if kind == "missing":
         return f"{key}: required key is missing"
     if kind == "extra_forbidden":
-        return f"{key}: unknown key (found {found!r}); check the spelling against DESIGN.md"
-    shown = repr(found)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
+        return (
+            f"{key}: unknown key (found {short_repr(found)}); check the spelling against DESIGN.md"
+        )
+    shown = short_repr(found)
     if msg.startswith("Value error, "):  # our own validators say expected/found themselves
         return f"{key}: {msg[len('Value error, ') :]}"
     return f"{key}: expected {msg[0].lower() + msg[1:] if msg else kind}; found {shown}"
 
 
-def parse_spec(raw: Any, source: str = "<spec>") -> ModelSpec:
-    """Validate a parsed YAML document. Raises SpecError naming the source and every bad key."""
+def short_repr(value: Any, limit: int = 80) -> str:
+    """repr() cut at `limit` characters, built piece by piece: a value that shares sub-values
+    (YAML aliases) is never expanded beyond what is shown."""
+    out: list[str] = []
+    budget = limit + 1
+
+    def emit(text: str) -> None:
+        nonlocal budget
+        out.append(text[: max(budget, 0)])
+        budget -= len(text)
+
+    def walk(v: Any) -> None:
+        if budget <= 0:
+            return
+        if isinstance(v, dict):
+            emit("{")
+            for i, (k, x) in enumerate(v.items()):
+                if budget <= 0:
+                    return
+                emit(", " if i else "")
+                walk(k)
+                emit(": ")
+                walk(x)
+            emit("}")
+        elif isinstance(v, list | tuple):
+            emit("[")
+            for i, x in enumerate(v):
+                if budget <= 0:
+                    return
+                emit(", " if i else "")
+                walk(x)
+            emit("]")
+        elif isinstance(v, str) and len(v) > limit:
+            emit(repr(v[: limit + 1]))
+        else:
+            emit(repr(v))
+
+    walk(value)
+    text = "".join(out)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def allowed_estimator_modules(environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The packages a spec's model.estimator may come from: scikit-learn, plus the modules
+    listed in RETRAINER_ESTIMATOR_MODULES (comma-separated, e.g. "xgboost,lightgbm")."""
+    env = os.environ if environ is None else environ
+    extra = [m.strip() for m in env.get(ESTIMATOR_MODULES_ENV, "").split(",") if m.strip()]
+    bad = [m for m in extra if not re.fullmatch(MODULE_PATTERN, m)]
+    if bad:
+        raise SpecError(
+            f"{ESTIMATOR_MODULES_ENV}: expected comma-separated module names like "
+            f"'xgboost,lightgbm'; found {bad}"
+        )
+    return tuple(dict.fromkeys([*DEFAULT_ESTIMATOR_MODULES, *extra]))
+
+
+def in_allowed_module(dotted: str, allowed: Sequence[str]) -> bool:
+    """`dotted` names something inside one of the allowed packages (a string check only)."""
+    return any(dotted == m or dotted.startswith(m + ".") for m in allowed)
+
+
+def estimator_path_problem(dotted: str, allowed: Sequence[str]) -> str:
+    """Why a spec may not name this estimator ('' if it may). No import: DAG parsing runs this."""
+    module, _, name = dotted.rpartition(".")
+    if not in_allowed_module(module, allowed):
+        return (
+            f"model.estimator: {dotted!r} is not from an allowed module; expected a scikit-learn "
+            f"compatible estimator class from {list(allowed)} (a platform operator may allow more "
+            f"packages with {ESTIMATOR_MODULES_ENV}, e.g. xgboost,lightgbm)"
+        )
+    if name.startswith("_") or any(p.startswith("__") for p in module.split(".")):
+        return f"model.estimator: {dotted!r} is private; name a public estimator class"
+    return ""
+
+
+def parse_spec(
+    raw: Any, source: str = "<spec>", estimator_modules: Sequence[str] | None = None
+) -> ModelSpec:
+    """Validate a parsed YAML document. Raises SpecError naming the source and every bad key.
+
+    `model.estimator` must lie in an allowed module (default: `allowed_estimator_modules()`);
+    this is a string check, the class is imported only where it runs (training.py).
+    """
     if not isinstance(raw, dict):
         raise SpecError(
             f"{source}: expected a mapping of keys (name, task, data, ...); found {type(raw).__name__}"
         )
     try:
-        return ModelSpec.model_validate(raw)
+        spec = ModelSpec.model_validate(raw)
     except ValidationError as exc:
         lines = [_describe(dict(e)) for e in exc.errors()]
         raise SpecError(f"{source}: invalid model spec\n  - " + "\n  - ".join(lines)) from None
+    allowed = allowed_estimator_modules() if estimator_modules is None else estimator_modules
+    problem = estimator_path_problem(spec.model.estimator, allowed)
+    if problem:
+        raise SpecError(f"{source}: invalid model spec\n  - {problem}")
+    return spec
 
 
-def load_spec(path: str | Path) -> ModelSpec:
+def _check_yaml_shape(text: str, source: str) -> None:
+    """Refuse YAML that is not a small hand-written document before building any object.
+
+    Walks libyaml's event stream once, counting alias uses, nesting depth and the number of values
+    the document holds once every alias is expanded (an anchor's size is known when it closes).
+    A billion-laughs bomb is refused after a few dozen events; nothing is ever expanded.
+    """
+    sizes: dict[str, int] = {}
+    open_: list[tuple[str | None, int]] = []  # (anchor, expanded count when it opened)
+    expanded = aliases = 0
+    what = "a model spec is small, hand-written YAML: write the values out"
+    for event in yaml.parse(text, Loader=_YAML_LOADER):
+        if isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > SPEC_MAX_ALIASES:
+                raise SpecError(
+                    f"{source}: refused: more than {SPEC_MAX_ALIASES} YAML aliases (*name); {what}"
+                )
+            anchor = str(event.anchor)
+            if anchor in sizes:
+                expanded += sizes[anchor]
+            elif any(a == anchor for a, _ in open_):
+                raise SpecError(
+                    f"{source}: refused: the YAML alias *{anchor} refers to a value that "
+                    f"contains it (a recursive structure); {what}"
+                )
+        elif isinstance(event, yaml.ScalarEvent):
+            expanded += 1
+            if event.anchor:
+                sizes[str(event.anchor)] = 1
+        elif isinstance(event, yaml.CollectionStartEvent):
+            expanded += 1
+            open_.append((event.anchor, expanded - 1))
+            if len(open_) > SPEC_MAX_DEPTH:
+                raise SpecError(
+                    f"{source}: refused: YAML nested more than {SPEC_MAX_DEPTH} levels deep; {what}"
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            opened, start = open_.pop()
+            if opened:
+                sizes[str(opened)] = expanded - start
+        if expanded > SPEC_MAX_NODES:
+            raise SpecError(
+                f"{source}: refused: the YAML holds more than {SPEC_MAX_NODES:,} values once its "
+                f"aliases are expanded (an alias bomb?); {what}"
+            )
+
+
+def read_spec_yaml(path: str | Path) -> Any:
+    """The parsed YAML of a spec file, within the limits: size, aliases, depth, expanded values."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with path.open("rb") as f:
+            data = f.read(SPEC_MAX_BYTES + 1)
     except OSError as exc:
         raise SpecError(f"{path}: cannot read the model spec ({exc.strerror or exc})") from None
+    if len(data) > SPEC_MAX_BYTES:
+        raise SpecError(
+            f"{path}: refused: larger than {SPEC_MAX_BYTES // 1024} KiB; a model spec is a short "
+            "YAML file (point data.train at the data instead of inlining it)"
+        )
     try:
-        raw = yaml.load(text, Loader=_YAML_LOADER)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        _check_yaml_shape(text, str(path))
+        return yaml.load(text, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML: {exc}") from None
-    spec = parse_spec(raw, str(path))
+
+
+def load_spec(path: str | Path, estimator_modules: Sequence[str] | None = None) -> ModelSpec:
+    path = Path(path)
+    raw = read_spec_yaml(path)
+    spec = parse_spec(raw, str(path), estimator_modules)
     if path.stem != spec.name:
         raise SpecError(
             f"{path}: name: expected the file name {path.stem!r} (one spec per file, named after "
@@ -250,11 +411,13 @@ def spec_files(models_dir: str | Path) -> list[Path]:
     return sorted(p for p in root.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
 
 
-def iter_specs(models_dir: str | Path) -> Iterator[tuple[Path, ModelSpec | SpecError]]:
+def iter_specs(
+    models_dir: str | Path, estimator_modules: Sequence[str] | None = None
+) -> Iterator[tuple[Path, ModelSpec | SpecError]]:
     """Every spec in the folder, each either loaded or with its error: one bad file hides nothing."""
     for path in spec_files(models_dir):
         try:
-            yield path, load_spec(path)
+            yield path, load_spec(path, estimator_modules)
         except SpecError as exc:
             yield path, exc
 

@@ -65,6 +65,8 @@ def validate(
 @specs.command("check")
 def specs_check() -> None:
     """Validate every spec in the models folder; exit 1 if any is broken."""
+    from retrainer.core.training import check_estimator
+    from retrainer.errors import SpecError
     from retrainer.spec import iter_specs
 
     settings = _settings()
@@ -72,6 +74,11 @@ def specs_check() -> None:
     found = 0
     for path, spec in iter_specs(settings.models_dir):
         found += 1
+        if not isinstance(spec, Exception):
+            try:  # imports the estimator class and checks its API; never calls it
+                check_estimator(spec)
+            except SpecError as exc:
+                spec = SpecError(f"{path}: {exc}")
         if isinstance(spec, Exception):
             broken += 1
             err.print(f"[red]BROKEN[/] {spec}", highlight=False)

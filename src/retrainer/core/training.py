@@ -6,9 +6,11 @@ Pure functions on DataFrames; MLflow logging lives in `pipeline.py`.
 from __future__ import annotations
 
 import importlib
+import inspect
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from retrainer.constants import TRUSTED_MODULE_PREFIXES
+from retrainer.constants import ESTIMATOR_API, TRUSTED_MODULE_PREFIXES
 from retrainer.errors import SpecError
 
 if TYPE_CHECKING:
@@ -18,20 +20,72 @@ if TYPE_CHECKING:
     from retrainer.spec import ModelSpec
 
 
-def load_estimator_class(dotted: str) -> type:
+def load_estimator_class(dotted: str, allowed: Sequence[str] | None = None) -> type:
+    """The estimator class a spec names, checked before anything is called.
+
+    The dotted path must lie in an allowed module (checked as a string, before any import), the
+    imported object must be a class defined in an allowed module (a re-export of something else
+    is refused), and it must have the scikit-learn estimator API. Nothing is instantiated.
+    """
+    from retrainer.spec import allowed_estimator_modules, estimator_path_problem, in_allowed_module
+
+    allowed = allowed_estimator_modules() if allowed is None else allowed
+    problem = estimator_path_problem(dotted, allowed)
+    if problem:
+        raise SpecError(problem)
     module_name, _, class_name = dotted.rpartition(".")
     try:
         module = importlib.import_module(module_name)
-        return getattr(module, class_name)  # type: ignore[no-any-return]
+        obj = getattr(module, class_name)
     except (ImportError, AttributeError) as exc:
         raise SpecError(
             f"model.estimator: cannot import {dotted!r} ({exc}); use a class importable in the "
             "Airflow workers, e.g. sklearn.ensemble.HistGradientBoostingClassifier"
         ) from None
+    if not inspect.isclass(obj):
+        raise SpecError(
+            f"model.estimator: {dotted!r} is a {type(obj).__name__}, not a class; name an "
+            "estimator class such as sklearn.ensemble.HistGradientBoostingClassifier"
+        )
+    if not in_allowed_module(obj.__module__, allowed):
+        raise SpecError(
+            f"model.estimator: {dotted!r} is {obj.__module__}.{obj.__qualname__}, defined outside "
+            f"the allowed modules {list(allowed)}"
+        )
+    missing = [m for m in ESTIMATOR_API if not callable(getattr(obj, m, None))]
+    if missing:
+        raise SpecError(
+            f"model.estimator: {dotted!r} lacks the scikit-learn estimator API (no "
+            f"{', '.join(missing)}); expected a class with {', '.join(ESTIMATOR_API)}"
+        )
+    return obj
+
+
+def check_estimator(spec: ModelSpec, allowed: Sequence[str] | None = None) -> type:
+    """Import the spec's estimator class and check its API and param names, without calling it."""
+    cls = load_estimator_class(spec.model.estimator, allowed)
+    try:
+        params = inspect.signature(cls).parameters  # the constructor's, not called
+    except (TypeError, ValueError):  # no introspectable signature: the fit will tell
+        return cls
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return cls
+    unknown = sorted(set(spec.model.params) - set(params) - {"self"})
+    if unknown:
+        accepted = sorted(
+            n
+            for n, p in params.items()
+            if n != "self" and p.kind is not inspect.Parameter.VAR_POSITIONAL
+        )
+        raise SpecError(
+            f"model.params: {spec.model.estimator} has no parameter(s) {unknown}; "
+            f"it accepts {accepted}"
+        )
+    return cls
 
 
 def make_estimator(spec: ModelSpec) -> Any:
-    cls = load_estimator_class(spec.model.estimator)
+    cls = check_estimator(spec)
     try:
         return cls(**spec.model.params)
     except TypeError as exc:

@@ -46,9 +46,13 @@ def validate_data(
     A batch that fails leaves a FAILED MLflow run with the report and raises
     DataValidationError (permanent): nothing downstream runs, the champion is untouched.
     """
+    from retrainer.core.training import check_estimator
     from retrainer.core.validation import validate_frame
     from retrainer.stores import storage
 
+    # The spec is a trust boundary: its estimator is checked (imported, never called) before
+    # anything runs; a refused one is a SpecError, so the task fails for good, without retries.
+    check_estimator(spec)
     settings = settings or get_settings()
     client = mlflow_client(settings)
     source = data_uri or storage.resolve_source(spec.data.train, settings)
