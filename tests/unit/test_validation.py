@@ -43,6 +43,8 @@ def test_good_data_passes(credit, spec):
         "expect_column_values_to_not_be_null",
         "expect_column_values_to_be_between",
         "expect_column_values_to_be_in_set",
+        "expect_column_unique_value_count_to_be_between",
+        "expect_column_distinct_values_to_contain_set",
     }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -129,8 +130,44 @@ def feature_columns(spec: ModelSpec, df: pd.DataFrame) -> tuple[list[str], list[
     return numeric, categorical
 
 
-def build_expectations(spec: ModelSpec, df: pd.DataFrame) -> list[dict[str, Any]]:
-    """The suite as data: {type, kwargs, column, description, spec_key}."""
+def required_columns(
+    spec: ModelSpec,
+    numeric: Sequence[str],
+    categorical: Sequence[str],
+    expected_columns: Sequence[str] = (),
+) -> dict[str, str]:
+    """Every column a batch must have, with the spec key that makes it required.
+
+    The features (listed, or inferred from the batch), the target, every column the spec's
+    validation block names (unless it says `required: false`), and `expected_columns`: the
+    current champion's inputs when the spec lets features be inferred, so a batch that silently
+    lost one fails here rather than as a KeyError three tasks later.
+    """
+    listed = spec.data.features is not None and bool(
+        spec.data.features.numeric or spec.data.features.categorical
+    )
+    out: dict[str, str] = {}
+    for col in [*numeric, *categorical]:
+        out[col] = f"data.features ({col})" if listed else f"inferred feature ({col})"
+    out[spec.data.target] = "data.target"
+    for col, check in spec.validation.columns.items():
+        if check.required:
+            out.setdefault(col, f"validation.columns.{col}")
+    for col in expected_columns:
+        out.setdefault(
+            col,
+            f"the champion's inputs ({col}); to drop it on purpose, list data.features without it",
+        )
+    return out
+
+
+def build_expectations(
+    spec: ModelSpec, df: pd.DataFrame, expected_columns: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """The suite as data: {type, kwargs, column, description, spec_key}.
+
+    `expected_columns`: columns the batch must have beyond the spec's (the champion's inputs).
+    """
     from pandas.api.types import is_numeric_dtype
 
     v = spec.validation
@@ -146,19 +183,18 @@ def build_expectations(spec: ModelSpec, df: pd.DataFrame) -> list[dict[str, Any]
             "spec_key": "validation.min_rows",
         }
     ]
-    required = [
-        c for c in [*numeric, *categorical, target] if checks.get(c) is None or checks[c].required
-    ]
-    for col in dict.fromkeys(required):
+    for col, key in required_columns(spec, numeric, categorical, expected_columns).items():
         exp.append(
             {
                 "type": "expect_column_to_exist",
                 "kwargs": {"column": col},
                 "column": col,
                 "description": "column is present",
-                "spec_key": f"data.features ({col})" if col != target else "data.target",
+                "spec_key": key,
             }
         )
+    if spec.task == "classification" and target in df.columns:
+        exp.extend(_class_expectations(spec, df[target]))
     present = set(df.columns)
     numeric_set = set(numeric)
     for col in dict.fromkeys([*numeric, *categorical, target, *checks]):
@@ -232,19 +268,58 @@ def build_expectations(spec: ModelSpec, df: pd.DataFrame) -> list[dict[str, Any]
     return exp
 
 
+def _class_expectations(spec: ModelSpec, y: pd.Series) -> list[dict[str, Any]]:
+    """A classifier needs two classes, and a binary one its positive class, in every batch."""
+    target = spec.data.target
+    exp: list[dict[str, Any]] = [
+        {
+            "type": "expect_column_unique_value_count_to_be_between",
+            "kwargs": {"column": target, "min_value": 2},
+            "column": target,
+            "description": "at least 2 classes (a classifier cannot learn from one)",
+            "spec_key": "data.target",
+        }
+    ]
+    wanted = spec.data.positive_class
+    if wanted is not None:
+        # Matched as the evaluation matches it: 1 and "1" are one class.
+        found = [c for c in y.dropna().unique() if c == wanted or str(c) == str(wanted)]
+        exp.append(
+            {
+                "type": "expect_column_distinct_values_to_contain_set",
+                "kwargs": {"column": target, "value_set": [found[0] if found else wanted]},
+                "column": target,
+                "description": f"the positive class {wanted!r} occurs",
+                "spec_key": "data.positive_class",
+            }
+        )
+    return exp
+
+
+def _classes_found(series: pd.Series, limit: int = 10) -> str:
+    classes = sorted(map(str, series.dropna().unique()))
+    more = f" and {len(classes) - limit} more" if len(classes) > limit else ""
+    return f"{len(classes)} class(es) in {series.name!r}: {classes[:limit]}{more}"
+
+
 def _gx_class(snake: str) -> Any:
     import great_expectations.expectations as gxe
 
     return getattr(gxe, "".join(p.capitalize() for p in snake.split("_")))
 
 
-def validate_frame(df: pd.DataFrame, spec: ModelSpec, source: str = "") -> ValidationReport:
-    """Run the spec's suite with Great Expectations on a DataFrame."""
+def validate_frame(
+    df: pd.DataFrame, spec: ModelSpec, source: str = "", expected_columns: Sequence[str] = ()
+) -> ValidationReport:
+    """Run the spec's suite with Great Expectations on a DataFrame.
+
+    `expected_columns`: columns that must exist beyond the spec's (the champion's inputs, when
+    the spec's features are inferred)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    planned = build_expectations(spec, df)
+    planned = build_expectations(spec, df, expected_columns)
     context = gx.get_context(mode="ephemeral")
     # GX's progress bars would flood the Airflow task log.
     context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
@@ -313,6 +388,11 @@ def _observed(e: dict[str, Any], raw: dict[str, Any], df: pd.DataFrame, ok: bool
         return f"could not be checked: {str(exc.get('exception_message', ''))[:200]}"
     series = df[col]
     n = len(series)
+    if kind == "expect_column_unique_value_count_to_be_between":
+        return _classes_found(series) + ("" if ok else "; expected at least 2")
+    if kind == "expect_column_distinct_values_to_contain_set":
+        found = _classes_found(series)
+        return found if ok else f"{found}; {e['kwargs']['value_set'][0]!r} is not among them"
     if kind == "expect_column_values_to_be_in_type_list":
         dtype = str(series.dtype)
         if ok:

@@ -25,7 +25,7 @@ from retrainer.stores.tracking import (
 )
 
 if TYPE_CHECKING:
-    pass
+    from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def validate_data(
         client.set_terminated(run_id, status="FAILED")
         raise
 
-    report = validate_frame(df, spec, source)
+    report = validate_frame(df, spec, source, expected_columns=champion_inputs(client, spec))
     client.log_text(run_id, json.dumps(report.to_dict(), indent=2), C.ARTIFACT_VALIDATION_JSON)
     client.log_text(
         run_id, report.to_html(f"{spec.name}: validation of {source}"), C.ARTIFACT_VALIDATION_HTML
@@ -298,6 +298,27 @@ def register_candidate(
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def champion_inputs(client: MlflowClient, spec: ModelSpec) -> list[str]:
+    """The columns the current champion takes, when the spec lets features be inferred.
+
+    A batch must still have every one of them: losing one is a spec change (list the features
+    without it), not something to discover when the champion cannot be scored at the gate.
+    With listed features, or no champion yet, there is nothing to add.
+    """
+    feats = spec.data.features
+    if feats is not None and (feats.numeric or feats.categorical):
+        return []
+    from mlflow.models import get_model_info
+
+    from retrainer.stores.registry import version_by_alias
+
+    champion = version_by_alias(client, spec.name, C.ALIAS_CHAMPION)
+    if champion is None:
+        return []
+    signature = get_model_info(f"models:/{spec.name}/{champion.version}").signature
+    return [] if signature is None else [str(n) for n in signature.inputs.input_names()]
 
 
 def spec_yaml(spec: ModelSpec) -> str:
