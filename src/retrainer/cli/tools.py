@@ -63,7 +63,7 @@ def drift(
     import json
     import math
 
-    from retrainer.core.drift import compare_frames, verdict
+    from retrainer.core.drift import compare_tables, verdict
     from retrainer.stores import storage
 
     if method not in ("quantile", "evidently"):
@@ -81,8 +81,8 @@ def drift(
             numeric, categorical = feature_columns(spec, ref)
             warn, limit = spec.monitoring.psi_warn, spec.monitoring.psi_retrain
             bins = spec.monitoring.psi_bins
-        result = compare_frames(ref, cur, numeric, categorical, bins=bins, method=method)  # type: ignore[arg-type]
-    except RetrainerError as exc:
+        result = compare_tables(ref, cur, numeric, categorical, bins=bins, method=method)  # type: ignore[arg-type]
+    except (RetrainerError, ValueError) as exc:
         fail(str(exc))
         return
     rows = {
@@ -135,6 +135,12 @@ def drift(
             f"{result.rows_reference} reference rows, {result.rows_current} current rows; "
             f"warn >= {warn:g}, retrain >= {limit:g}: [bold]{overall}[/]"
         )
+        if result.problems:
+            console.print(
+                "schema changed: "
+                + "; ".join(f"{k} ({v})" for k, v in sorted(result.problems.items())),
+                highlight=False,
+            )
     if overall in ("retrain", "schema_changed"):
         raise typer.Exit(3)
 

@@ -492,6 +492,70 @@ def compare_frames(
     return DriftResult("evidently", len(reference), len(current), features)
 
 
+MIN_BINS = 2
+MISSING_IN_REFERENCE = "missing from the reference data"
+
+
+def compare_tables(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    numeric: list[str] | None = None,
+    categorical: list[str] | None = None,
+    bins: int = 10,
+    method: Method = "quantile",
+) -> DriftResult:
+    """`compare_frames` for two tables a person hands over (the `retrainer drift` command).
+
+    Refuses what cannot give a meaningful PSI: fewer than two bins, an empty reference (nothing
+    to compare against) or an empty current table. Every column on either side is compared
+    (or every listed feature): one missing on either side is the feature's `problem`, so the
+    verdict is a schema change that names it, never a quiet `ok`.
+    """
+    from retrainer.errors import DataError
+
+    if method == "quantile" and (isinstance(bins, bool) or bins < MIN_BINS):
+        raise ValueError(
+            f"bins: expected at least {MIN_BINS} quantile bins per numeric feature; found "
+            f"{bins} (with fewer, every value shares one bin and PSI is always 0)"
+        )
+    if len(reference) == 0:
+        raise DataError(
+            "the reference table has no rows: there is nothing to compare the current data "
+            "with; pass the training data (or a sample of it) as the reference"
+        )
+    if len(current) == 0:
+        raise DataError("the current table has no rows: there is no traffic to compare")
+    if numeric is None or categorical is None:
+        in_ref_num, in_ref_cat = infer_kinds(reference)
+        only_cur = current[[c for c in current.columns if c not in reference.columns]]
+        cur_num, cur_cat = infer_kinds(only_cur)
+        numeric = [*in_ref_num, *cur_num] if numeric is None else numeric
+        categorical = [*in_ref_cat, *cur_cat] if categorical is None else categorical
+    absent = [c for c in [*numeric, *categorical] if c not in reference.columns]
+    result = compare_frames(
+        reference,
+        current,
+        [c for c in numeric if c not in absent],
+        [c for c in categorical if c not in absent],
+        bins=bins,
+        method=method,
+    )
+    for name in absent:
+        present = name in current.columns
+        result.features[name] = FeatureDrift(
+            name=name,
+            kind="numeric" if name in numeric else "categorical",
+            psi=math.nan,
+            buckets=[],
+            reference=[],
+            current=[],
+            null_share_reference=0.0,
+            null_share_current=float(current[name].isna().mean()) if present else 0.0,
+            problem=MISSING_IN_REFERENCE if present else "missing from both tables",
+        )
+    return result
+
+
 def verdict(psi: float, warn: float, retrain: float) -> str:
     if math.isnan(psi):
         return "n/a"
