@@ -55,6 +55,17 @@ def plan_trigger(
     decision = measured["decision"]
     if decision["decision"] != RETRAIN:
         return TriggerPlan(NONE, decision["decision"])
+    retrain_run_id = f"drift__{monitor_dag_run_id}"
+    if last is not None and last.retrain_run_id == retrain_run_id:
+        # A retry of this check's own trigger (the run may or may not exist yet): trigger the
+        # same run id again; Airflow creates it at most once. Neither the in-flight count nor
+        # the cooldown (both of which this check's first attempt set off) may swallow it.
+        return TriggerPlan(
+            TRIGGERED,
+            f"retry of this check's trigger of {retrain_run_id} (created at most once)",
+            retrain_run_id=retrain_run_id,
+            conf=_trigger_conf(measured, monitor_dag_run_id),
+        )
     if in_flight:
         return TriggerPlan(
             IN_FLIGHT, f"{spec.retrain_dag_id} already has {in_flight} run(s) in flight"
@@ -71,24 +82,28 @@ def plan_trigger(
         detail = (
             f"last drift retrain at {last.at.isoformat(timespec='seconds')}, outside the cooldown"
         )
-    window = decision.get("window") or {}
     return TriggerPlan(
         TRIGGERED,
         detail,
-        retrain_run_id=f"drift__{monitor_dag_run_id}",
-        conf={
-            "reason": retrain_reason(decision)[:4000],
-            "trigger": {
-                "origin": "monitor",
-                "monitor_run_id": monitor_dag_run_id,
-                "mlflow_run_id": measured["mlflow_run_id"],
-                "decision": decision["decision"],
-                "features": decision["features"],
-                "psi": decision["psi"],
-                "window": window,
-            },
-        },
+        retrain_run_id=retrain_run_id,
+        conf=_trigger_conf(measured, monitor_dag_run_id),
     )
+
+
+def _trigger_conf(measured: dict[str, Any], monitor_dag_run_id: str) -> dict[str, Any]:
+    decision = measured["decision"]
+    return {
+        "reason": retrain_reason(decision)[:4000],
+        "trigger": {
+            "origin": "monitor",
+            "monitor_run_id": monitor_dag_run_id,
+            "mlflow_run_id": measured["mlflow_run_id"],
+            "decision": decision["decision"],
+            "features": decision["features"],
+            "psi": decision["psi"],
+            "window": decision.get("window") or {},
+        },
+    }
 
 
 def _cooldown(
