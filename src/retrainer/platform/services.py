@@ -227,8 +227,10 @@ def start(settings: Settings, say: Callable[[str], None] = print, timeout: float
                 "another port (RETRAINER_AIRFLOW_PORT / RETRAINER_MLFLOW_PORT)"
             )
         log = (settings.logs_dir / f"{svc.name}.log").open("ab")
+        # Under a supervisor that restarts it if it exits on its own (Airflow's parts exit
+        # when PostgreSQL restarts); `stop` signals the group, which holds both.
         proc = subprocess.Popen(
-            svc.argv,
+            [sys.executable, "-m", "retrainer.platform.supervise", svc.name, "--", *svc.argv],
             env=service_env(settings, through_server=svc.name != "mlflow"),
             stdout=log,
             stderr=subprocess.STDOUT,
