@@ -11,7 +11,6 @@ import pytest
 
 # Imported at collection: at run time `conftest` may name another folder's conftest.
 from conftest import register_version, start_server, stop_server
-
 from retrainer.config.secrets import serving_admin_token
 
 pytestmark = pytest.mark.integration
