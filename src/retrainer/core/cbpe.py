@@ -89,8 +89,10 @@ def fit_calibration(positive: Sequence[bool] | np.ndarray, score: Sequence[float
 def expected_roc_auc(calibrated: np.ndarray, score: np.ndarray) -> float:
     """Area under the expected ROC curve; rows with equal scores form one step.
 
-    Without tied scores this is NannyML's ``estimate_roc_auc`` (which also rounds its
-    cumulative sums to 5 decimals, an effect below 1e-7 here).
+    This is NannyML's ``estimate_roc_auc`` (less its rounding of cumulative sums to 5 decimals,
+    an effect below 1e-7), tied scores included: NannyML walks a tie row by row in argsort's
+    order, but calibrated probabilities are a function of the score, so a tie's rows share one
+    probability and trace the same straight segment in any order.
     """
     order = np.argsort(-np.asarray(score, dtype=np.float64), kind="stable")
     s = np.asarray(score, dtype=np.float64)[order]

@@ -34,8 +34,8 @@ from retrainer.core.multiplicity import benjamini_hochberg
 
 TestMethod = Literal["auto", "chi2", "g_test", "monte_carlo", "fisher_exact"]
 MIN_EXPECTED = 5.0
-MC_FIRST = 2_000  # Monte-Carlo draws in the first round
-MC_MAX = 200_000  # at most this many draws in all (p-values resolvable down to 5e-6)
+MC_FIRST = 1_000  # Monte-Carlo draws in the first round
+MC_MAX = 1_000_000  # at most this many draws in all (p-values resolvable down to 1e-6)
 MC_MIN_HITS = 10  # fewer hits than this: draw 10x more, up to MC_MAX
 
 
@@ -94,8 +94,8 @@ def bucket_test(
     """Homogeneity of two rows of bucket counts (reference, current); see the module doc.
 
     ``resolution``: the smallest p-value that has to be told apart (e.g. fdr / features):
-    Monte-Carlo draws grow while fewer than 10 simulated tables are as extreme as the observed
-    one, up to 20 / resolution draws (at most 200,000).
+    Monte-Carlo draws grow tenfold while fewer than 10 simulated tables are as extreme as the
+    observed one, up to 20 / resolution draws (at most 1,000,000).
     """
     max_resamples = int(min(MC_MAX, max(MC_FIRST, math.ceil(20.0 / resolution))))
     table = _table(reference, current)
@@ -142,15 +142,17 @@ def _monte_carlo(
     rng = np.random.default_rng(seed)
     colors = col.astype(np.int64)
     hits = draws = 0
-    batch = MC_FIRST
+    target = MC_FIRST
     tol = 1e-9 * max(observed, 1.0)  # the observed table itself counts as a hit
     while True:
-        sims = rng.multivariate_hypergeometric(colors, n_cur, size=batch, method="marginals")
-        hits += int(np.count_nonzero(_pearson(sims, colors, n_ref, n_cur) >= observed - tol))
-        draws += batch
+        while draws < target:  # in slices: 1M draws of 50 buckets would be 400 MB at once
+            size = min(100_000, target - draws)
+            sims = rng.multivariate_hypergeometric(colors, n_cur, size=size, method="marginals")
+            hits += int(np.count_nonzero(_pearson(sims, colors, n_ref, n_cur) >= observed - tol))
+            draws += size
         if hits >= MC_MIN_HITS or draws >= max_resamples:
             break
-        batch = min(draws * 9, max_resamples - draws)  # 10x the draws so far, in total
+        target = min(draws * 10, max_resamples)
     return (1.0 + hits) / (1.0 + draws), draws
 
 
