@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from retrainer.core.cbpe import estimate, fit_calibration  # noqa: E402
+from retrainer.core.drift import ReferenceProfile, build_profile, compare_to_profile  # noqa: E402
 from retrainer.core.significance import counts_from_shares, drift_rule  # noqa: E402
-from retrainer.drift import ReferenceProfile, build_profile, compare_to_profile  # noqa: E402
 
 CREDIT = ROOT / "examples" / "credit"
 
@@ -131,8 +131,8 @@ class Setup:
     """The demo's champion, as the platform trains it, and the populations around it."""
 
     def __init__(self) -> None:
+        from retrainer.core.training import fit_pipeline, prepare_features, split_frame
         from retrainer.spec import load_spec
-        from retrainer.training import fit_pipeline, prepare_features, split_frame
 
         self.spec = spec = load_spec(ROOT / "models" / "credit_default.yaml")
         feats = spec.data.features
@@ -161,7 +161,7 @@ class Setup:
         self.calibrations = {"test split": fit_calibration(y, score)}
         from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-        from retrainer.training import build_pipeline
+        from retrainer.core.training import build_pipeline
 
         oof = cross_val_predict(
             build_pipeline(spec, self.numeric, self.categorical),
@@ -176,7 +176,7 @@ class Setup:
         )
 
     def scores(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        from retrainer.training import prepare_features
+        from retrainer.core.training import prepare_features
 
         X = prepare_features(frame, self.numeric, self.categorical)
         y = (frame[self.spec.data.target] == self.spec.data.positive_class).to_numpy()

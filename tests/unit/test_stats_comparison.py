@@ -386,9 +386,11 @@ def test_a_harmed_slice_blocks_and_holm_is_applied():
     champ_s = base + rng.normal(0, 0.3, n)
     west = region == "west"
     cand_s[west] = y[west] * 0.2 + rng.normal(0, 1, west.sum())  # much worse in the west
-    to_scored = lambda s: Scored(
-        (s > 0.6).astype(int), np.c_[1 - 1 / (1 + np.exp(-s)), 1 / (1 + np.exp(-s))]
-    )  # noqa: E731
+
+    def to_scored(s):
+        p = 1 / (1 + np.exp(-s))
+        return Scored((s > 0.6).astype(int), np.c_[1 - p, p])
+
     rep = compare_slices(
         "classification",
         "roc_auc",

@@ -109,7 +109,7 @@ def test_where_buckets_are_sparse_the_asymptotic_p_value_is_wrong():
 def test_monte_carlo_draws_more_when_the_p_value_is_small():
     ref = np.array([200] * 10 + [5] * 40)
     cur = np.array([4] * 10 + [0] * 38 + [40, 40])  # two rare categories exploded
-    t = bucket_test(ref, cur, resolution=1e-4)
+    t = bucket_test(ref, cur, resolution=1e-3)
     assert t.method == "monte_carlo" and t.resamples > 1000 and t.p_value < 1e-3
 
 
@@ -117,12 +117,12 @@ def test_monte_carlo_is_calibrated_on_a_sparse_50_category_column():
     rng = np.random.default_rng(0)
     shares = rng.dirichlet(np.ones(50) * 0.7)
     pvals = []
-    for i in range(300):
+    for i in range(200):
         ref = rng.multinomial(4900, shares)
         cur = rng.multinomial(200, shares)
         pvals.append(bucket_test(ref, cur, seed=i, resolution=0.01).p_value)
     pvals = np.array(pvals)
-    assert 0.02 <= np.mean(pvals <= 0.1) <= 0.18  # nominal 0.1, 300 draws
+    assert 0.03 <= np.mean(pvals <= 0.1) <= 0.17  # nominal 0.1, 200 draws: +-3.5 sd
 
 
 def test_bucket_counts_must_line_up():
