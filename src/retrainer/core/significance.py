@@ -13,7 +13,8 @@ vs window, a 2 x B table) get a test of homogeneity:
   H0 from the multivariate hypergeometric distribution with both margins fixed (the exact
   conditional null of the table), the Pearson statistic recomputed; ``(1 + hits) / (1 + draws)``,
   with more draws while the p-value is small (so that it stays resolvable after a correction
-  across features).
+  across features). In ``drift_rule`` only features past the PSI limit get the extra draws:
+  the others cannot trigger, and their one-round p-values (at least 1/1,001) only rank them.
 
 ``drift_rule`` then applies the monitor's rule: a feature drifts when its PSI passes the limit
 **and** its p-value, Benjamini-Hochberg-adjusted across the features in the trigger, is at most
@@ -95,9 +96,11 @@ def bucket_test(
 
     ``resolution``: the smallest p-value that has to be told apart (e.g. fdr / features):
     Monte-Carlo draws grow tenfold while fewer than 10 simulated tables are as extreme as the
-    observed one, up to 20 / resolution draws (at most 1,000,000).
+    observed one, up to 2 / resolution draws (at most 1,000,000), where a p-value with no
+    simulated table as extreme is resolution / 2. Every such p-value is valid (never below the
+    exact one in expectation), whatever the number of draws.
     """
-    max_resamples = int(min(MC_MAX, max(MC_FIRST, math.ceil(20.0 / resolution))))
+    max_resamples = int(min(MC_MAX, max(MC_FIRST, math.ceil(2.0 / resolution))))
     table = _table(reference, current)
     n_ref, n_cur = float(table[0].sum()), float(table[1].sum())
     buckets = table.shape[1]
@@ -240,7 +243,11 @@ def drift_rule(
             done[name] = tests[name]
         else:
             ref, cur = counts[name]
-            done[name] = bucket_test(ref, cur, seed=seed + i, resolution=fdr / len(names))
+            # A feature under the PSI limit cannot trigger; its p-value only ranks the others
+            # in BH, and a coarser (larger) one only makes BH stricter: one round of draws.
+            large = value >= psi_limit and name not in out_of_trigger
+            resolution = fdr / len(names) if large else 1.0
+            done[name] = bucket_test(ref, cur, seed=seed + i, resolution=resolution)
     family = [n for n in names if done[n] is not None and n not in out_of_trigger]
     adjusted = benjamini_hochberg([done[n].p_value for n in family])  # type: ignore[union-attr]
     adj = dict(zip(family, adjusted.tolist(), strict=True))

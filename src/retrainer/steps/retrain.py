@@ -192,7 +192,7 @@ def evaluate_candidate(
     """Score the candidate and the current champion on the same test split."""
     import mlflow.sklearn
 
-    from retrainer.core.evaluation import compute_metrics
+    from retrainer.core.evaluation import compute_metrics, paired_comparison
     from retrainer.core.training import model_feature_columns
     from retrainer.stores import storage
     from retrainer.stores.registry import version_by_alias
@@ -207,6 +207,7 @@ def evaluate_candidate(
     champ_metrics: dict[str, float] | None = None
     champ_version: str | None = None
     champ_error = ""
+    paired: dict[str, Any] = {}
     champion = version_by_alias(client, spec.name, C.ALIAS_CHAMPION)
     if champion is not None:
         champ_version = str(champion.version)
@@ -214,6 +215,15 @@ def evaluate_candidate(
             champ_model = mlflow.sklearn.load_model(f"models:/{spec.name}@{C.ALIAS_CHAMPION}")
             num, cat = model_feature_columns(champ_model)
             champ_metrics = compute_metrics(spec, champ_model, test, num, cat)
+            paired = paired_comparison(
+                spec,
+                candidate,
+                champ_model,
+                test,
+                (trained["numeric"], trained["categorical"]),
+                (num, cat),
+                seed=spec.data.random_state,
+            )
         except Exception as exc:  # the gate turns this into a rejection with the reason
             champ_error = f"{type(exc).__name__}: {exc}"
             log.error(
@@ -225,6 +235,10 @@ def evaluate_candidate(
     metrics = {f"test_{k}": v for k, v in cand.items()}
     if champ_metrics:
         metrics |= {f"champion_{k}": v for k, v in champ_metrics.items()}
+    for m, r in (paired.get("comparison") or {}).get("metrics", {}).items():
+        for key in ("lower", "p_value"):  # the paired test's bound and p-value, per metric
+            if r.get(key) is not None:
+                metrics[f"improvement_{key}_{m}"] = r[key]
     log_metrics(client, run_id, metrics)
     client.set_tag(run_id, C.TAG_STAGE, "evaluate_candidate")
     return {
@@ -234,6 +248,8 @@ def evaluate_candidate(
         "champion_version": champ_version,
         "champion_error": champ_error,
         "test_rows": int(len(test)),
+        "comparison": paired.get("comparison"),
+        "slices": paired.get("slices") or [],
     }
 
 
@@ -251,6 +267,8 @@ def gate_candidate(
         evaluated["champion_metrics"],
         evaluated["champion_version"],
         champion_error=evaluated.get("champion_error", ""),
+        comparison=evaluated.get("comparison"),
+        slices=evaluated.get("slices"),
     )
     run_id = evaluated["mlflow_run_id"]
     client.log_text(run_id, json.dumps(decision.to_dict(), indent=2), C.ARTIFACT_GATE_JSON)
