@@ -138,3 +138,22 @@ def test_a_harmed_slice_blocks_promotion(fitted):
     assert "HARMED" in d.table()
     fine = gate_for(s, fitted, good, good)
     assert fine.passed and not any(r["blocked"] for r in fine.extra["slices"])
+
+
+def test_decision_records_follow_the_published_schema(fitted):
+    import json
+    from importlib import resources
+
+    import jsonschema
+
+    schema = json.loads(
+        resources.files("retrainer.core").joinpath("schemas/gate_decision.schema.json").read_text()
+    )
+    jsonschema.Draft202012Validator.check_schema(schema)
+    _, good, weak = fitted
+    s = spec(slices=[{"column": "Home"}], slice_min_rows=50)
+    for d in (gate_for(s, fitted, good, good), gate_for(s, fitted, weak, good)):
+        record = json.loads(json.dumps(d.to_dict()))  # as logged: plain JSON
+        jsonschema.validate(record, schema)
+    first = decide(s, {"roc_auc": 0.8}, None, None)  # no champion: no comparison
+    jsonschema.validate(json.loads(json.dumps(first.to_dict())), schema)
