@@ -169,6 +169,16 @@ class MonitoringSpec(_Strict):
     psi_retrain: float = Field(default=0.25, gt=0.0)
     min_rows: int = Field(default=200, ge=1)
     cooldown: str = "1d"
+    fdr: float = Field(
+        default=0.0001,
+        gt=0.0,
+        lt=1.0,
+        description="a feature drifts when its PSI passes psi_retrain AND its bucket counts "
+        "differ significantly: Benjamini-Hochberg-adjusted p <= fdr across features",
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="features reported but left out of the trigger"
+    )
 
     @model_validator(mode="after")
     def _order(self) -> "MonitoringSpec":

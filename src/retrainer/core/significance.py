@@ -26,14 +26,18 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from scipy import stats
 
 from retrainer.core.multiplicity import benjamini_hochberg
 
+if TYPE_CHECKING:
+    from retrainer.core.drift import DriftResult
+
 TestMethod = Literal["auto", "chi2", "g_test", "monte_carlo", "fisher_exact"]
+Counts = Sequence[float] | np.ndarray
 MIN_EXPECTED = 5.0
 MC_FIRST = 1_000  # Monte-Carlo draws in the first round
 MC_MAX = 1_000_000  # at most this many draws in all (p-values resolvable down to 1e-6)
@@ -61,7 +65,7 @@ def counts_from_shares(shares: Sequence[float], rows: int) -> np.ndarray:
     return np.rint(np.asarray(shares, dtype=np.float64) * rows).astype(np.int64)
 
 
-def _table(reference: Sequence[float], current: Sequence[float]) -> np.ndarray:
+def _table(reference: Counts, current: Counts) -> np.ndarray:
     ref = np.asarray(reference, dtype=np.float64)
     cur = np.asarray(current, dtype=np.float64)
     if ref.shape != cur.shape or ref.ndim != 1:
@@ -85,8 +89,8 @@ def _pearson(cur: np.ndarray, col: np.ndarray, n_ref: float, n_cur: float) -> np
 
 
 def bucket_test(
-    reference: Sequence[float],
-    current: Sequence[float],
+    reference: Counts,
+    current: Counts,
     method: TestMethod = "auto",
     seed: int = 0,
     min_expected: float = MIN_EXPECTED,
@@ -211,7 +215,7 @@ class DriftSignificance:
 
 
 def drift_rule(
-    counts: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    counts: Mapping[str, tuple[Counts, Counts]],
     psi: Mapping[str, float | None],
     psi_limit: float,
     fdr: float = 0.01,
@@ -241,16 +245,39 @@ def drift_rule(
             done[name] = None
         elif tests and name in tests:
             done[name] = tests[name]
-        else:
+        else:  # first one round of Monte-Carlo draws where buckets are sparse
             ref, cur = counts[name]
-            # A feature under the PSI limit cannot trigger; its p-value only ranks the others
-            # in BH, and a coarser (larger) one only makes BH stricter: one round of draws.
-            large = value >= psi_limit and name not in out_of_trigger
-            resolution = fdr / len(names) if large else 1.0
-            done[name] = bucket_test(ref, cur, seed=seed + i, resolution=resolution)
+            done[name] = bucket_test(ref, cur, seed=seed + i, resolution=1.0)
     family = [n for n in names if done[n] is not None and n not in out_of_trigger]
-    adjusted = benjamini_hochberg([done[n].p_value for n in family])  # type: ignore[union-attr]
-    adj = dict(zip(family, adjusted.tolist(), strict=True))
+
+    def adjust() -> dict[str, float]:
+        adjusted = benjamini_hochberg([done[n].p_value for n in family])  # type: ignore[union-attr]
+        return dict(zip(family, adjusted.tolist(), strict=True))
+
+    # Then more draws only where they can change the verdict: a feature past the PSI limit,
+    # not yet significant, whose p-value rests on fewer than 10 simulated tables as extreme.
+    # It needs resolving down to its BH threshold if it were the next discovery,
+    # fdr * (discoveries + 1) / features. (Features under the limit cannot trigger; their
+    # coarser p-values only make BH stricter for the others.)
+    adj = adjust()
+    for _ in range(len(family)):
+        found = sum(1 for n in family if adj[n] <= fdr)
+        need = fdr * (found + 1) / max(len(family), 1)
+        todo = [
+            n
+            for n in family
+            if psi[n] >= psi_limit  # type: ignore[operator]
+            and adj[n] > fdr
+            and done[n].method == "monte_carlo"  # type: ignore[union-attr]
+            and done[n].p_value * (1 + done[n].resamples) < 1 + MC_MIN_HITS  # type: ignore[union-attr]
+            and done[n].resamples < min(MC_MAX, math.ceil(2.0 / need))  # type: ignore[union-attr]
+        ]
+        if not todo:
+            break
+        for n in todo:
+            ref, cur = counts[n]
+            done[n] = bucket_test(ref, cur, seed=seed + names.index(n), resolution=need)
+        adj = adjust()
     features: dict[str, FeatureSignificance] = {}
     for name in names:
         value = psi.get(name)
@@ -275,6 +302,28 @@ def drift_rule(
             noise_floor=floor,
         )
     return DriftSignificance(features, psi_limit, fdr, sorted(out_of_trigger))
+
+
+def drift_significance(
+    drift: DriftResult,
+    psi_limit: float,
+    fdr: float,
+    excluded: Iterable[str] = (),
+    seed: int = 0,
+) -> DriftSignificance:
+    """``drift_rule`` on a ``compare_to_profile`` result (counts from its shares and sizes)."""
+    counts: dict[str, tuple[Counts, Counts]] = {}
+    psi: dict[str, float | None] = {}
+    for name, f in drift.features.items():
+        if not f.reference:  # Evidently mode keeps no buckets: nothing to test
+            continue
+        counts[name] = (
+            counts_from_shares(f.reference, drift.rows_reference),
+            counts_from_shares(f.current, drift.rows_current),
+        )
+        psi[name] = None if f.problem else f.psi
+    known = [e for e in excluded if e in counts]
+    return drift_rule(counts, psi, psi_limit, fdr=fdr, excluded=known, seed=seed)
 
 
 def persistent(history: Sequence[Iterable[str]], consecutive: int) -> list[str]:

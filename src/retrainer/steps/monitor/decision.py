@@ -47,6 +47,7 @@ class MonitorDecision:
     champion_version: str | None = None
     labels: dict[str, Any] | None = None
     problems: dict[str, str] = field(default_factory=dict)
+    significance: dict[str, Any] | None = None  # per feature: test, p, BH-adjusted p, verdict
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,17 +70,26 @@ def decide(
     """ok / warn / retrain / insufficient_data / schema_changed, with the features responsible.
 
     Order: too few rows decides nothing; a schema change is an alert for people (retraining
-    on broken inputs would not help); then a feature at or over psi_retrain, or the champion
-    under its gate threshold on delayed labels, is a retrain; psi_warn a warning.
+    on broken inputs would not help); then a feature whose PSI is at or over psi_retrain AND
+    whose bucket counts differ significantly (BH-adjusted across features at monitoring.fdr;
+    features in monitoring.exclude never trigger), or the champion under its gate threshold on
+    delayed labels, is a retrain; psi_warn (or a large PSI that sampling noise explains) a
+    warning.
     """
     from retrainer.core.drift import noise_floor
+    from retrainer.core.significance import drift_significance
 
     mon = spec.monitoring
     psi = {k: v for k, v in (drift.psi.items() if drift else [])}
     finite = {k: v for k, v in psi.items() if v is not None and math.isfinite(v)}
     max_psi = max(finite.values()) if finite else None
     warned = sorted((k for k, v in finite.items() if v >= mon.psi_warn), key=lambda k: -finite[k])
-    drifted = [k for k in warned if finite[k] >= mon.psi_retrain]
+    large = [k for k in warned if finite[k] >= mon.psi_retrain]
+    sig = None
+    if drift is not None and large and rows >= mon.min_rows:
+        sig = drift_significance(drift, mon.psi_retrain, mon.fdr, mon.exclude)
+    drifted = [k for k in large if sig is not None and sig.features[k].drifted]
+    noise = [k for k in large if k not in drifted]
     problems = drift.problems if drift else {}
     buckets = max((len(f.reference) for f in drift.features.values()), default=0) if drift else 0
     floor = noise_floor(buckets, rows, drift.rows_reference) if drift and buckets else None
@@ -95,6 +105,7 @@ def decide(
         "champion_version": champion_version,
         "labels": asdict(labels) if labels else None,
         "problems": problems,
+        "significance": sig.to_dict() if sig else None,
     }
     if rows < mon.min_rows:
         return MonitorDecision(
@@ -114,7 +125,12 @@ def decide(
             sorted(problems),
             **base,  # type: ignore[arg-type]
         )
-    reasons = [f"PSI {k} {finite[k]:.3f} >= psi_retrain {mon.psi_retrain:g}" for k in drifted]
+    assert sig is not None or not drifted
+    reasons = [
+        f"PSI {k} {finite[k]:.3f} >= psi_retrain {mon.psi_retrain:g} and significant "
+        f"(BH-adjusted p {sig.features[k].p_adjusted:.2g} <= fdr {mon.fdr:g})"  # type: ignore[union-attr]
+        for k in drifted
+    ]
     if labels and labels.below_threshold:
         reasons.append(
             f"{labels.metric} {labels.value:.4f} on {labels.rows} labelled rows "
@@ -123,11 +139,19 @@ def decide(
     if reasons:
         return MonitorDecision(RETRAIN, reasons, drifted, **base)  # type: ignore[arg-type]
     if warned:
-        return MonitorDecision(
-            WARN,
-            [f"PSI {k} {finite[k]:.3f} >= psi_warn {mon.psi_warn:g}" for k in warned],
-            warned,
-            **base,  # type: ignore[arg-type]
-        )
+        why = []
+        for k in warned:
+            f = sig.features.get(k) if sig else None
+            if k in noise and f is not None and not f.in_trigger:
+                why.append(f"PSI {k} {finite[k]:.3f} >= psi_retrain, left out of the trigger")
+            elif k in noise and f is not None:
+                p = "n/a" if f.p_adjusted is None else f"{f.p_adjusted:.2g}"
+                why.append(
+                    f"PSI {k} {finite[k]:.3f} >= psi_retrain but not significant (BH-adjusted "
+                    f"p {p} > fdr {mon.fdr:g}): sampling noise at {rows} rows"
+                )
+            else:
+                why.append(f"PSI {k} {finite[k]:.3f} >= psi_warn {mon.psi_warn:g}")
+        return MonitorDecision(WARN, why, warned, **base)  # type: ignore[arg-type]
     top = f"max PSI {max_psi:.3f}" if max_psi is not None else "no PSI"
     return MonitorDecision(OK, [f"{top} < psi_warn {mon.psi_warn:g}"], [], **base)  # type: ignore[arg-type]
