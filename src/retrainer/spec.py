@@ -179,6 +179,9 @@ class MonitoringSpec(_Strict):
     exclude: list[str] = Field(
         default_factory=list, description="features reported but left out of the trigger"
     )
+    consecutive: int = Field(
+        default=1, ge=1, le=10, description="a feature must drift in this many windows in a row"
+    )
 
     @model_validator(mode="after")
     def _order(self) -> "MonitoringSpec":

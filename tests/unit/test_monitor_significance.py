@@ -92,3 +92,16 @@ def test_fdr_is_validated():
 
     with pytest.raises(SpecError, match="fdr"):
         spec(fdr=0)
+
+
+def test_consecutive_windows_are_required_when_the_spec_asks(credit):
+    profile, _, shifted = credit
+    window = shifted.sample(200, random_state=1)
+    drift = compare_to_profile(profile, window)
+    s = spec(consecutive=2)
+    first = decide(s, drift, 200, previous=[[]])
+    assert first.decision == WARN and "Age" in first.drifted
+    assert any("not yet in 2 windows in a row" in r for r in first.reasons)
+    second = decide(s, drift, 200, previous=[first.drifted])
+    assert second.decision == RETRAIN and "Age" in second.features
+    assert decide(spec(), drift, 200, previous=[[]]).decision == RETRAIN  # default: 1 window

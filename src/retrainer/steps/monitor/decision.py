@@ -48,6 +48,7 @@ class MonitorDecision:
     labels: dict[str, Any] | None = None
     problems: dict[str, str] = field(default_factory=dict)
     significance: dict[str, Any] | None = None  # per feature: test, p, BH-adjusted p, verdict
+    drifted: list[str] = field(default_factory=list)  # PSI and significance in this window
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -66,6 +67,7 @@ def decide(
     labels: LabelCheck | None = None,
     window: dict[str, Any] | None = None,
     champion_version: str | None = None,
+    previous: list[list[str]] | None = None,
 ) -> MonitorDecision:
     """ok / warn / retrain / insufficient_data / schema_changed, with the features responsible.
 
@@ -74,7 +76,8 @@ def decide(
     whose bucket counts differ significantly (BH-adjusted across features at monitoring.fdr;
     features in monitoring.exclude never trigger), or the champion under its gate threshold on
     delayed labels, is a retrain; psi_warn (or a large PSI that sampling noise explains) a
-    warning.
+    warning. With monitoring.consecutive k > 1 a feature must also have drifted in the k - 1
+    previous decided windows (``previous``: their drifted features, oldest first).
     """
     from retrainer.core.drift import noise_floor
     from retrainer.core.significance import drift_significance
@@ -88,8 +91,15 @@ def decide(
     sig = None
     if drift is not None and large and rows >= mon.min_rows:
         sig = drift_significance(drift, mon.psi_retrain, mon.fdr, mon.exclude)
-    drifted = [k for k in large if sig is not None and sig.features[k].drifted]
-    noise = [k for k in large if k not in drifted]
+    now = [k for k in large if sig is not None and sig.features[k].drifted]
+    noise = [k for k in large if k not in now]
+    drifted, waiting = now, []
+    if mon.consecutive > 1:
+        from retrainer.core.significance import persistent
+
+        lasting = set(persistent([*(previous or []), now], mon.consecutive))
+        drifted = [k for k in now if k in lasting]
+        waiting = [k for k in now if k not in lasting]
     problems = drift.problems if drift else {}
     buckets = max((len(f.reference) for f in drift.features.values()), default=0) if drift else 0
     floor = noise_floor(buckets, rows, drift.rows_reference) if drift and buckets else None
@@ -106,6 +116,7 @@ def decide(
         "labels": asdict(labels) if labels else None,
         "problems": problems,
         "significance": sig.to_dict() if sig else None,
+        "drifted": now,
     }
     if rows < mon.min_rows:
         return MonitorDecision(
@@ -142,7 +153,12 @@ def decide(
         why = []
         for k in warned:
             f = sig.features.get(k) if sig else None
-            if k in noise and f is not None and not f.in_trigger:
+            if k in waiting:
+                why.append(
+                    f"PSI {k} {finite[k]:.3f} >= psi_retrain and significant, but not yet in "
+                    f"{mon.consecutive} windows in a row (monitoring.consecutive)"
+                )
+            elif k in noise and f is not None and not f.in_trigger:
                 why.append(f"PSI {k} {finite[k]:.3f} >= psi_retrain, left out of the trigger")
             elif k in noise and f is not None:
                 p = "n/a" if f.p_adjusted is None else f"{f.p_adjusted:.2g}"

@@ -11,7 +11,7 @@ from retrainer import constants as C
 from retrainer.config.settings import RunContext, Settings, get_settings
 from retrainer.errors import NoChampion
 from retrainer.spec import ModelSpec
-from retrainer.steps.monitor.checks import champion_reference, parse_ts
+from retrainer.steps.monitor.checks import champion_reference, find_checks, parse_ts
 from retrainer.steps.monitor.decision import DECIDED, NO_CHAMPION, LabelCheck, decide
 from retrainer.steps.monitor.report import publish
 from retrainer.steps.monitor.window import META_COLUMNS, read_log
@@ -115,7 +115,8 @@ def measure_drift(
             profile.numeric,
             profile.categorical,
         )
-    decision = decide(spec, drift, len(df), labels, window, version)
+    previous = _previous_drifted(client, spec, settings, run_id)
+    decision = decide(spec, drift, len(df), labels, window, version, previous)
 
     end_ms = int(datetime.fromisoformat(window["end"]).timestamp() * 1000)
     metrics = {"rows": float(len(df)), "drift_share": decision.drift_share}
@@ -132,6 +133,7 @@ def measure_drift(
         C.TAG_MONITOR_DECISION: decision.decision,
         C.TAG_MONITOR_FEATURES: ",".join(decision.features)[:5000],
         C.TAG_MONITOR_REASONS: " | ".join(decision.reasons)[:5000],
+        C.TAG_MONITOR_DRIFTED: ",".join(decision.drifted)[:5000],
         C.TAG_CHAMPION_VERSION: version,
     }.items():
         client.set_tag(run_id, key, value)
@@ -141,3 +143,16 @@ def measure_drift(
     log.info("%s", decision.summary())
     publish(spec, decision.to_dict(), settings=settings)
     return {"mlflow_run_id": run_id, "window": window, "decision": decision.to_dict()}
+
+
+def _previous_drifted(
+    client: Any, spec: ModelSpec, settings: Settings, run_id: str
+) -> list[list[str]] | None:
+    """Drifted features of the last decided checks, oldest first (for monitoring.consecutive)."""
+    k = spec.monitoring.consecutive
+    if k <= 1:
+        return None
+    runs = find_checks(client, spec, settings, f"tags.`{C.TAG_WINDOW_CONSUMED}` = 'true'", k)
+    runs = [r for r in runs if r.info.run_id != run_id][: k - 1]
+    drifted = [r.data.tags.get(C.TAG_MONITOR_DRIFTED, "") for r in reversed(runs)]
+    return [[f for f in d.split(",") if f] for d in drifted]
