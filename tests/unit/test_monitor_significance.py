@@ -105,3 +105,22 @@ def test_consecutive_windows_are_required_when_the_spec_asks(credit):
     second = decide(s, drift, 200, previous=[first.drifted])
     assert second.decision == RETRAIN and "Age" in second.features
     assert decide(spec(), drift, 200, previous=[[]]).decision == RETRAIN  # default: 1 window
+
+
+def test_monitor_decision_records_follow_the_published_schema(credit):
+    import json
+    from importlib import resources
+
+    import jsonschema
+
+    schema = json.loads(
+        resources.files("retrainer.core")
+        .joinpath("schemas/monitor_decision.schema.json")
+        .read_text()
+    )
+    jsonschema.Draft202012Validator.check_schema(schema)
+    profile, held_out, shifted = credit
+    for frame, rows in ((shifted, 200), (held_out, 200), (held_out, 50)):
+        window = frame.sample(rows, random_state=4)
+        d = decide(spec(), compare_to_profile(profile, window), rows)
+        jsonschema.validate(json.loads(json.dumps(d.to_dict())), schema)
