@@ -182,6 +182,13 @@ class MonitoringSpec(_Strict):
     consecutive: int = Field(
         default=1, ge=1, le=10, description="a feature must drift in this many windows in a row"
     )
+    max_estimated_drop: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="a drift-only retrain also needs the champion's primary metric to have "
+        "dropped by this much: estimated without labels (CBPE, binary classifiers), or measured "
+        "on delayed labels when they arrived",
+    )
 
     @model_validator(mode="after")
     def _order(self) -> "MonitoringSpec":

@@ -155,3 +155,52 @@ def paired_comparison(
         )
         slices.append(report.to_dict())
     return {"comparison": result.to_dict(), "slices": slices}
+
+
+_SCORERS = {
+    "roc_auc": "roc_auc",
+    "accuracy": "accuracy",
+    "log_loss": "neg_log_loss",
+    "rmse": "neg_root_mean_squared_error",
+    "mae": "neg_mean_absolute_error",
+    "r2": "r2",
+}
+
+
+def reference_extras(
+    spec: ModelSpec, model: Any, test: pd.DataFrame, numeric: list[str], categorical: list[str]
+) -> dict[str, Any]:
+    """At training time, on the test split: permutation importance of each feature (how much
+    the champion relies on it: the monitor weights drift by it), and for binary classifiers the
+    isotonic calibration and the primary metric the label-free estimate is compared with."""
+    from sklearn.inspection import permutation_importance
+
+    from retrainer.core.cbpe import ESTIMABLE, fit_calibration
+    from retrainer.core.training import prepare_features
+
+    X = prepare_features(test, numeric, categorical)
+    y = test[spec.data.target]
+    metric = spec.gate.primary_metric
+    default = "accuracy" if spec.task == "classification" else "r2"
+    scorer = _SCORERS.get(metric, default)
+    classes = list(getattr(model, "classes_", []))
+    if scorer == "roc_auc" and len(classes) != 2:
+        scorer = "roc_auc_ovr"
+    result = permutation_importance(
+        model, X, y, scoring=scorer, n_repeats=3, random_state=spec.data.random_state
+    )
+    importance = {
+        c: float(max(v, 0.0)) for c, v in zip(X.columns, result.importances_mean, strict=True)
+    }
+    out: dict[str, Any] = {"importance": importance, "calibration": None, "reference_metric": None}
+    if spec.task == "classification" and len(classes) == 2 and metric in ESTIMABLE:
+        pos = positive_label(spec, classes)
+        score = model.predict_proba(X)[:, classes.index(pos)]
+        positive = (y.astype(str) == str(pos)).to_numpy()
+        out["calibration"] = fit_calibration(positive, score).to_dict()
+        out["reference_metric"] = {
+            "metric": metric,
+            "value": compute_metrics(spec, model, test, numeric, categorical)[metric],
+            "positive": str(pos),
+        }
+    return out

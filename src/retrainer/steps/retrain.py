@@ -163,7 +163,7 @@ def train_candidate(
         # as the registered model does.
         smoke = prepare_features(test.head(50), numeric, categorical)
         mlflow.log_text(smoke.to_json(orient="records"), C.ARTIFACT_SMOKE_ROWS)
-        _log_reference(spec, X_train, numeric, categorical)
+        _log_reference(spec, X_train, numeric, categorical, model, test)
         mlflow.set_tag(C.TAG_TEST_URI, test_uri)
         info = mlflow.sklearn.log_model(
             model,
@@ -345,9 +345,15 @@ def _nullable_where_allowed(spec: ModelSpec, signature: Any) -> Any:
 
 
 def _log_reference(
-    spec: ModelSpec, X_train: Any, numeric: list[str], categorical: list[str]
+    spec: ModelSpec,
+    X_train: Any,
+    numeric: list[str],
+    categorical: list[str],
+    model: Any = None,
+    test: Any = None,
 ) -> None:
-    """What the monitor compares traffic with: the profile, and a sample for Evidently's report."""
+    """What the monitor compares traffic with: the profile (with the model's feature importance,
+    its calibration and its primary metric on the test split), and a sample for Evidently."""
     import tempfile
 
     import mlflow
@@ -355,6 +361,17 @@ def _log_reference(
     from retrainer.core.drift import build_profile
 
     profile = build_profile(X_train, numeric, categorical, spec.monitoring.psi_bins)
+    if model is not None and test is not None and len(test):
+        from retrainer.core.evaluation import reference_extras
+
+        try:
+            extras = reference_extras(spec, model, test, numeric, categorical)
+        except ValueError as exc:  # e.g. one class only in a tiny test split: no estimate later
+            log.warning("no importance/calibration for the reference profile: %s", exc)
+        else:
+            profile.importance = extras["importance"]
+            profile.calibration = extras["calibration"]
+            profile.reference_metric = extras["reference_metric"]
     mlflow.log_text(profile.to_json(), C.ARTIFACT_REFERENCE_PROFILE)
     n = min(len(X_train), C.REFERENCE_SAMPLE_ROWS)
     sample = X_train.sample(n, random_state=spec.data.random_state) if n < len(X_train) else X_train

@@ -49,6 +49,8 @@ class MonitorDecision:
     problems: dict[str, str] = field(default_factory=dict)
     significance: dict[str, Any] | None = None  # per feature: test, p, BH-adjusted p, verdict
     drifted: list[str] = field(default_factory=list)  # PSI and significance in this window
+    estimate: dict[str, Any] | None = None  # label-free estimate of the primary metric (CBPE)
+    weighted_psi: float | None = None  # PSI averaged with the champion's feature importances
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +70,8 @@ def decide(
     window: dict[str, Any] | None = None,
     champion_version: str | None = None,
     previous: list[list[str]] | None = None,
+    estimate: dict[str, Any] | None = None,
+    weighted_psi: float | None = None,
 ) -> MonitorDecision:
     """ok / warn / retrain / insufficient_data / schema_changed, with the features responsible.
 
@@ -77,7 +81,10 @@ def decide(
     features in monitoring.exclude never trigger), or the champion under its gate threshold on
     delayed labels, is a retrain; psi_warn (or a large PSI that sampling noise explains) a
     warning. With monitoring.consecutive k > 1 a feature must also have drifted in the k - 1
-    previous decided windows (``previous``: their drifted features, oldest first).
+    previous decided windows (``previous``: their drifted features, oldest first). With
+    monitoring.max_estimated_drop, a drift-only retrain also needs the primary metric to have
+    dropped that much: measured on delayed labels when they arrived, else estimated without
+    labels (``estimate``: ``core.cbpe.EstimatedDrop.to_dict()``); with neither, drift decides.
     """
     from retrainer.core.drift import noise_floor
     from retrainer.core.significance import drift_significance
@@ -117,6 +124,8 @@ def decide(
         "problems": problems,
         "significance": sig.to_dict() if sig else None,
         "drifted": now,
+        "estimate": estimate,
+        "weighted_psi": weighted_psi,
     }
     if rows < mon.min_rows:
         return MonitorDecision(
@@ -147,6 +156,16 @@ def decide(
             f"{labels.metric} {labels.value:.4f} on {labels.rows} labelled rows "
             f"breaks the gate threshold {labels.threshold:g}"
         )
+    label_reason = bool(labels and labels.below_threshold)
+    if drifted and not label_reason and mon.max_estimated_drop is not None:
+        held = _drop_too_small(mon.max_estimated_drop, labels, estimate)
+        if held:
+            return MonitorDecision(
+                WARN,
+                [*reasons, held],
+                drifted,
+                **base,  # type: ignore[arg-type]
+            )
     if reasons:
         return MonitorDecision(RETRAIN, reasons, drifted, **base)  # type: ignore[arg-type]
     if warned:
@@ -171,3 +190,28 @@ def decide(
         return MonitorDecision(WARN, why, warned, **base)  # type: ignore[arg-type]
     top = f"max PSI {max_psi:.3f}" if max_psi is not None else "no PSI"
     return MonitorDecision(OK, [f"{top} < psi_warn {mon.psi_warn:g}"], [], **base)  # type: ignore[arg-type]
+
+
+def _drop_too_small(
+    limit: float, labels: LabelCheck | None, estimate: dict[str, Any] | None
+) -> str:
+    """Why drift alone does not retrain (empty: the drop is large enough, or unknown)."""
+    if estimate is None:
+        return ""
+    metric, reference = estimate["metric"], estimate["reference"]
+    if labels is not None and labels.value is not None:  # labels decide over the estimate
+        lower = metric in ("log_loss", "rmse", "mae")
+        drop = labels.value - reference if lower else reference - labels.value
+        if drop < limit:
+            return (
+                f"but {metric} on {labels.rows} labelled rows is {labels.value:.4f} (reference "
+                f"{reference:.4f}, drop {drop:+.4f} < max_estimated_drop {limit:g}): no retrain"
+            )
+        return ""
+    if not estimate["exceeds"]:
+        return (
+            f"but the label-free estimate of {metric} is {estimate['estimated']:.4f} (reference "
+            f"{reference:.4f}, drop {estimate['drop']:+.4f} < max_estimated_drop {limit:g}; it "
+            "assumes covariate shift): no retrain"
+        )
+    return ""
