@@ -59,7 +59,33 @@ class MonitorDecision:
         head = f"{self.decision}: " + "; ".join(self.reasons)
         top = sorted(((v, k) for k, v in self.psi.items() if v is not None), reverse=True)[:5]
         table = ", ".join(f"{k} {v:.3f}" for v, k in top)
-        return f"{head}\nrows {self.rows}; top PSI: {table or 'n/a'}"
+        out = f"{head}\nrows {self.rows}; top PSI: {table or 'n/a'}"
+        if self.estimate:
+            e = self.estimate
+            out += (
+                f"\nestimated {e['metric']} (no labels) {e['estimated']:.4f} vs reference "
+                f"{e['reference']:.4f}: drop {e['drop']:+.4f}"
+            )
+        if self.significance:
+            rows = [f"{'feature':<16} {'PSI':>7} {'floor':>7} {'p (BH)':>9}  test          verdict"]
+            feats = self.significance["features"].values()
+            for f in sorted(feats, key=lambda f: -(f["psi"] or 0.0)):
+                test = (f["test"] or {}).get("method", "-")
+                p = "-" if f["p_adjusted"] is None else f"{f['p_adjusted']:.2g}"
+                floor = "-" if f["noise_floor"] is None else f"{f['noise_floor']:.3f}"
+                psi = "-" if f["psi"] is None else f"{f['psi']:.3f}"
+                verdict = (
+                    "drifted"
+                    if f["drifted"]
+                    else "excluded"
+                    if not f["in_trigger"]
+                    else "not significant"
+                    if f["large"]
+                    else ""
+                )
+                rows.append(f"{f['name']:<16} {psi:>7} {floor:>7} {p:>9}  {test:<13} {verdict}")
+            out += "\n" + "\n".join(rows)
+        return out
 
 
 def decide(
