@@ -211,9 +211,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--windows", type=int, default=3000, help="stable windows of 200 rows")
     ap.add_argument("--fdr", type=float, default=0.0001, choices=LEVELS)
-    ap.add_argument(
-        "--switches", type=int, default=30, help="stable-to-shifted switches per shift"
-    )
+    ap.add_argument("--switches", type=int, default=30, help="stable-to-shifted switches per shift")
     ap.add_argument("--lending-windows", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
