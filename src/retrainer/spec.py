@@ -110,10 +110,66 @@ class Bound(_Strict):
     max: float | None = None
 
 
+DEFAULT_NI_MARGIN = 0.01  # non-inferiority: not worse than the champion by a point or more
+
+
+class SliceSpec(_Strict):
+    column: str
+    bins: int | list[float] | None = Field(
+        default=None, description="numeric columns: quantile bins (int) or inner edges"
+    )
+
+
 class GateSpec(_Strict):
+    """Thresholds, then the candidate against the champion on the same test rows.
+
+    ``comparison`` (default ``non_inferiority``): ``superiority`` promotes when the one-sided
+    lower confidence bound of the improvement is above ``margin``; ``non_inferiority`` when it is
+    above ``-margin`` (default margin 0.01 in the metric's units); ``point`` is the rule before
+    paired statistics: improvement >= ``min_improvement`` on the point estimate. A spec that sets
+    ``min_improvement`` > 0 and no ``comparison`` means superiority with that margin.
+    """
+
     primary_metric: str
     thresholds: dict[str, Bound] = Field(default_factory=dict)
     min_improvement: float = Field(default=0.0, ge=0.0)
+    comparison: Literal["superiority", "non_inferiority", "point"] | None = None
+    margin: float | None = Field(default=None, ge=0.0)
+    confidence: float = Field(default=0.95, ge=0.5, lt=1.0)
+    resamples: int = Field(default=2000, ge=1000, le=100_000)
+    slices: list[SliceSpec] = Field(default_factory=list)
+    slice_min_rows: int = Field(default=100, ge=10)
+    slice_margin: float = Field(default=0.02, ge=0.0)
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> "GateSpec":
+        if self.comparison in ("superiority", "non_inferiority") and self.min_improvement > 0:
+            raise ValueError(
+                f"min_improvement ({self.min_improvement}) and comparison {self.comparison} both "
+                "given: with a comparison, write the margin as margin"
+            )
+        if self.comparison == "point" and self.margin is not None:
+            raise ValueError(
+                "comparison point uses min_improvement; margin is for the paired rules"
+            )
+        return self
+
+    @property
+    def rule(self) -> str:
+        """The comparison in force (the documented mapping of min_improvement)."""
+        if self.comparison is not None:
+            return self.comparison
+        return "superiority" if self.min_improvement > 0 else "non_inferiority"
+
+    @property
+    def effective_margin(self) -> float:
+        if self.rule == "point":
+            return self.min_improvement
+        if self.margin is not None:
+            return self.margin
+        if self.comparison is None and self.min_improvement > 0:
+            return self.min_improvement
+        return DEFAULT_NI_MARGIN if self.rule == "non_inferiority" else 0.0
 
 
 class MonitoringSpec(_Strict):
@@ -123,6 +179,26 @@ class MonitoringSpec(_Strict):
     psi_retrain: float = Field(default=0.25, gt=0.0)
     min_rows: int = Field(default=200, ge=1)
     cooldown: str = "1d"
+    fdr: float = Field(
+        default=0.0001,
+        gt=0.0,
+        lt=1.0,
+        description="a feature drifts when its PSI passes psi_retrain AND its bucket counts "
+        "differ significantly: Benjamini-Hochberg-adjusted p <= fdr across features",
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="features reported but left out of the trigger"
+    )
+    consecutive: int = Field(
+        default=1, ge=1, le=10, description="a feature must drift in this many windows in a row"
+    )
+    max_estimated_drop: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="a drift-only retrain also needs the champion's primary metric to have "
+        "dropped by this much: estimated without labels (CBPE, binary classifiers), or measured "
+        "on delayed labels when they arrived",
+    )
 
     @model_validator(mode="after")
     def _order(self) -> "MonitoringSpec":

@@ -99,6 +99,28 @@ def drift(
     }
     worst = max((v for v in result.psi.values() if not math.isnan(v)), default=float("nan"))
     overall = "schema_changed" if result.problems else verdict(worst, warn, limit)
+    reasons: list[str] = []
+    if spec_name and method == "quantile":
+        # The monitor's own decision on these two tables: PSI AND significance, exclusions.
+        from retrainer.core.significance import drift_significance
+        from retrainer.steps.monitor.decision import decide
+
+        decision = decide(spec, result, result.rows_current)
+        overall, reasons = decision.decision, decision.reasons
+        mon = spec.monitoring
+        sig = decision.significance  # made by the monitor's rule when a PSI passed the limit
+        if sig is None and result.rows_current >= mon.min_rows:  # else: shown all the same
+            sig = drift_significance(result, limit, mon.fdr, mon.exclude).to_dict()
+        for name, f in (sig or {}).get("features", {}).items():
+            rows[name] |= {
+                "noise_floor": f["noise_floor"],
+                "p_value": f["test"]["p_value"] if f["test"] else None,
+                "p_adjusted": f["p_adjusted"],
+                "test": f["test"]["method"] if f["test"] else None,
+                "in_trigger": f["in_trigger"],
+            }
+            if rows[name]["verdict"] == "retrain" and not f["drifted"]:
+                rows[name]["verdict"] = "warn" if f["in_trigger"] else "excluded"
     if as_json:
         print(
             json.dumps(
@@ -110,6 +132,7 @@ def drift(
                     "psi_warn": warn,
                     "psi_retrain": limit,
                     "verdict": overall,
+                    "reasons": reasons,
                     "max_psi": None if math.isnan(worst) else worst,
                     "features": rows,
                 },
@@ -117,23 +140,50 @@ def drift(
             )
         )
     else:
+        significance = any("p_adjusted" in r for r in rows.values())
+        extra = ("noise floor", "p (BH)", "test") if significance else ()
         table = Table(
-            "feature", "kind", "PSI", "verdict", "nulls ref → cur", title=f"PSI ({method})"
+            "feature",
+            "kind",
+            "PSI",
+            *extra,
+            "verdict",
+            "nulls ref → cur",
+            title=f"PSI ({method})",
         )
         color = {"ok": "green", "warn": "yellow", "retrain": "red", "schema_changed": "red"}
+
+        def num(v: float | None, fmt: str) -> str:
+            return "n/a" if v is None else format(v, fmt)
+
         for name, r in sorted(rows.items(), key=lambda kv: -(kv[1]["psi"] or 0)):
             v = r["verdict"]
+            cells = (
+                (
+                    num(r.get("noise_floor"), ".4f"),
+                    num(r.get("p_adjusted"), ".2g"),
+                    r.get("test") or "-",
+                )
+                if significance
+                else ()
+            )
             table.add_row(
                 name,
                 r["kind"],
-                "n/a" if r["psi"] is None else f"{r['psi']:.4f}",
+                num(r["psi"], ".4f"),
+                *cells,
                 f"[{color.get(v, 'dim')}]{v}[/]" + (f" ({r['problem']})" if r["problem"] else ""),
                 f"{r['null_share_reference']:.1%} → {r['null_share_current']:.1%}",
             )
         console.print(table)
+        rule = (
+            f"retrain >= {limit:g} and BH-adjusted p <= {spec.monitoring.fdr:g}"
+            if significance
+            else f"retrain >= {limit:g}"
+        )
         console.print(
             f"{result.rows_reference} reference rows, {result.rows_current} current rows; "
-            f"warn >= {warn:g}, retrain >= {limit:g}: [bold]{overall}[/]"
+            f"warn >= {warn:g}, {rule}: [bold]{overall}[/]"
         )
         if result.problems:
             console.print(
@@ -141,6 +191,8 @@ def drift(
                 + "; ".join(f"{k} ({v})" for k, v in sorted(result.problems.items())),
                 highlight=False,
             )
+        for reason in reasons:
+            console.print(f"  - {reason}")
     if overall in ("retrain", "schema_changed"):
         raise typer.Exit(3)
 

@@ -83,6 +83,12 @@ class ReferenceProfile:
     bins: int
     created: str = ""
     version: int = PROFILE_VERSION
+    # Set at training time from the test split (absent in older profiles):
+    importance: dict[str, float] = field(default_factory=dict)  # permutation importance
+    calibration: dict[str, Any] | None = None  # core.cbpe.Calibration, binary classifiers
+    reference_metric: dict[str, Any] | None = (
+        None  # {"metric", "value", "positive"} on the test split
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +97,9 @@ class ReferenceProfile:
             "bins": self.bins,
             "created": self.created,
             "features": {k: asdict(v) for k, v in self.features.items()},
+            "importance": dict(self.importance),
+            "calibration": self.calibration,
+            "reference_metric": self.reference_metric,
         }
 
     def to_json(self) -> str:
@@ -104,6 +113,9 @@ class ReferenceProfile:
             bins=int(d["bins"]),
             created=str(d.get("created", "")),
             version=int(d.get("version", PROFILE_VERSION)),
+            importance={k: float(v) for k, v in (d.get("importance") or {}).items()},
+            calibration=d.get("calibration"),
+            reference_metric=d.get("reference_metric"),
         )
 
     @property

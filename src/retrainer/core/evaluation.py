@@ -62,3 +62,145 @@ def compute_metrics(
     out["precision"] = float(m.precision_score(y, pred, **kw))
     out["recall"] = float(m.recall_score(y, pred, **kw))
     return out
+
+
+def _scored(spec: ModelSpec, model: Any, X: pd.DataFrame, classes: list[Any]) -> Any:
+    """A model's predictions on the test rows, classes in the candidate's order."""
+    import numpy as np
+
+    from retrainer.core.comparison import Scored, encode_labels
+
+    if spec.task == "regression":
+        return Scored(np.asarray(model.predict(X), dtype=float))
+    own = [str(c) for c in model.classes_]
+    order = [own.index(str(c)) for c in classes]  # KeyError-like ValueError if a class is missing
+    proba = np.asarray(model.predict_proba(X), dtype=float)[:, order]
+    return Scored(encode_labels(model.predict(X), classes), proba)
+
+
+def paired_comparison(
+    spec: ModelSpec,
+    candidate: Any,
+    champion: Any,
+    test: pd.DataFrame,
+    candidate_columns: tuple[list[str], list[str]],
+    champion_columns: tuple[list[str], list[str]],
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Candidate vs champion on the same test rows: every metric's paired test and interval,
+    and the per-slice harm tests of the spec's slices (small JSON for the gate)."""
+    from retrainer.core.comparison import compare, compare_slices, encode_labels, slice_labels
+    from retrainer.core.training import prepare_features
+
+    gate = spec.gate
+    task = spec.task
+    metrics = list(spec.metrics())
+    X_c = prepare_features(test, *candidate_columns)
+    X_h = prepare_features(test, *champion_columns)
+    y_raw = test[spec.data.target]
+    positive = None
+    if task == "regression":
+        import numpy as np
+
+        y = np.asarray(y_raw, dtype=float)
+        classes: list[Any] = []
+    else:
+        classes = list(candidate.classes_)
+        y = encode_labels(y_raw.tolist(), classes)
+        if len(classes) == 2:
+            positive = classes.index(positive_label(spec, classes))
+    cand = _scored(spec, candidate, X_c, classes)
+    champ = _scored(spec, champion, X_h, classes)
+    rule = "non_inferiority" if gate.rule == "point" else gate.rule
+    result = compare(
+        task,
+        metrics,
+        y,
+        cand,
+        champ,
+        positive=positive,
+        comparison=rule,  # type: ignore[arg-type]
+        margin=gate.effective_margin if gate.rule != "point" else 0.0,
+        confidence=gate.confidence,
+        resamples=gate.resamples,
+        seed=seed,
+    )
+    slices = []
+    for sl in gate.slices:
+        if sl.column not in test.columns:
+            slices.append(
+                {
+                    "column": sl.column,
+                    "metric": gate.primary_metric,
+                    "blocked": False,
+                    "slices": [],
+                    "note": f"column {sl.column!r} is not in the test split",
+                }
+            )
+            continue
+        report = compare_slices(
+            task,
+            gate.primary_metric,
+            y,
+            cand,
+            champ,
+            slice_labels(test[sl.column].tolist(), sl.bins),
+            column=sl.column,
+            positive=positive,
+            slice_margin=gate.slice_margin,
+            confidence=gate.confidence,
+            min_rows=gate.slice_min_rows,
+            resamples=gate.resamples,
+            seed=seed,
+        )
+        slices.append(report.to_dict())
+    return {"comparison": result.to_dict(), "slices": slices}
+
+
+_SCORERS = {
+    "roc_auc": "roc_auc",
+    "accuracy": "accuracy",
+    "log_loss": "neg_log_loss",
+    "rmse": "neg_root_mean_squared_error",
+    "mae": "neg_mean_absolute_error",
+    "r2": "r2",
+}
+
+
+def reference_extras(
+    spec: ModelSpec, model: Any, test: pd.DataFrame, numeric: list[str], categorical: list[str]
+) -> dict[str, Any]:
+    """At training time, on the test split: permutation importance of each feature (how much
+    the champion relies on it: the monitor weights drift by it), and for binary classifiers the
+    isotonic calibration and the primary metric the label-free estimate is compared with."""
+    from sklearn.inspection import permutation_importance
+
+    from retrainer.core.cbpe import ESTIMABLE, fit_calibration
+    from retrainer.core.training import prepare_features
+
+    X = prepare_features(test, numeric, categorical)
+    y = test[spec.data.target]
+    metric = spec.gate.primary_metric
+    default = "accuracy" if spec.task == "classification" else "r2"
+    scorer = _SCORERS.get(metric, default)
+    classes = list(getattr(model, "classes_", []))
+    if scorer == "roc_auc" and len(classes) != 2:
+        scorer = "roc_auc_ovr"
+    result = permutation_importance(
+        model, X, y, scoring=scorer, n_repeats=3, random_state=spec.data.random_state
+    )
+    importance = {
+        c: float(max(v, 0.0)) for c, v in zip(X.columns, result.importances_mean, strict=True)
+    }
+    out: dict[str, Any] = {"importance": importance, "calibration": None, "reference_metric": None}
+    if spec.task == "classification" and len(classes) == 2 and metric in ESTIMABLE:
+        pos = positive_label(spec, classes)
+        score = model.predict_proba(X)[:, classes.index(pos)]
+        positive = (y.astype(str) == str(pos)).to_numpy()
+        out["calibration"] = fit_calibration(positive, score).to_dict()
+        out["reference_metric"] = {
+            "metric": metric,
+            "value": compute_metrics(spec, model, test, numeric, categorical)[metric],
+            "positive": str(pos),
+        }
+    return out

@@ -18,6 +18,9 @@ class MetricCheck:
     delta: float | None = None  # candidate - champion, signed so that positive means better
     passed: bool = True
     note: str = ""
+    lower: float | None = None  # one-sided lower confidence bound of delta (paired test)
+    p_value: float | None = None  # one-sided, H0: delta <= the bar
+    method: str = ""  # the paired test that decided (delong, mcnemar_score, ...)
 
 
 @dataclass(frozen=True)
@@ -61,11 +64,26 @@ class GateDecision:
                 bound.append(f"<={c.maximum:g}")
             champion = "-" if c.champion is None else f"{c.champion:.4f}"
             delta = "-" if c.delta is None else f"{c.delta:+.4f}"
+            paired = (
+                f"  [lower {c.lower:+.4f}, p={c.p_value:.3g}, {c.method}]"
+                if c.lower is not None and c.p_value is not None
+                else ""
+            )
             lines.append(
                 f"{c.metric:<10} {c.candidate:>10.4f} {champion:>10} {delta:>9} "
                 f"{' '.join(bound) or '-':>14}  {'ok' if c.passed else 'FAIL'}"
+                + paired
                 + (f"  ({c.note})" if c.note else "")
             )
+        for report in self.extra.get("slices", []):
+            for sl in report.get("slices", []):
+                if sl.get("p_harm") is None:
+                    continue
+                lines.append(
+                    f"  slice {report['column']}={sl['slice']}: {sl['rows']} rows, improvement "
+                    f"{sl['improvement']:+.4f}, p(harm) Holm {sl['p_harm_holm']:.3g}"
+                    + ("  HARMED" if sl["harmed"] else "")
+                )
         return "\n".join(lines)
 
     def summary(self) -> str:
@@ -85,13 +103,21 @@ def decide(
     champion: dict[str, float] | None = None,
     champion_version: str | None = None,
     champion_error: str = "",
+    comparison: dict[str, Any] | None = None,
+    slices: list[dict[str, Any]] | None = None,
 ) -> GateDecision:
-    """Absolute thresholds, then min_improvement over the champion on the same test split.
+    """Absolute thresholds, then the candidate against the champion on the same test split.
 
+    With ``comparison`` (``core.comparison.Comparison.to_dict()`` of the two models on the test
+    rows) the primary metric must clear the spec's paired rule (superiority or
+    non-inferiority at its confidence); without it, or with ``gate.comparison: point``, the
+    point rule: improvement >= min_improvement. ``slices`` (``SliceReport.to_dict()`` each)
+    reject the candidate when a slice is significantly harmed (Holm-corrected).
     A champion that exists but can't be scored on this split rejects the candidate: promoting
     without a comparison would skip the gate's second half silently.
     """
     gate = spec.gate
+    paired = (comparison or {}).get("metrics", {}) if gate.rule != "point" else {}
     reasons: list[str] = []
     checks: list[MetricCheck] = []
     passed = True
@@ -120,7 +146,18 @@ def decide(
             reasons.append(f"{metric} {value:.4f} is above the threshold max {bound.max:g}")
         champ = champion.get(metric) if champion else None
         delta = improvement(metric, value, champ) if champ is not None else None
-        if metric == gate.primary_metric and delta is not None and delta < gate.min_improvement:
+        test = paired.get(metric) if champ is not None else None
+        if metric == gate.primary_metric and test is not None:
+            if not test["passed"]:
+                ok = False
+                notes.append(f"{test['comparison']} not shown")
+                reasons.append(
+                    f"{metric} {value:.4f} vs champion v{champion_version} {champ:.4f}: "
+                    f"improvement {test['improvement']:+.4f}, {test['confidence']:.0%} lower bound "
+                    f"{test['lower']:+.4f} ({test['method']}, p={test['p_value']:.3g}) is not above "
+                    f"{test['threshold']:+g} ({test['comparison']}, margin {test['margin']:g})"
+                )
+        elif metric == gate.primary_metric and delta is not None and delta < gate.min_improvement:
             ok = False
             notes.append(f"improvement {delta:+.4f} < required {gate.min_improvement:g}")
             reasons.append(
@@ -138,14 +175,36 @@ def decide(
                 delta=delta,
                 passed=ok,
                 note="; ".join(notes),
+                lower=test["lower"] if test else None,
+                p_value=test["p_value"] if test else None,
+                method=test["method"] if test else "",
             )
         )
+    for report in slices or []:
+        for sl in report.get("slices", []):
+            if sl.get("harmed"):
+                passed = False
+                reasons.append(
+                    f"slice {report['column']}={sl['slice']} ({sl['rows']} rows): "
+                    f"{report['metric']} {sl['candidate']:.4f} vs champion {sl['champion']:.4f}, "
+                    f"worse by more than slice_margin {report['slice_margin']:g} "
+                    f"(Holm-adjusted p={sl['p_harm_holm']:.3g})"
+                )
     if passed and checks:
         primary = checks[0]
         if primary.delta is None:
             reasons.append(
                 f"{gate.primary_metric} {primary.candidate:.4f} meets every threshold; there is no "
                 "champion yet, so this candidate becomes the first one"
+            )
+        elif primary.lower is not None:
+            test = paired[gate.primary_metric]
+            reasons.append(
+                f"{gate.primary_metric} {primary.candidate:.4f} meets every threshold; vs champion "
+                f"v{champion_version}: improvement {primary.delta:+.4f}, "
+                f"{test['confidence']:.0%} lower bound {test['lower']:+.4f} ({test['method']}, "
+                f"p={test['p_value']:.3g}) above {test['threshold']:+g} ({test['comparison']}, "
+                f"margin {test['margin']:g})"
             )
         else:
             reasons.append(
@@ -162,4 +221,11 @@ def decide(
         champion_metrics=dict(champion) if champion else None,
         champion_version=champion_version,
         min_improvement=gate.min_improvement,
+        extra={
+            "rule": gate.rule if paired else "point",
+            "margin": gate.effective_margin,
+            "confidence": gate.confidence,
+            **({"comparison": comparison} if comparison else {}),
+            **({"slices": slices} if slices else {}),
+        },
     )

@@ -33,8 +33,10 @@ def retrain_doc(spec: ModelSpec, path: Path) -> str:
            `{spec.experiment_name}` (params, data digest, dataset inputs, model in skops format).
         3. **evaluate_candidate**: the candidate and the current `champion` scored on the same
            test split.
-        4. **gate**: thresholds ({thresholds or "none"}) and `min_improvement`
-           {spec.gate.min_improvement:g} on `{spec.gate.primary_metric}` over the champion.
+        4. **gate**: thresholds ({thresholds or "none"}), then `{spec.gate.primary_metric}`
+           against the champion on the same rows: {spec.gate.rule.replace("_", "-")}, margin
+           {spec.gate.effective_margin:g}, confidence {spec.gate.confidence:g} (paired test and
+           bootstrap interval{", slices: " + ", ".join(s.column for s in spec.gate.slices) if spec.gate.slices else ""}).
            A rejection is a normal outcome: the run stays green and registration is skipped.
         5. **register_candidate**: a new version of registered model `{spec.name}` with alias
            `challenger` (the first ever is also `champion`). Re-running never registers twice.

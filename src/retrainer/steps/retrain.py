@@ -167,7 +167,7 @@ def train_candidate(
         # as the registered model does.
         smoke = prepare_features(test.head(50), numeric, categorical)
         mlflow.log_text(smoke.to_json(orient="records"), C.ARTIFACT_SMOKE_ROWS)
-        _log_reference(spec, X_train, numeric, categorical)
+        _log_reference(spec, X_train, numeric, categorical, model, test)
         mlflow.set_tag(C.TAG_TEST_URI, test_uri)
         info = mlflow.sklearn.log_model(
             model,
@@ -196,7 +196,7 @@ def evaluate_candidate(
     """Score the candidate and the current champion on the same test split."""
     import mlflow.sklearn
 
-    from retrainer.core.evaluation import compute_metrics
+    from retrainer.core.evaluation import compute_metrics, paired_comparison
     from retrainer.core.training import model_feature_columns
     from retrainer.stores import storage
     from retrainer.stores.registry import version_by_alias
@@ -211,6 +211,7 @@ def evaluate_candidate(
     champ_metrics: dict[str, float] | None = None
     champ_version: str | None = None
     champ_error = ""
+    paired: dict[str, Any] = {}
     champion = version_by_alias(client, spec.name, C.ALIAS_CHAMPION)
     if champion is not None:
         champ_version = str(champion.version)
@@ -218,6 +219,15 @@ def evaluate_candidate(
             champ_model = mlflow.sklearn.load_model(f"models:/{spec.name}@{C.ALIAS_CHAMPION}")
             num, cat = model_feature_columns(champ_model)
             champ_metrics = compute_metrics(spec, champ_model, test, num, cat)
+            paired = paired_comparison(
+                spec,
+                candidate,
+                champ_model,
+                test,
+                (trained["numeric"], trained["categorical"]),
+                (num, cat),
+                seed=spec.data.random_state,
+            )
         except Exception as exc:  # the gate turns this into a rejection with the reason
             champ_error = f"{type(exc).__name__}: {exc}"
             log.error(
@@ -229,6 +239,10 @@ def evaluate_candidate(
     metrics = {f"test_{k}": v for k, v in cand.items()}
     if champ_metrics:
         metrics |= {f"champion_{k}": v for k, v in champ_metrics.items()}
+    for m, r in (paired.get("comparison") or {}).get("metrics", {}).items():
+        for key in ("lower", "p_value"):  # the paired test's bound and p-value, per metric
+            if r.get(key) is not None:
+                metrics[f"improvement_{key}_{m}"] = r[key]
     log_metrics(client, run_id, metrics)
     client.set_tag(run_id, C.TAG_STAGE, "evaluate_candidate")
     return {
@@ -238,6 +252,8 @@ def evaluate_candidate(
         "champion_version": champ_version,
         "champion_error": champ_error,
         "test_rows": int(len(test)),
+        "comparison": paired.get("comparison"),
+        "slices": paired.get("slices") or [],
     }
 
 
@@ -255,6 +271,8 @@ def gate_candidate(
         evaluated["champion_metrics"],
         evaluated["champion_version"],
         champion_error=evaluated.get("champion_error", ""),
+        comparison=evaluated.get("comparison"),
+        slices=evaluated.get("slices"),
     )
     run_id = evaluated["mlflow_run_id"]
     client.log_text(run_id, json.dumps(decision.to_dict(), indent=2), C.ARTIFACT_GATE_JSON)
@@ -352,9 +370,15 @@ def _nullable_where_allowed(spec: ModelSpec, signature: Any) -> Any:
 
 
 def _log_reference(
-    spec: ModelSpec, X_train: Any, numeric: list[str], categorical: list[str]
+    spec: ModelSpec,
+    X_train: Any,
+    numeric: list[str],
+    categorical: list[str],
+    model: Any = None,
+    test: Any = None,
 ) -> None:
-    """What the monitor compares traffic with: the profile, and a sample for Evidently's report."""
+    """What the monitor compares traffic with: the profile (with the model's feature importance,
+    its calibration and its primary metric on the test split), and a sample for Evidently."""
     import tempfile
 
     import mlflow
@@ -362,6 +386,17 @@ def _log_reference(
     from retrainer.core.drift import build_profile
 
     profile = build_profile(X_train, numeric, categorical, spec.monitoring.psi_bins)
+    if model is not None and test is not None and len(test):
+        from retrainer.core.evaluation import reference_extras
+
+        try:
+            extras = reference_extras(spec, model, test, numeric, categorical)
+        except ValueError as exc:  # e.g. one class only in a tiny test split: no estimate later
+            log.warning("no importance/calibration for the reference profile: %s", exc)
+        else:
+            profile.importance = extras["importance"]
+            profile.calibration = extras["calibration"]
+            profile.reference_metric = extras["reference_metric"]
     mlflow.log_text(profile.to_json(), C.ARTIFACT_REFERENCE_PROFILE)
     n = min(len(X_train), C.REFERENCE_SAMPLE_ROWS)
     sample = X_train.sample(n, random_state=spec.data.random_state) if n < len(X_train) else X_train

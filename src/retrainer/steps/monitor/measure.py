@@ -11,7 +11,7 @@ from retrainer import constants as C
 from retrainer.config.settings import RunContext, Settings, get_settings
 from retrainer.errors import NoChampion
 from retrainer.spec import ModelSpec
-from retrainer.steps.monitor.checks import champion_reference, parse_ts
+from retrainer.steps.monitor.checks import champion_reference, find_checks, parse_ts
 from retrainer.steps.monitor.decision import DECIDED, NO_CHAMPION, LabelCheck, decide
 from retrainer.steps.monitor.report import publish
 from retrainer.steps.monitor.window import META_COLUMNS, read_log
@@ -115,7 +115,15 @@ def measure_drift(
             profile.numeric,
             profile.categorical,
         )
-    decision = decide(spec, drift, len(df), labels, window, version)
+    previous = _previous_drifted(client, spec, settings, run_id)
+    estimate = label_free_estimate(spec, profile, df)
+    weighted = None
+    if drift is not None and profile.importance:
+        from retrainer.core.significance import weighted_drift
+
+        w = weighted_drift(drift.psi, profile.importance)
+        weighted = w if w == w else None  # NaN: no importance above 0
+    decision = decide(spec, drift, len(df), labels, window, version, previous, estimate, weighted)
 
     end_ms = int(datetime.fromisoformat(window["end"]).timestamp() * 1000)
     metrics = {"rows": float(len(df)), "drift_share": decision.drift_share}
@@ -124,6 +132,10 @@ def measure_drift(
     metrics |= {f"psi.{k}": v for k, v in decision.psi.items() if v is not None}
     if labels and labels.value is not None:
         metrics[f"labels.{labels.metric}"] = labels.value
+    if estimate is not None:
+        metrics[f"estimated.{estimate['metric']}"] = estimate["estimated"]
+    if weighted is not None:
+        metrics["weighted_psi"] = weighted
     log_metrics(client, run_id, metrics, end_ms)
     client.log_text(run_id, json.dumps(decision.to_dict(), indent=2), C.ARTIFACT_MONITOR_DECISION)
     if drift is not None:
@@ -132,6 +144,7 @@ def measure_drift(
         C.TAG_MONITOR_DECISION: decision.decision,
         C.TAG_MONITOR_FEATURES: ",".join(decision.features)[:5000],
         C.TAG_MONITOR_REASONS: " | ".join(decision.reasons)[:5000],
+        C.TAG_MONITOR_DRIFTED: ",".join(decision.drifted)[:5000],
         C.TAG_CHAMPION_VERSION: version,
     }.items():
         client.set_tag(run_id, key, value)
@@ -141,3 +154,50 @@ def measure_drift(
     log.info("%s", decision.summary())
     publish(spec, decision.to_dict(), settings=settings)
     return {"mlflow_run_id": run_id, "window": window, "decision": decision.to_dict()}
+
+
+def _previous_drifted(
+    client: Any, spec: ModelSpec, settings: Settings, run_id: str
+) -> list[list[str]] | None:
+    """Drifted features of the last decided checks, oldest first (for monitoring.consecutive)."""
+    k = spec.monitoring.consecutive
+    if k <= 1:
+        return None
+    runs = find_checks(client, spec, settings, f"tags.`{C.TAG_WINDOW_CONSUMED}` = 'true'", k)
+    runs = [r for r in runs if r.info.run_id != run_id][: k - 1]
+    drifted = [r.data.tags.get(C.TAG_MONITOR_DRIFTED, "") for r in reversed(runs)]
+    return [[f for f in d.split(",") if f] for d in drifted]
+
+
+def label_free_estimate(spec: ModelSpec, profile: Any, df: pd.DataFrame) -> dict[str, Any] | None:
+    """The champion's primary metric on the window without labels (CBPE), from the scores the
+    serving API logged and the calibration stored with the profile; None where it cannot be
+    made (regression, multiclass, an older profile, too few scored rows)."""
+    import numpy as np
+    import pandas as pd
+
+    from retrainer.core.cbpe import Calibration, estimate, estimated_drop
+    from retrainer.spec import LOWER_IS_BETTER
+
+    ref, cal = profile.reference_metric, profile.calibration
+    if not ref or not cal or df.empty or not {"_score", "_prediction"} <= set(df.columns):
+        return None
+    score = pd.to_numeric(df["_score"], errors="coerce").to_numpy(dtype=float)
+    ok = ~np.isnan(score)
+    if int(ok.sum()) < spec.monitoring.min_rows:
+        return None
+    predicted_positive = (df["_prediction"].astype(str) == ref["positive"]).to_numpy()[ok]
+    # _score is the probability of the predicted label: the positive class's, or 1 minus it
+    p_pos = np.where(predicted_positive, score[ok], 1.0 - score[ok])
+    metric = ref["metric"]
+    value = estimate(Calibration.from_dict(cal).apply(p_pos), predicted_positive, p_pos, [metric])[
+        metric
+    ]
+    return estimated_drop(
+        metric,
+        float(ref["value"]),
+        float(value),
+        int(ok.sum()),
+        limit=spec.monitoring.max_estimated_drop,
+        lower_is_better=metric in LOWER_IS_BETTER,
+    ).to_dict()

@@ -1,0 +1,118 @@
+"""Training-time importance and calibration, the label-free estimate, max_estimated_drop."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from retrainer.core.cbpe import estimated_drop
+from retrainer.core.drift import ReferenceProfile, build_profile, compare_to_profile
+from retrainer.core.evaluation import compute_metrics, reference_extras
+from retrainer.core.training import fit_pipeline, split_frame
+from retrainer.spec import parse_spec
+from retrainer.steps.monitor.decision import RETRAIN, WARN, LabelCheck, decide
+from retrainer.steps.monitor.measure import label_free_estimate
+
+ROOT = Path(__file__).resolve().parents[2]
+NUM = ["Seniority", "Time", "Age", "Expenses", "Income", "Assets", "Debt", "Amount", "Price"]
+CAT = ["Home", "Marital", "Records", "Job"]
+
+
+def spec(**monitoring):
+    return parse_spec(
+        {
+            "name": "credit",
+            "task": "classification",
+            "data": {
+                "train": "x.csv",
+                "target": "Status",
+                "positive_class": "bad",
+                "features": {"numeric": NUM, "categorical": CAT},
+            },
+            "model": {
+                "estimator": "sklearn.linear_model.LogisticRegression",
+                "params": {"max_iter": 500},
+            },
+            "gate": {"primary_metric": "roc_auc"},
+            "monitoring": monitoring,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def champion():
+    df = pd.read_csv(ROOT / "examples" / "credit" / "credit_data.csv")
+    shifted = df[(df["Age"] >= 40) & (df["Amount"] >= 1000)]
+    base = df.drop(shifted.index)
+    s = spec()
+    train, test = split_frame(base, s)
+    model = fit_pipeline(s, train, NUM, CAT)
+    profile = build_profile(train, NUM, CAT, 10)
+    extras = reference_extras(s, model, test, NUM, CAT)
+    profile.importance = extras["importance"]
+    profile.calibration = extras["calibration"]
+    profile.reference_metric = extras["reference_metric"]
+    return s, model, profile, test, shifted
+
+
+def served(model, frame):
+    """A window as the serving API logs it: the features, _prediction and _score."""
+    from retrainer.core.training import prepare_features
+
+    X = prepare_features(frame, NUM, CAT)
+    proba = model.predict_proba(X)
+    pred = model.classes_[proba.argmax(axis=1)]
+    return frame.assign(_prediction=pred, _score=proba.max(axis=1))
+
+
+def test_reference_extras_and_the_profile_round_trip(champion):
+    s, model, profile, test, _ = champion
+    assert set(profile.importance) == set(NUM + CAT)
+    assert all(v >= 0 for v in profile.importance.values())
+    assert max(profile.importance, key=profile.importance.get) in NUM + CAT
+    ref = profile.reference_metric
+    assert ref["metric"] == "roc_auc" and ref["positive"] == "bad"
+    assert ref["value"] == pytest.approx(compute_metrics(s, model, test, NUM, CAT)["roc_auc"])
+    again = ReferenceProfile.from_dict(profile.to_dict())
+    assert again.calibration == profile.calibration and again.importance == profile.importance
+    old = {k: v for k, v in profile.to_dict().items() if k not in ("importance", "calibration")}
+    assert ReferenceProfile.from_dict(old).calibration is None  # profiles from before load
+
+
+def test_the_estimate_on_the_calibration_rows_is_the_reference(champion):
+    s, model, profile, test, _ = champion
+    est = label_free_estimate(spec(min_rows=100), profile, served(model, test))
+    assert est is not None and est["metric"] == "roc_auc"
+    assert est["estimated"] == pytest.approx(profile.reference_metric["value"], abs=0.02)
+    assert "covariate shift" in est["assumption"]
+    assert label_free_estimate(s, profile, test) is None  # no logged scores: no estimate
+
+
+def test_max_estimated_drop_holds_a_drift_retrain_that_costs_nothing(champion):
+    s, model, profile, _, shifted = champion
+    window = served(model, shifted.sample(300, random_state=0))
+    drift = compare_to_profile(profile, window.drop(columns=["_prediction", "_score"]))
+    est = label_free_estimate(spec(max_estimated_drop=0.5), profile, window)
+    assert not est["exceeds"]
+    held = decide(spec(max_estimated_drop=0.5), drift, 300, estimate=est)
+    assert held.decision == WARN and "label-free estimate of roc_auc" in held.reasons[-1]
+    assert held.estimate == est
+    big = estimated_drop("roc_auc", 0.85, 0.70, 300, limit=0.05)
+    assert decide(spec(max_estimated_drop=0.05), drift, 300, estimate=big.to_dict()).decision == (
+        RETRAIN
+    )
+    assert decide(spec(), drift, 300, estimate=est).decision == RETRAIN  # no limit: drift decides
+
+
+def test_delayed_labels_decide_over_the_estimate(champion):
+    _, _, profile, _, shifted = champion
+    drift = compare_to_profile(profile, shifted.sample(300, random_state=0))
+    optimistic = estimated_drop("roc_auc", 0.85, 0.84, 300, limit=0.05).to_dict()
+    labels = LabelCheck(rows=300, metric="roc_auc", value=0.70, threshold=0.6)
+    d = decide(spec(max_estimated_drop=0.05), drift, 300, labels=labels, estimate=optimistic)
+    assert d.decision == RETRAIN  # measured drop 0.15 >= 0.05, whatever the estimate says
+    fine = LabelCheck(rows=300, metric="roc_auc", value=0.84, threshold=0.6)
+    d2 = decide(spec(max_estimated_drop=0.05), drift, 300, labels=fine, estimate=optimistic)
+    assert d2.decision == WARN and "labelled rows" in d2.reasons[-1]
+    assert np.isfinite(d2.max_psi)

@@ -1,0 +1,100 @@
+"""Label-free performance estimate (CBPE): calibration, expected metrics, NannyML's formulas."""
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+from sklearn.isotonic import IsotonicRegression
+
+from retrainer.core.cbpe import (
+    ASSUMPTION,
+    Calibration,
+    estimate,
+    estimated_drop,
+    expected_roc_auc,
+    fit_calibration,
+)
+
+
+def scores(n=4000, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, n)
+    true_p = 1 / (1 + np.exp(-(1.5 * x - 0.5)))
+    y = rng.random(n) < true_p
+    raw = 1 / (1 + np.exp(-(0.8 * x)))  # a miscalibrated but well-ordered model
+    return y, raw, true_p
+
+
+def test_calibration_equals_sklearn_isotonic_and_round_trips():
+    y, raw, _ = scores()
+    cal = fit_calibration(y, raw)
+    iso = IsotonicRegression(out_of_bounds="clip").fit(raw, y.astype(float))
+    probe = np.concatenate([raw[:100], [-1.0, 2.0]])
+    assert cal.apply(probe) == pytest.approx(iso.predict(probe), abs=1e-12)
+    again = Calibration.from_dict(cal.to_dict())
+    assert again.apply(probe) == pytest.approx(cal.apply(probe))
+
+
+def test_calibration_needs_both_classes():
+    with pytest.raises(ValueError, match="both classes"):
+        fit_calibration([True, True, True], [0.1, 0.2, 0.3])
+
+
+def test_expected_metrics_match_labels_drawn_from_the_probabilities():
+    """With labels drawn from p, the realised metrics average to the estimates."""
+    from retrainer.core.comparison import roc_auc
+
+    _, raw, true_p = scores(n=3000, seed=1)
+    pred = raw > 0.5
+    est = estimate(true_p, pred, raw)
+    rng = np.random.default_rng(2)
+    ys = rng.random((300, true_p.size)) < true_p  # 300 label draws at once
+    tp = (ys & pred).sum(axis=1)
+    realised = {
+        "accuracy": (ys == pred).mean(axis=1),
+        "precision": tp / pred.sum(),
+        "recall": tp / ys.sum(axis=1),
+        "f1": 2 * tp / (pred.sum() + ys.sum(axis=1)),
+        "roc_auc": np.array([roc_auc(y, raw) for y in ys]),
+        "log_loss": -np.mean(ys * np.log(raw) + (~ys) * np.log(1 - raw), axis=1),
+    }
+    assert realised["f1"][0] == pytest.approx(skm.f1_score(ys[0], pred))
+    assert realised["log_loss"][0] == pytest.approx(skm.log_loss(ys[0], np.c_[1 - raw, raw]))
+    for k, v in realised.items():
+        assert est[k] == pytest.approx(np.mean(v), abs=0.003), k
+
+
+def nannyml_roc_auc(calibrated, raw):
+    """NannyML 0.13's estimate_roc_auc, transcribed (the bench checks the library itself)."""
+    order = np.argsort(raw)[::-1]
+    p = calibrated[order]
+    tps = np.cumsum(p)
+    fps = 1 + np.arange(len(p)) - tps
+    tps, fps = np.round(np.r_[0, tps], 5), np.round(np.r_[0, fps], 5)
+    return skm.auc(fps / fps[-1], tps / tps[-1])
+
+
+def test_roc_auc_estimate_equals_nannyml_formula_without_ties():
+    y, raw, _ = scores(n=2000, seed=3)
+    cal = fit_calibration(y, raw).apply(raw)
+    assert expected_roc_auc(cal, raw) == pytest.approx(nannyml_roc_auc(cal, raw), abs=1e-6)
+
+
+def test_tied_scores_are_one_step_whatever_their_order():
+    raw = np.array([0.9, 0.7, 0.7, 0.7, 0.2, 0.1])
+    p = np.array([0.95, 0.8, 0.1, 0.5, 0.3, 0.05])
+    one = expected_roc_auc(p, raw)
+    perm = np.array([0, 3, 1, 2, 4, 5])
+    assert expected_roc_auc(p[perm], raw[perm]) == pytest.approx(one, abs=1e-15)
+
+
+def test_estimated_drop_is_direction_aware():
+    d = estimated_drop("roc_auc", 0.80, 0.76, rows=500, limit=0.03)
+    assert d.drop == pytest.approx(0.04) and d.exceeds
+    ll = estimated_drop("log_loss", 0.40, 0.42, rows=500, limit=0.05, lower_is_better=True)
+    assert ll.drop == pytest.approx(0.02) and not ll.exceeds
+    assert "covariate shift" in d.assumption == ASSUMPTION or "covariate shift" in d.assumption
+
+
+def test_unknown_metric_is_refused():
+    with pytest.raises(ValueError, match="cannot be estimated"):
+        estimate([0.5], [True], metrics=["r2"])
