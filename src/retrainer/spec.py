@@ -106,6 +106,19 @@ class GateSpec(_Strict):
     min_improvement: float = Field(default=0.0, ge=0.0)
 
 
+class RetrainCap(_Strict):
+    """At most `count` drift-triggered retrains within any `per` (a duration such as 7d)."""
+
+    count: int = Field(ge=1)
+    per: str
+
+    @field_validator("per")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
 class MonitoringSpec(_Strict):
     schedule: str | None = "@daily"
     psi_bins: int = Field(default=10, ge=2, le=100)
@@ -113,6 +126,7 @@ class MonitoringSpec(_Strict):
     psi_retrain: float = Field(default=0.25, gt=0.0)
     min_rows: int = Field(default=200, ge=1)
     cooldown: str = "1d"
+    max_retrains: RetrainCap | None = None
 
     @model_validator(mode="after")
     def _order(self) -> "MonitoringSpec":
@@ -125,6 +139,19 @@ class MonitoringSpec(_Strict):
                 f"psi_warn ({self.psi_warn}) must not exceed psi_retrain ({self.psi_retrain})"
             )
         return self
+
+
+class CardSpec(_Strict):
+    """What a model card says that the data cannot: purpose, audience, known limits."""
+
+    intended_use: str = ""
+    users: list[str] = Field(default_factory=list)
+    out_of_scope: list[str] = Field(default_factory=list)
+    limitations: list[str] = Field(default_factory=list)
+    ethical_considerations: list[str] = Field(default_factory=list)
+    contact: str = ""
+    license: str = ""  # an SPDX identifier, or "proprietary"
+    time_column: str | None = None  # a column whose range the card reports as the data's period
 
 
 class DeploymentSpec(_Strict):
@@ -142,6 +169,7 @@ class ModelSpec(_Strict):
     gate: GateSpec
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     deployment: DeploymentSpec = Field(default_factory=DeploymentSpec)
+    card: CardSpec = Field(default_factory=CardSpec)
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelSpec":
