@@ -61,3 +61,59 @@ def card(
         console.print(f"wrote {out}", highlight=False)
     else:
         print(text)
+
+
+@app.command()
+def reproduce(
+    ref: Annotated[str, typer.Argument(help=REF_HELP)],
+    as_json: Annotated[bool, typer.Option("--json", help="the report as JSON")] = False,
+) -> None:
+    """Rebuild a version from its spec, data snapshot and seeds (outside the registry) and compare
+    its predictions on the held-back rows. Exit 0 identical, 1 differs, 2 cannot rebuild."""
+    from retrainer.steps.reproduce import DIFFERS, IDENTICAL
+    from retrainer.steps.reproduce import reproduce as rebuild
+
+    try:
+        with console.status(f"rebuilding {ref}..."):
+            result = rebuild(ref, _settings())
+    except RetrainerError as exc:
+        fail(str(exc), 2)
+        return
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        colour = {IDENTICAL: "green", DIFFERS: "yellow"}.get(result.status, "red")
+        lines = result.lines()
+        console.print(f"[{colour}]{lines[0]}[/]", highlight=False)
+        for line in lines[1:]:
+            console.print(line, highlight=False, markup=False)
+    if not result.identical:
+        raise typer.Exit(1 if result.status == DIFFERS else 2)
+
+
+@app.command()
+def snapshots(
+    model: Annotated[str, typer.Argument(help="model name")],
+    prune: Annotated[
+        bool, typer.Option("--prune", help="delete the snapshots the retention rule lets go")
+    ] = False,
+) -> None:
+    """The data snapshots of MODEL's retrain runs and the retention rule's verdict on each:
+    kept while their version is registered, else RETRAINER_SNAPSHOT_DAYS days."""
+    from rich.table import Table
+
+    from retrainer.spec import find_spec
+    from retrainer.steps.snapshots import prune as apply
+
+    settings = _settings()
+    try:
+        spec = find_spec(settings.models_dir, model)
+        fates = apply(spec, settings, dry_run=not prune)
+    except RetrainerError as exc:
+        fail(str(exc))
+        return
+    table = Table("snapshot", "verdict", "why", title=f"{model}: data snapshots")
+    for f in fates:
+        verdict = "keep" if f.keep else ("deleted" if prune else "would delete")
+        table.add_row(f.uri, verdict, f.why)
+    console.print(table)
