@@ -61,6 +61,7 @@ copy_spec("credit_default", "credit_mon")
 copy_spec("credit_default", "credit_copy")
 copy_spec("credit_default", "credit_nochamp")
 copy_spec("credit_default", "credit_repro")
+copy_spec("credit_default", "credit_lineage")
 copy_spec("diabetes_progression", "diabetes_repro")
 copy_spec(
     "credit_default",

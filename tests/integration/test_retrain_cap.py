@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import register_version
 
 import testenv
+from conftest import register_version
 from retrainer.config.settings import get_settings
 
 pytestmark = pytest.mark.integration
