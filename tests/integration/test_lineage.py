@@ -94,7 +94,7 @@ def test_one_retrain_emits_task_runs_with_datasets_and_parents(airflow_db, tmp_p
     parents = {e["run"]["facets"]["parent"]["run"]["runId"] for e in complete.values()}
     assert len(parents) == 1
     parent = complete[f"{MODEL}_retrain.validate_data"]["run"]["facets"]["parent"]
-    assert parent["job"] == {"namespace": "retrainer", "name": f"{MODEL}_retrain"}
+    assert (parent["job"]["namespace"], parent["job"]["name"]) == ("retrainer", f"{MODEL}_retrain")
     task_runs = {e["run"]["runId"] for e in complete.values()}
     assert len(task_runs) == len(complete)  # one OpenLineage run per task run
     starts = [e for e in events if e["eventType"] == "START" and e["job"]["name"] in complete]
