@@ -14,7 +14,7 @@ import pytest
 import testenv
 from retrainer.config.environment import process_environment
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # a retrain in its own process
 MODEL = "credit_lineage"
 
 SCRIPT = """

@@ -47,7 +47,8 @@ def days_ago(*days):
 
 
 def test_without_a_cap_drift_triggers():
-    plan = plan_trigger(spec(), measured(), "m1", 0, None, NOW, recent=days_ago(1, 2, 3, 4))
+    uncapped = spec(max_retrains=None)
+    plan = plan_trigger(uncapped, measured(), "m1", 0, None, NOW, recent=days_ago(1, 2, 3, 4))
     assert plan.action == TRIGGERED and plan.retrain_run_id == "drift__m1"
     assert plan.conf["trigger"]["psi"] == {"Age": 0.4}
 
@@ -100,3 +101,8 @@ def test_order_of_reasons_in_flight_then_cooldown_then_cap():
 def test_a_bad_cap_fails_loudly(cap, expected):
     with pytest.raises(SpecError, match=expected.replace(".", r"\.")):
         spec(max_retrains=cap)
+
+
+def test_the_shipped_credit_spec_caps_drift_retrains():
+    cap = spec().monitoring.max_retrains
+    assert cap is not None and (cap.count, cap.per) == (3, "7d")

@@ -79,17 +79,18 @@ def _validation_summary(report: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
-def _drift(
-    client: MlflowClient, spec: ModelSpec, version: str, settings: Settings
-) -> dict[str, Any]:
-    from retrainer.steps.monitor.checks import find_checks
+def _drift(client: MlflowClient, spec: ModelSpec, version: str) -> dict[str, Any]:
+    from retrainer.steps.monitor.checks import experiment_name
 
-    try:
-        runs = find_checks(
-            client, spec, settings, f"tags.`{C.TAG_CHAMPION_VERSION}` = '{version}'", n=1000
-        )
-    except Exception as exc:
-        return {"checks": 0, "error": str(exc)}
+    exp = client.get_experiment_by_name(experiment_name(spec))  # read only: never create it
+    if exp is None:
+        return {"checks": 0}
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{C.TAG_CHAMPION_VERSION}` = '{version}'",
+        max_results=1000,
+        order_by=["attributes.start_time DESC"],
+    )
     decisions: dict[str, int] = {}
     for r in runs:
         d = r.data.tags.get(C.TAG_MONITOR_DECISION, "unknown")
@@ -193,7 +194,7 @@ def gather_facts(spec: ModelSpec, version: str, settings: Settings | None = None
         "evaluation": gate,
         "cost": cost.to_dict() if cost else None,
         "recent_retrains": recent_retrains(spec, 30, settings).to_dict(),
-        "drift": _drift(client, spec, version, settings),
+        "drift": _drift(client, spec, version),
         "rollout": rollout,
         "approvals": approvals,
         "generated": int(time.time() * 1000),
