@@ -202,9 +202,10 @@ def test_the_version_carries_its_provenance_and_card(first_run):
     assert tags[provenance.TAG_SEED] == "split=42,estimator=42"
     snapshot = tags[provenance.TAG_DATA_SNAPSHOT]
     assert snapshot.endswith("data.parquet") and Path(snapshot).exists()
-    assert "while the model version trained on it is registered" in tags[
-        provenance.TAG_SNAPSHOT_RETENTION
-    ]
+    assert (
+        "while the model version trained on it is registered"
+        in tags[provenance.TAG_SNAPSHOT_RETENTION]
+    )
     # The card: the version's description, and the run's card/ artifacts.
     assert mv.description.startswith("# Model card: credit_it v1")
     assert "## Evaluation" in mv.description and tags[C.TAG_DATA_DIGEST] in mv.description
