@@ -220,3 +220,24 @@ def test_hugging_face_metadata_has_model_index_results():
 def test_html_has_the_tables():
     page = to_html(to_markdown(FACTS), "credit_default v2")
     assert "<table>" in page and "<h2>Evaluation</h2>" in page
+
+
+def test_time_range_reads_the_spec_time_column():
+    import pandas as pd
+
+    from retrainer.spec import parse_spec
+    from retrainer.steps.provenance import seeds, time_range
+
+    raw = {
+        "name": "m",
+        "task": "regression",
+        "data": {"train": "x.csv", "target": "y"},
+        "model": {"estimator": "sklearn.linear_model.Ridge", "params": {"random_state": 7}},
+        "gate": {"primary_metric": "rmse"},
+        "card": {"time_column": "day"},
+    }
+    spec = parse_spec(raw)
+    df = pd.DataFrame({"day": ["2026-01-03", None, "2026-01-01"], "y": [1, 2, 3]})
+    assert time_range(spec, df) == "2026-01-01 .. 2026-01-03 (day)"
+    assert time_range(spec, df.drop(columns=["day"])) is None
+    assert seeds(spec) == "split=42,estimator=7"
