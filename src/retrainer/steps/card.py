@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from retrainer import constants as C
 from retrainer.config.settings import Settings, get_settings
-from retrainer.errors import RetrainerError
+from retrainer.errors import VersionNotFound
 from retrainer.spec import ModelSpec
 from retrainer.steps import provenance
 
@@ -39,7 +39,7 @@ def resolve_version(client: MlflowClient, ref: str) -> tuple[str, str]:
         try:
             client.get_model_version(name, version)
         except MlflowException:
-            raise RetrainerError(
+            raise VersionNotFound(
                 f"{name} has no version {version!r} in the registry; see `retrainer models`"
             ) from None
         return name, version
@@ -47,7 +47,7 @@ def resolve_version(client: MlflowClient, ref: str) -> tuple[str, str]:
     alias = alias or C.ALIAS_CHAMPION
     mv = version_by_alias(client, name, alias)
     if mv is None:
-        raise RetrainerError(
+        raise VersionNotFound(
             f"{name} has no version with alias {alias!r}; name one as {name}/<version> "
             f"(see `retrainer models`)"
         )

@@ -19,7 +19,7 @@ from typing import Any
 
 from retrainer import constants as C
 from retrainer.config.settings import Settings, get_settings
-from retrainer.errors import RetrainerError
+from retrainer.errors import ReproduceError
 from retrainer.steps import provenance
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,11 @@ def reproduce(ref: str, settings: Settings | None = None) -> Reproduction:
     result.checks["data digest"] = {"recorded": recorded_digest, "now": digest}
 
     started = time.perf_counter()
-    model, rebuilt, rows = _rebuild(spec, df, name, version, params)
+    try:
+        model, rebuilt, rows = _rebuild(spec, df, name, version, params)
+    except ReproduceError as exc:
+        result.reasons.append(str(exc))
+        return result
     result.seconds = time.perf_counter() - started
     result.rows = len(rows)
     if spec.task == "classification":
@@ -177,7 +181,7 @@ def _rebuild(
     train, test = split_frame(df, spec)
     for key, n in (("rows.train", len(train)), ("rows.test", len(test))):
         if key in params and int(params[key]) != n:
-            raise RetrainerError(
+            raise ReproduceError(
                 f"{name} v{version}: the data snapshot splits into {n} {key[5:]} rows, the "
                 f"version recorded {params[key]}: the snapshot is not the data it trained on"
             )
