@@ -23,12 +23,18 @@ MODELS = STATE / "models"
 
 
 def copy_spec(
-    source: str, name: str, approval: str | None = None, no_nulls: tuple[str, ...] = ()
+    source: str,
+    name: str,
+    approval: str | None = None,
+    no_nulls: tuple[str, ...] = (),
+    monitoring: dict | None = None,
 ) -> Path:
     """A shipped spec under another model name, its data path made absolute; `no_nulls`
-    columns get max_null_fraction 0 (their signature input becomes required)."""
+    columns get max_null_fraction 0 (their signature input becomes required); `monitoring`
+    keys override the spec's."""
     raw = yaml.safe_load((ROOT / "models" / f"{source}.yaml").read_text())
     raw["name"] = name
+    raw["monitoring"] = {**raw.get("monitoring", {}), **(monitoring or {})}
     for col in no_nulls:
         raw["validation"]["columns"].setdefault(col, {})["max_null_fraction"] = 0.0
     if approval:
@@ -55,6 +61,14 @@ copy_spec("credit_default", "credit_mon")
 copy_spec("credit_default", "credit_copy")
 copy_spec("credit_default", "credit_nochamp")
 copy_spec("credit_default", "credit_gate")
+copy_spec("credit_default", "credit_repro")
+copy_spec("credit_default", "credit_lineage")
+copy_spec("diabetes_progression", "diabetes_repro")
+copy_spec(
+    "credit_default",
+    "credit_cap",
+    monitoring={"cooldown": "1s", "max_retrains": {"count": 1, "per": "7d"}},
+)
 
 
 def free_port() -> int:

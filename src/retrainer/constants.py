@@ -19,6 +19,7 @@ TAG_VALIDATION = "retrainer.validation"
 TAG_GATE_DECISION = "retrainer.gate.decision"
 TAG_GATE_REASONS = "retrainer.gate.reasons"
 TAG_STAGE = "retrainer.stage"
+TAG_MODEL_VERSION = "retrainer.model_version"  # on a retrain run: the version it registered
 
 # Artifacts inside a retrain run.
 ARTIFACT_VALIDATION_JSON = "validation/result.json"

@@ -59,3 +59,11 @@ class MonitorError(RetrainerError):
 
 class NoChampion(MonitorError):
     """Nothing to compare with yet: the check is skipped, not failed."""
+
+
+class VersionNotFound(RetrainerError):
+    """A model version or alias the registry does not have."""
+
+
+class ReproduceError(RetrainerError):
+    """A version cannot be rebuilt as recorded (its snapshot is not the data it trained on)."""

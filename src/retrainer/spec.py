@@ -172,6 +172,19 @@ class GateSpec(_Strict):
         return DEFAULT_NI_MARGIN if self.rule == "non_inferiority" else 0.0
 
 
+class RetrainCap(_Strict):
+    """At most `count` drift-triggered retrains within any `per` (a duration such as 7d)."""
+
+    count: int = Field(ge=1)
+    per: str
+
+    @field_validator("per")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+
 class MonitoringSpec(_Strict):
     schedule: str | None = "@daily"
     psi_bins: int = Field(default=10, ge=2, le=100)
@@ -199,6 +212,7 @@ class MonitoringSpec(_Strict):
         "dropped by this much: estimated without labels (CBPE, binary classifiers), or measured "
         "on delayed labels when they arrived",
     )
+    max_retrains: RetrainCap | None = None
 
     @model_validator(mode="after")
     def _order(self) -> "MonitoringSpec":
@@ -211,6 +225,19 @@ class MonitoringSpec(_Strict):
                 f"psi_warn ({self.psi_warn}) must not exceed psi_retrain ({self.psi_retrain})"
             )
         return self
+
+
+class CardSpec(_Strict):
+    """What a model card says that the data cannot: purpose, audience, known limits."""
+
+    intended_use: str = ""
+    users: list[str] = Field(default_factory=list)
+    out_of_scope: list[str] = Field(default_factory=list)
+    limitations: list[str] = Field(default_factory=list)
+    ethical_considerations: list[str] = Field(default_factory=list)
+    contact: str = ""
+    license: str = ""  # an SPDX identifier, or "proprietary"
+    time_column: str | None = None  # a column whose range the card reports as the data's period
 
 
 class DeploymentSpec(_Strict):
@@ -228,6 +255,7 @@ class ModelSpec(_Strict):
     gate: GateSpec
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     deployment: DeploymentSpec = Field(default_factory=DeploymentSpec)
+    card: CardSpec = Field(default_factory=CardSpec)
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelSpec":

@@ -167,3 +167,54 @@ def test_regression_spec_from_another_data_set_runs_unchanged(airflow_db):
     assert versions(spec.name) == [1]
     mv = client().get_model_version(spec.name, "1")
     assert float(mv.tags["metric.rmse"]) < 70
+
+
+def test_each_task_records_its_cost_and_the_data_size(first_run):
+    from retrainer.steps.cost import run_cost
+
+    spec, dr, states = first_run
+    mv = client().get_model_version(spec.name, "1")
+    cost = run_cost(client(), mv.run_id)
+    assert cost is not None
+    tasks = ["evaluate_candidate", "gate", "register_candidate", "train_candidate", "validate_data"]
+    assert list(cost.tasks) == tasks
+    for task in tasks:
+        spent = cost.tasks[task]
+        assert spent["wall_s"] > 0 and spent["cpu_s"] >= 0 and spent["peak_mb"] > 50, task
+    assert cost.tasks["train_candidate"]["cpu_s"] > 0.5  # a real fit
+    params = client().get_run(mv.run_id).data.params
+    assert cost.rows == int(params["rows.train"]) + int(params["rows.test"]) > 1000
+    assert cost.data_bytes > 100_000
+
+
+def test_the_version_carries_its_provenance_and_card(first_run):
+    import json
+
+    from retrainer.core.card import validate_mct
+    from retrainer.steps import provenance
+    from retrainer.steps.card import ARTIFACT_CARD_JSON, ARTIFACT_CARD_MD
+
+    spec, dr, states = first_run
+    mv = client().get_model_version(spec.name, "1")
+    tags = mv.tags
+    assert tags[provenance.TAG_CODE_VERSION].startswith(("git:", "retrainer=="))
+    assert tags[provenance.TAG_LOCK_DIGEST].startswith("sha256:")
+    assert tags[provenance.TAG_SEED] == "split=42,estimator=42"
+    snapshot = tags[provenance.TAG_DATA_SNAPSHOT]
+    assert snapshot.endswith("data.parquet") and Path(snapshot).exists()
+    assert (
+        "while the model version trained on it is registered"
+        in tags[provenance.TAG_SNAPSHOT_RETENTION]
+    )
+    # The card: the version's description, and the run's card/ artifacts.
+    assert mv.description.startswith("# Model card: credit_it v1")
+    assert "## Evaluation" in mv.description and tags[C.TAG_DATA_DIGEST] in mv.description
+    md = Path(client().download_artifacts(mv.run_id, ARTIFACT_CARD_MD)).read_text()
+    assert md.startswith("# Model card: credit_it v1") and "validate_data" in md  # cost table
+    card = json.loads(Path(client().download_artifacts(mv.run_id, ARTIFACT_CARD_JSON)).read_text())
+    validate_mct(card)
+    assert card["model_details"]["version"]["name"] == "1"
+    assert {p["type"] for p in card["quantitative_analysis"]["performance_metrics"]} >= {
+        "roc_auc",
+        "f1",
+    }

@@ -94,14 +94,17 @@ def specs_check() -> None:
 def models() -> None:
     """Registered models, their versions and aliases."""
     from retrainer.spec import iter_specs
+    from retrainer.steps.cost import champion_cost, recent_retrains
     from retrainer.stores.summaries import model_versions
 
     settings = _settings()
     table = Table("model", "version", "aliases", "gate", "primary metric", "DAG run")
+    costs = Table("model", "champion", "its training cost", "retrains, last 30 days", title="Cost")
     for _, spec in iter_specs(settings.models_dir):
         if isinstance(spec, Exception):
             continue
-        for v in model_versions(spec.name, settings):
+        versions = model_versions(spec.name, settings)
+        for v in versions:
             table.add_row(
                 spec.name,
                 v["version"],
@@ -110,7 +113,17 @@ def models() -> None:
                 v["metric"],
                 v["dag_run_id"] or "",
             )
+        if versions:
+            version, spent = champion_cost(spec, settings)
+            costs.add_row(
+                spec.name,
+                f"v{version}" if version else "-",
+                spent.short() if spent else "not recorded",
+                recent_retrains(spec, 30, settings).short(),
+            )
     console.print(table)
+    if costs.row_count:
+        console.print(costs)
 
 
 @app.command()

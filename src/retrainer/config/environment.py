@@ -40,7 +40,21 @@ def process_environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "30",
         "PATH": path,
+        **lineage_environment(settings),
     }
+
+
+def lineage_environment(settings: Settings) -> dict[str, str]:
+    """Airflow's OpenLineage provider: retrainer's extractor names each task's datasets; events
+    go to `settings.lineage_transport` (the provider's transport JSON, e.g. {"type": "http",
+    "url": ...} or {"type": "file", "log_file_path": ...}); none configured: no events."""
+    env = {
+        "AIRFLOW__OPENLINEAGE__EXTRACTORS": "retrainer.orchestration.lineage.RetrainerExtractor",
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": settings.lineage_namespace,
+    }
+    if settings.lineage_transport:
+        env["AIRFLOW__OPENLINEAGE__TRANSPORT"] = settings.lineage_transport
+    return env
 
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")

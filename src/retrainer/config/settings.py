@@ -58,6 +58,12 @@ class Settings:
     # parallelism), and the OpenMP/BLAS threads each task gets (0: the cores / task_slots).
     task_slots: int = 2
     threads: int = 0
+    # Data snapshots of retrain runs (work/<model>/<run>/): kept while their version is
+    # registered; the others (rejected, failed or deleted versions) for this many days.
+    snapshot_days: int = 30
+    # OpenLineage (Airflow's provider): the transport as JSON, none: no lineage events.
+    lineage_transport: str | None = None
+    lineage_namespace: str = "retrainer"
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:

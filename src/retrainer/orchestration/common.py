@@ -32,10 +32,13 @@ def run_step(
     **kwargs: Any,
 ) -> T:
     """Call a pipeline step; permanent retrainer errors fail the task without retries, and
-    `skip_on` errors (nothing to do yet) skip it with their message. Logs what the task cost."""
+    `skip_on` errors (nothing to do yet) skip it with their message. Logs what the task cost,
+    and records it as metrics (`cost.<task>.*`) on the MLflow run the step worked for."""
     started, cpu = time.time(), time.process_time()
+    result: Any = None
     try:
-        return step(*args, **kwargs)
+        result = step(*args, **kwargs)
+        return result
     except skip_on as exc:
         raise AirflowSkipException(str(exc)) from exc
     except RetrainerError as exc:
@@ -43,24 +46,25 @@ def run_step(
             raise AirflowFailException(str(exc)) from exc
         raise
     finally:
-        log.info("%s", task_cost(started, cpu))
+        _record_cost(step, args, result, started, cpu)
 
 
-def task_cost(started: float, cpu: float) -> str:
-    """Where a task's time went: before the step (process start, Airflow's task runner, the DAG
-    file's parse) and in it (imports and work), its CPU and the process's peak memory."""
-    import resource
+def _record_cost(
+    step: Callable[..., Any], args: tuple[Any, ...], result: Any, started: float, cpu: float
+) -> None:
+    from retrainer.steps import cost
 
-    import psutil
-
-    now = time.time()
-    before = started - psutil.Process().create_time()
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return (
-        f"task cost: {before:.2f} s before the step (process start, task runner, DAG parse), "
-        f"{now - started:.2f} s in the step ({time.process_time() - cpu:.2f} s CPU), "
-        f"peak memory {peak_mb:.0f} MB"
-    )
+    ctx = next((a for a in args if isinstance(a, RunContext)), None)
+    task = ctx.task_id if ctx is not None and ctx.task_id else step.__name__
+    spent = cost.measure(task, started, cpu)
+    log.info("%s", spent.summary())
+    run_id = cost.run_id_of(result, args)
+    if run_id is None:
+        return
+    try:
+        cost.record(run_id, spent)
+    except Exception as exc:  # the cost is a record of the task, never a reason to fail it
+        log.warning("could not record the task's cost on MLflow run %s: %s", run_id, exc)
 
 
 def run_context(context: Any) -> RunContext:

@@ -15,6 +15,7 @@ from retrainer.spec import ModelSpec
 
 def monitor_doc(spec: ModelSpec) -> str:
     mon = spec.monitoring
+    cap = f"{mon.max_retrains.count} per {mon.max_retrains.per}" if mon.max_retrains else "none"
     return textwrap.dedent(
         f"""\
         ### Monitor `{spec.name}`
@@ -32,7 +33,8 @@ def monitor_doc(spec: ModelSpec) -> str:
            (experiment `{spec.experiment_name}/monitor`; metrics `psi.<feature>` chart drift over time).
         4. **trigger_retrain**: on `retrain`, starts `{spec.retrain_dag_id}` with the reason and the PSI
            table, unless one is already in flight or one was triggered within the cooldown
-           (`monitoring.cooldown` {mon.cooldown}). Skipped otherwise, with the reason.
+           (`monitoring.cooldown` {mon.cooldown}), or the cap on drift retrains is reached
+           (`monitoring.max_retrains` {cap}). Skipped otherwise, with the reason.
         """
     )
 
@@ -87,6 +89,7 @@ def monitor_dag(spec: ModelSpec, path: Path | None = None) -> DAG:
             from retrainer.steps.monitor import checks, report, trigger
 
             retrain = measured["decision"]["decision"] == trigger.RETRAIN
+            now = datetime.now(UTC)
             plan = trigger.plan_trigger(
                 spec,
                 measured,
@@ -97,8 +100,9 @@ def monitor_dag(spec: ModelSpec, path: Path | None = None) -> DAG:
                 if retrain
                 else 0,
                 last=trigger.last_trigger(spec) if retrain else None,
-                now=datetime.now(UTC),
+                now=now,
                 ignore_cooldown=bool(context["params"].get("ignore_cooldown")),
+                recent=trigger.recent_triggers(spec, now) if retrain else [],
             )
             checks.record_action(
                 measured["mlflow_run_id"], plan.action, plan.detail, plan.retrain_run_id

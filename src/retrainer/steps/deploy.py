@@ -112,6 +112,7 @@ def promote(
         client.set_registered_model_alias(spec.name, C.ALIAS_CHAMPION, target)
     from_version = None if action == "initial" else current
     ledger_id = _ledger(client, settings, spec, ctx, action, from_version, target, reason)
+    _update_cards(spec, [target, current], settings)
     log.info(
         "%s: %s v%s -> v%s (%s)", spec.name, action, current, target, reason or "no reason given"
     )
@@ -151,6 +152,17 @@ def reload_serving(
             f"still serving v{result.get('serving')}"
         )
     return dict(result)
+
+
+def _update_cards(spec: ModelSpec, versions: list[str | None], settings: Settings) -> None:
+    """The cards of the versions a move touched: their aliases and rollout history changed."""
+    from retrainer.steps.card import publish_card
+
+    for version in dict.fromkeys(v for v in versions if v):
+        try:
+            publish_card(spec, version, settings)
+        except Exception as exc:  # the card documents the move; it never blocks a deployment
+            log.warning("could not update the model card of %s v%s: %s", spec.name, version, exc)
 
 
 def smoke_test(spec: ModelSpec, version: str, settings: Settings | None = None) -> dict[str, Any]:
@@ -270,5 +282,6 @@ def rollback(
         back,
         f"deploy of v{failed} failed: {error}"[:4000],
     )
+    _update_cards(spec, [back, failed], settings)
     log.error("%s: rolled back from v%s to v%s: %s", spec.name, failed, back, error)
     return {"from": failed, "to": back, "ledger_run_id": ledger_id, "reload_error": reload_error}

@@ -16,6 +16,7 @@ from retrainer import constants as C
 from retrainer.config.settings import RunContext, Settings, get_settings
 from retrainer.errors import DataError, DataValidationError
 from retrainer.spec import ModelSpec
+from retrainer.steps import provenance
 from retrainer.stores.tracking import (
     find_or_create_run,
     log_metrics,
@@ -94,6 +95,17 @@ def validate_data(
     snapshot = storage.join(settings.work_root, spec.name, run_key(ctx), "data.parquet")
     storage.write_table(df, snapshot)
     client.set_tag(run_id, C.TAG_DATA_DIGEST, digest)
+    # The exact rows trained on, by reference: the source folder may grow, this file does not.
+    client.set_tag(run_id, provenance.TAG_DATA_SNAPSHOT, snapshot)
+    client.set_tag(run_id, provenance.TAG_SNAPSHOT_RETENTION, retention_rule(settings))
+    period = provenance.time_range(spec, df)
+    if period:
+        client.set_tag(run_id, provenance.TAG_TIME_RANGE, period)
+    log_metrics(
+        client,
+        run_id,
+        {"data.rows": len(df), "data.bytes": int(df.memory_usage(deep=True).sum())},
+    )
     log.info(
         "validated %d rows from %s (digest %s): every expectation passed", len(df), source, digest
     )
@@ -168,7 +180,15 @@ def train_candidate(
         smoke = prepare_features(test.head(50), numeric, categorical)
         mlflow.log_text(smoke.to_json(orient="records"), C.ARTIFACT_SMOKE_ROWS)
         _log_reference(spec, X_train, numeric, categorical, model, test)
-        mlflow.set_tag(C.TAG_TEST_URI, test_uri)
+        mlflow.set_tags(
+            {
+                C.TAG_TEST_URI: test_uri,
+                provenance.TAG_TEST_SNAPSHOT: test_uri,
+                provenance.TAG_CODE_VERSION: provenance.code_version(),
+                provenance.TAG_LOCK_DIGEST: provenance.lock_digest(),
+                provenance.TAG_SEED: provenance.seeds(spec),
+            }
+        )
         info = mlflow.sklearn.log_model(
             model,
             name=C.MODEL_ARTIFACT_NAME,
@@ -298,6 +318,7 @@ def register_candidate(
     settings = settings or get_settings()
     client = mlflow_client(settings)
     run_id = gated["mlflow_run_id"]
+    run_tags_ = client.get_run(run_id).data.tags
     tags = {
         C.TAG_DAG_ID: ctx.dag_id,
         C.TAG_DAG_RUN_ID: ctx.run_id,
@@ -305,14 +326,33 @@ def register_candidate(
         C.TAG_GATE_DECISION: decision.decision,
         "mlflow_run_id": run_id,
         **{f"metric.{k}": f"{v:.6g}" for k, v in decision.candidate_metrics.items()},
+        **{k: run_tags_[k] for k in provenance.PROVENANCE_TAGS if k in run_tags_},
     }
     reg = register(client, spec.name, gated["model_uri"], run_id, tags, spec.description)
     client.set_tag(run_id, C.TAG_STAGE, "registered")
-    client.set_tag(run_id, "retrainer.model_version", reg.version)
+    client.set_tag(run_id, C.TAG_MODEL_VERSION, reg.version)
     client.set_terminated(run_id, status="FINISHED")
     what = "registered" if reg.created else "already registered by this DAG run:"
     log.info("%s %s version %s (aliases: %s)", what, spec.name, reg.version, ", ".join(reg.aliases))
+    _update_card(spec, reg.version, settings)
     return reg.to_dict()
+
+
+def _update_card(spec: ModelSpec, version: str, settings: Settings) -> None:
+    """The version's model card, written when it registers (and again on promotion or rollback)."""
+    from retrainer.steps.card import publish_card
+
+    try:
+        publish_card(spec, version, settings)
+    except Exception as exc:  # the card documents the version; it never blocks the registration
+        log.warning("could not write the model card of %s v%s: %s", spec.name, version, exc)
+
+
+def retention_rule(settings: Settings) -> str:
+    return (
+        "kept while the model version trained on it is registered; otherwise deleted "
+        f"{settings.snapshot_days} days after the run (RETRAINER_SNAPSHOT_DAYS)"
+    )
 
 
 # --- helpers ---------------------------------------------------------------------------------

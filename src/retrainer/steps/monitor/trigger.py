@@ -18,7 +18,13 @@ from retrainer.spec import ModelSpec, parse_duration
 from retrainer.steps.monitor.checks import find_checks
 from retrainer.steps.monitor.decision import RETRAIN
 
-NONE, IN_FLIGHT, COOLDOWN, TRIGGERED = "none", "in_flight", "cooldown", "triggered"
+NONE, IN_FLIGHT, COOLDOWN, CAPPED, TRIGGERED = (
+    "none",
+    "in_flight",
+    "cooldown",
+    "capped",
+    "triggered",
+)
 
 
 @dataclass(frozen=True)
@@ -31,7 +37,7 @@ class LastTrigger:
 
 @dataclass(frozen=True)
 class TriggerPlan:
-    action: str  # none | in_flight | cooldown | triggered
+    action: str  # none | in_flight | cooldown | capped | triggered
     detail: str
     retrain_run_id: str = ""
     conf: dict[str, Any] = field(default_factory=dict)
@@ -49,9 +55,12 @@ def plan_trigger(
     last: LastTrigger | None,
     now: datetime,
     ignore_cooldown: bool = False,
+    recent: list[datetime] | None = None,
 ) -> TriggerPlan:
     """Trigger on `retrain`, unless a retrain is queued or running, or one was triggered within
-    monitoring.cooldown (which `ignore_cooldown` overrides; a retrain in flight still blocks)."""
+    monitoring.cooldown (which `ignore_cooldown` overrides; a retrain in flight still blocks),
+    or monitoring.max_retrains drift retrains were triggered within its period (`recent`: when
+    the drift retrains of that period were triggered; the cap holds even with ignore_cooldown)."""
     decision = measured["decision"]
     if decision["decision"] != RETRAIN:
         return TriggerPlan(NONE, decision["decision"])
@@ -73,6 +82,9 @@ def plan_trigger(
     why = _cooldown(spec, last, now, ignore_cooldown)
     if why is not None:
         return TriggerPlan(COOLDOWN, why)
+    why = _capped(spec, recent or [], now)
+    if why is not None:
+        return TriggerPlan(CAPPED, why)
     if last is None:
         detail = "no earlier drift-triggered retrain"
     elif ignore_cooldown and now - last.at < parse_duration(spec.monitoring.cooldown):
@@ -121,6 +133,46 @@ def _cooldown(
         f"{last.at.isoformat(timespec='seconds')}; monitoring.cooldown {spec.monitoring.cooldown} "
         f"holds further drift retrains until {until}"
     )
+
+
+def _capped(spec: ModelSpec, recent: list[datetime], now: datetime) -> str | None:
+    """Why monitoring.max_retrains holds this retrain, or None."""
+    cap = spec.monitoring.max_retrains
+    if cap is None:
+        return None
+    since = now - parse_duration(cap.per)
+    within = sorted(t for t in recent if t > since)
+    if len(within) < cap.count:
+        return None
+    frees = (within[-cap.count] + parse_duration(cap.per)).isoformat(timespec="seconds")
+    return (
+        f"retrain cap: {len(within)} drift retrains of {spec.retrain_dag_id} were triggered since "
+        f"{since.isoformat(timespec='seconds')} (the first at "
+        f"{within[0].isoformat(timespec='seconds')}); monitoring.max_retrains allows "
+        f"{cap.count} per {cap.per}, so none until {frees}"
+    )
+
+
+def recent_triggers(
+    spec: ModelSpec, now: datetime, settings: Settings | None = None
+) -> list[datetime]:
+    """When the drift retrains within monitoring.max_retrains' period were triggered (none
+    without a cap), from the monitor experiment in MLflow."""
+    from retrainer.stores.tracking import mlflow_client
+
+    cap = spec.monitoring.max_retrains
+    if cap is None:
+        return []
+    settings = settings or get_settings()
+    since_ms = int((now - parse_duration(cap.per)).timestamp() * 1000)
+    runs = find_checks(
+        mlflow_client(settings),
+        spec,
+        settings,
+        f"tags.`{C.TAG_MONITOR_ACTION}` = '{TRIGGERED}' and attributes.start_time > {since_ms}",
+        n=cap.count + 100,
+    )
+    return [datetime.fromtimestamp(r.info.start_time / 1000, UTC) for r in runs]
 
 
 def last_trigger(spec: ModelSpec, settings: Settings | None = None) -> LastTrigger | None:

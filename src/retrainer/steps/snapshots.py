@@ -1,0 +1,83 @@
+"""The retention rule for data snapshots (work/<model>/<run>/): what `retrainer reproduce` needs.
+
+A retrain run's folder (its validated data and test split) is kept while the model version it
+registered is in the registry; a run that registered nothing (rejected, failed) or whose
+version was deleted keeps it for `settings.snapshot_days` days after the run started.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from retrainer import constants as C
+from retrainer.config.settings import Settings, get_settings
+from retrainer.spec import ModelSpec
+from retrainer.steps import provenance
+
+
+@dataclass(frozen=True)
+class SnapshotFate:
+    uri: str  # the run's folder
+    keep: bool
+    why: str
+
+
+def plan_retention(
+    spec: ModelSpec, settings: Settings | None = None, now: datetime | None = None
+) -> list[SnapshotFate]:
+    """What the rule keeps and removes, for every snapshot a retrain run of `spec` recorded."""
+    from mlflow.exceptions import MlflowException
+
+    from retrainer.stores.tracking import mlflow_client
+
+    settings = settings or get_settings()
+    client = mlflow_client(settings)
+    exp = client.get_experiment_by_name(spec.experiment_name)
+    if exp is None:
+        return []
+    now = now or datetime.now(UTC)
+    horizon = now - timedelta(days=settings.snapshot_days)
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{provenance.TAG_DATA_SNAPSHOT}` != ''",
+        max_results=10_000,
+    )
+    fates = []
+    for run in runs:
+        folder = run.data.tags[provenance.TAG_DATA_SNAPSHOT].rsplit("/", 1)[0]
+        version = run.data.tags.get(C.TAG_MODEL_VERSION)
+        if version:
+            try:
+                client.get_model_version(spec.name, version)
+                fates.append(SnapshotFate(folder, True, f"v{version} is registered"))
+                continue
+            except MlflowException:
+                pass
+        started = datetime.fromtimestamp(run.info.start_time / 1000, UTC)
+        what = f"v{version} was deleted" if version else "registered no version"
+        if started > horizon:
+            until = (started + timedelta(days=settings.snapshot_days)).date().isoformat()
+            fates.append(SnapshotFate(folder, True, f"{what}; kept until {until}"))
+        else:
+            fates.append(
+                SnapshotFate(folder, False, f"{what}; older than {settings.snapshot_days} days")
+            )
+    return fates
+
+
+def prune(
+    spec: ModelSpec,
+    settings: Settings | None = None,
+    now: datetime | None = None,
+    dry_run: bool = False,
+) -> list[SnapshotFate]:
+    """Apply the rule: remove the folders it does not keep. Returns every fate."""
+    from retrainer.stores import storage
+
+    fates = plan_retention(spec, settings, now)
+    if not dry_run:
+        for fate in fates:
+            if not fate.keep:
+                storage.remove(fate.uri + "/" if storage.is_s3(fate.uri) else fate.uri)
+    return fates
