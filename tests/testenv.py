@@ -54,6 +54,7 @@ copy_spec("credit_default", "credit_appr", approval="manual")
 copy_spec("credit_default", "credit_mon")
 copy_spec("credit_default", "credit_copy")
 copy_spec("credit_default", "credit_nochamp")
+copy_spec("breast_cancer", "plug_bc")
 
 
 def free_port() -> int:

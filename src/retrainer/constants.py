@@ -55,3 +55,7 @@ TAG_CHAMPION_VERSION = "retrainer.champion_version"
 REFERENCE_SAMPLE_ROWS = 5000
 ARTIFACT_TRIGGER = "trigger/conf.json"
 TAG_TRIGGER_ORIGIN = "retrainer.trigger.origin"
+
+# MLflow's UI opens an experiment in its GenAI view unless it carries this kind.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"

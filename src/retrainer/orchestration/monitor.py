@@ -101,7 +101,11 @@ def monitor_dag(spec: ModelSpec, path: Path | None = None) -> DAG:
                 ignore_cooldown=bool(context["params"].get("ignore_cooldown")),
             )
             checks.record_action(
-                measured["mlflow_run_id"], plan.action, plan.detail, plan.retrain_run_id
+                measured["mlflow_run_id"],
+                plan.action,
+                plan.detail,
+                plan.retrain_run_id,
+                model=spec.name,
             )
             if not plan.triggers:
                 raise AirflowSkipException(plan.detail)

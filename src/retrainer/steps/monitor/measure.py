@@ -138,6 +138,21 @@ def measure_drift(
     if decision.decision in DECIDED:  # the next check starts where this window ended
         client.set_tag(run_id, C.TAG_WINDOW_CONSUMED, "true")
     client.set_tag(run_id, C.TAG_STAGE, "measured")
+    from retrainer.stores.overview import SUMMARY_MONITOR, monitor_summary, write_summary
+
+    ref = {
+        "dag_id": ctx.dag_id,
+        "dag_run_id": ctx.run_id,
+        "mlflow_run_id": run_id,
+        "experiment_id": read.get("experiment_id"),
+        "time": end_ms,
+    }
+    write_summary(client, spec.name, SUMMARY_MONITOR, monitor_summary(decision.to_dict(), ref))
     log.info("%s", decision.summary())
     publish(spec, decision.to_dict(), settings=settings)
-    return {"mlflow_run_id": run_id, "window": window, "decision": decision.to_dict()}
+    return {
+        "mlflow_run_id": run_id,
+        "experiment_id": read.get("experiment_id"),
+        "window": window,
+        "decision": decision.to_dict(),
+    }

@@ -1,0 +1,149 @@
+"""What the Models page shows, as JSON: every model the user may see, with its versions and
+decisions, built from the specs and the MLflow overview (two MLflow calls, cached briefly)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from retrainer.config.settings import Settings, get_settings
+from retrainer.spec import ModelSpec, SpecError, iter_specs
+
+CACHE_SECONDS_ENV = "RETRAINER_MODELS_PAGE_CACHE_SECONDS"
+DEFAULT_CACHE_SECONDS = 10.0
+
+
+@dataclass
+class _Cache:
+    """The last overview, shared by every user (filtered per user afterwards)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    at: float = 0.0
+    key: tuple[Any, ...] = ()
+    value: dict[str, Any] = field(default_factory=dict)
+
+
+_CACHE = _Cache()
+_SPECS: dict[str, Any] = {}
+
+
+def cache_seconds() -> float:
+    try:
+        return float(os.environ.get(CACHE_SECONDS_ENV, DEFAULT_CACHE_SECONDS))
+    except ValueError:
+        return DEFAULT_CACHE_SECONDS
+
+
+def load_specs(models_dir: Path) -> tuple[list[ModelSpec], list[str]]:
+    """Every valid spec (re-read only when a file in the folder changed) and the broken files."""
+    files = sorted(models_dir.glob("*.y*ml"))
+    stamp = tuple((f.name, f.stat().st_mtime_ns) for f in files)
+    if _SPECS.get("stamp") != stamp or _SPECS.get("dir") != models_dir:
+        specs, broken = [], []
+        for path, spec in iter_specs(models_dir):
+            if isinstance(spec, SpecError):
+                broken.append(path.name)
+            else:
+                specs.append(spec)
+        _SPECS.update(stamp=stamp, dir=models_dir, specs=specs, broken=broken)
+    return list(_SPECS["specs"]), list(_SPECS["broken"])
+
+
+def overview(settings: Settings, names: list[str]) -> dict[str, Any]:
+    """The MLflow overview of `names`, at most `cache_seconds()` old."""
+    from retrainer.stores.overview import read_overview
+    from retrainer.stores.tracking import mlflow_client
+
+    key = (settings.tracking_uri, tuple(names))
+    ttl = cache_seconds()
+    with _CACHE.lock:
+        if ttl > 0 and _CACHE.key == key and time.monotonic() - _CACHE.at < ttl:
+            return _CACHE.value
+        value = read_overview(mlflow_client(settings), names)
+        _CACHE.at, _CACHE.key, _CACHE.value = time.monotonic(), key, value
+        return value
+
+
+def clear_cache() -> None:
+    with _CACHE.lock:
+        _CACHE.at, _CACHE.key, _CACHE.value = 0.0, (), {}
+
+
+def dag_ids(spec: ModelSpec) -> dict[str, str]:
+    return {
+        "retrain": spec.retrain_dag_id,
+        "deploy": spec.deploy_dag_id,
+        "monitor": spec.monitor_dag_id,
+    }
+
+
+def _run_link(ref: dict[str, Any] | None, mlflow: str) -> dict[str, Any] | None:
+    """Airflow and MLflow links of a decision's summary."""
+    if not ref:
+        return None
+    out = dict(ref)
+    if ref.get("dag_id") and ref.get("dag_run_id"):
+        out["airflow_url"] = f"dags/{quote(ref['dag_id'])}/runs/{quote(ref['dag_run_id'], safe='')}"
+    if ref.get("mlflow_run_id"):
+        exp = ref.get("experiment_id")
+        out["mlflow_url"] = (
+            f"{mlflow}/#/experiments/{exp}/runs/{ref['mlflow_run_id']}"
+            if exp
+            else f"{mlflow}/#/runs/{ref['mlflow_run_id']}"
+        )
+    return out
+
+
+def model_rows(
+    visible: set[str] | None,
+    settings: Settings | None = None,
+    only: str | None = None,
+) -> dict[str, Any]:
+    """The page's data: one row per model whose DAGs the user may read (`visible`: DAG ids, or
+    None for every model)."""
+    settings = settings or get_settings()
+    specs, broken = load_specs(settings.models_dir)
+    if only:
+        specs = [s for s in specs if s.name == only]
+    if visible is not None:
+        specs = [s for s in specs if visible & set(dag_ids(s).values())]
+    mlflow = settings.mlflow_url.rstrip("/")
+    known = overview(settings, sorted(s.name for s in load_specs(settings.models_dir)[0]))
+    rows = []
+    for spec in specs:
+        reg = known.get(spec.name, {})
+        versions = reg.get("versions", [])
+        by_version = {v["version"]: v for v in versions}
+        aliases = reg.get("aliases", {})
+        for v in versions:
+            v["mlflow_url"] = f"{mlflow}/#/models/{quote(spec.name)}/versions/{v['version']}"
+        rows.append(
+            {
+                "name": spec.name,
+                "description": spec.description,
+                "owner": spec.owner,
+                "task": spec.task,
+                "approval": spec.deployment.approval,
+                "primary_metric": spec.gate.primary_metric,
+                "psi_warn": spec.monitoring.psi_warn,
+                "psi_retrain": spec.monitoring.psi_retrain,
+                "schedule": spec.monitoring.schedule,
+                "dags": dag_ids(spec),
+                "aliases": {
+                    alias: by_version.get(version, {"version": version})
+                    for alias, version in aliases.items()
+                },
+                "versions": versions,
+                "version_count": reg.get("version_count", 0),
+                "gate": _run_link(reg.get("gate"), mlflow),
+                "monitor": _run_link(reg.get("monitor"), mlflow),
+                "ledger": [_run_link(e, mlflow) for e in reg.get("ledger", [])],
+                "mlflow_url": f"{mlflow}/#/models/{quote(spec.name)}",
+            }
+        )
+    return {"models": rows, "broken_specs": broken, "mlflow_url": mlflow}
