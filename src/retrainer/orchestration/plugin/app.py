@@ -46,7 +46,12 @@ def visible_dags(user: Any, dag_ids: set[str], method: str = "GET") -> set[str]:
 
 
 def create_app() -> FastAPI:
+    """The page's app; the api-server builds it once at start, which also reads the models
+    overview in the background (a mounted app's own start-up events never run)."""
+    from retrainer.orchestration.plugin.data import warm_up
+
     app = FastAPI(title="retrainer: Models", docs_url=None, redoc_url=None, openapi_url=None)
+    warm_up()
 
     @app.get("/models", response_class=HTMLResponse)
     async def models_page(user: Any = Depends(current_user)) -> str:

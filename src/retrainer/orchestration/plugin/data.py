@@ -3,6 +3,7 @@ decisions, built from the specs and the MLflow overview (two MLflow calls, cache
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -14,8 +15,10 @@ from urllib.parse import quote
 from retrainer.config.settings import Settings, get_settings
 from retrainer.spec import ModelSpec, SpecError, iter_specs
 
+log = logging.getLogger(__name__)
 CACHE_SECONDS_ENV = "RETRAINER_MODELS_PAGE_CACHE_SECONDS"
 DEFAULT_CACHE_SECONDS = 10.0
+PAGE_VERSIONS = 3  # the latest versions listed per model, besides the aliased ones
 
 
 @dataclass
@@ -26,6 +29,7 @@ class _Cache:
     at: float = 0.0
     key: tuple[Any, ...] = ()
     value: dict[str, Any] = field(default_factory=dict)
+    refreshing: bool = False
 
 
 _CACHE = _Cache()
@@ -55,23 +59,49 @@ def load_specs(models_dir: Path) -> tuple[list[ModelSpec], list[str]]:
 
 
 def overview(settings: Settings, names: list[str]) -> dict[str, Any]:
-    """The MLflow overview of `names`, at most `cache_seconds()` old."""
+    """The MLflow overview of `names`. Within `cache_seconds()` the cached one; after that the
+    cached one still, while one background thread reads a fresh one (stale-while-revalidate), so
+    only the first request after start-up (or a change of models) waits for MLflow."""
+    key = (settings.tracking_uri, tuple(names))
+    ttl = cache_seconds()
+    if ttl <= 0:
+        return _read(settings, names)
+    with _CACHE.lock:
+        fresh = _CACHE.key == key and time.monotonic() - _CACHE.at < ttl
+        if fresh or (_CACHE.key == key and _CACHE.refreshing):
+            return _CACHE.value
+        if _CACHE.key == key:  # stale: answer with it, refresh behind
+            _CACHE.refreshing = True
+            threading.Thread(target=_refresh, args=(settings, names, key), daemon=True).start()
+            return _CACHE.value
+    value = _read(settings, names)  # nothing cached for these models yet
+    with _CACHE.lock:
+        _CACHE.at, _CACHE.key, _CACHE.value = time.monotonic(), key, value
+    return value
+
+
+def _read(settings: Settings, names: list[str]) -> dict[str, Any]:
     from retrainer.stores.overview import read_overview
     from retrainer.stores.tracking import mlflow_client
 
-    key = (settings.tracking_uri, tuple(names))
-    ttl = cache_seconds()
+    return read_overview(mlflow_client(settings), names)
+
+
+def _refresh(settings: Settings, names: list[str], key: tuple[Any, ...]) -> None:
+    try:
+        value = _read(settings, names)
+    except Exception:  # MLflow unreachable: keep serving the last overview
+        log.exception("could not refresh the models overview from MLflow")
+        with _CACHE.lock:
+            _CACHE.refreshing = False
+        return
     with _CACHE.lock:
-        if ttl > 0 and _CACHE.key == key and time.monotonic() - _CACHE.at < ttl:
-            return _CACHE.value
-        value = read_overview(mlflow_client(settings), names)
-        _CACHE.at, _CACHE.key, _CACHE.value = time.monotonic(), key, value
-        return value
+        _CACHE.at, _CACHE.key, _CACHE.value, _CACHE.refreshing = time.monotonic(), key, value, False
 
 
 def clear_cache() -> None:
     with _CACHE.lock:
-        _CACHE.at, _CACHE.key, _CACHE.value = 0.0, (), {}
+        _CACHE.at, _CACHE.key, _CACHE.value, _CACHE.refreshing = 0.0, (), {}, False
 
 
 def dag_ids(spec: ModelSpec) -> dict[str, str]:
@@ -117,11 +147,14 @@ def model_rows(
     rows = []
     for spec in specs:
         reg = known.get(spec.name, {})
-        versions = reg.get("versions", [])
-        by_version = {v["version"]: v for v in versions}
         aliases = reg.get("aliases", {})
-        for v in versions:
-            v["mlflow_url"] = f"{mlflow}/#/models/{quote(spec.name)}/versions/{v['version']}"
+        aliased = set(aliases.values())
+        versions = [
+            v | {"mlflow_url": f"{mlflow}/#/models/{quote(spec.name)}/versions/{v['version']}"}
+            for i, v in enumerate(reg.get("versions", []))
+            if i < PAGE_VERSIONS or v["version"] in aliased
+        ]
+        by_version = {v["version"]: v for v in versions}
         rows.append(
             {
                 "name": spec.name,
@@ -147,3 +180,18 @@ def model_rows(
             }
         )
     return {"models": rows, "broken_specs": broken, "mlflow_url": mlflow}
+
+
+def warm_up(settings: Settings | None = None) -> None:
+    """Read the overview once in the background (at api-server start), so that no user waits
+    for MLflow; a failure only means the first request reads it."""
+    settings = settings or get_settings()
+
+    def read() -> None:
+        try:
+            specs, _ = load_specs(settings.models_dir)
+            overview(settings, sorted(s.name for s in specs))
+        except Exception:
+            log.warning("models overview not warmed up (MLflow unreachable?)", exc_info=True)
+
+    threading.Thread(target=read, daemon=True).start()
