@@ -35,6 +35,8 @@ def platform(tmp_path_factory):
     base = tmp_path_factory.mktemp("browser")
     raw = yaml.safe_load((ROOT / "models" / "breast_cancer.yaml").read_text())
     raw["data"]["train"] = str(ROOT / raw["data"]["train"])
+    raw["deployment"] = {"approval": "auto"}
+    raw.setdefault("monitoring", {})["schedule"] = None  # checks only when the test asks
     (base / "models").mkdir()
     (base / "models" / f"{MODEL}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     settings = Settings(
@@ -133,7 +135,7 @@ def test_models_page_links_and_rollback_in_a_browser(platform):
 
         # A task's MLflow link lands on that run in the MLflow UI.
         page.goto(links["MLflow run"])
-        page.wait_for_selector("text=train_candidate", timeout=60_000)  # never network-idle
+        page.wait_for_selector(f"text={MODEL}_retrain", timeout=60_000)  # never network-idle
         page.wait_for_timeout(1500)
         page.screenshot(path=str(DOCS / "task-link-mlflow-run.png"))
 
