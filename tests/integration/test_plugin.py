@@ -106,10 +106,14 @@ def test_task_links_point_at_what_the_task_recorded(api, retrained):
     run_id = dr.get_task_instance("validate_data").xcom_pull(task_ids="validate_data")
     assert gate["MLflow run"].startswith(f"{mlflow}/#/experiments/")
     validated = links("validate_data")
-    assert validated["Validation report"].endswith(f"/artifactPath/{C.ARTIFACT_VALIDATION_HTML}")
+    assert validated["Validation report"].endswith(
+        f"/artifactPath/{C.ARTIFACT_VALIDATION_HTML}{C.MLFLOW_UI_TRAINING}"
+    )
     assert validated["Drift report"] is None
     registered = links("register_candidate")
-    assert registered["Model version"] == f"{mlflow}/#/models/{MODEL}/versions/1"
+    assert registered["Model version"] == f"{mlflow}/#/models/{MODEL}/versions/1" + (
+        C.MLFLOW_UI_TRAINING
+    )
     assert run_id is None or isinstance(run_id, dict)
 
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+from retrainer import constants as C
 from retrainer.config.settings import Settings, get_settings
 from retrainer.spec import ModelSpec
 
@@ -96,7 +97,7 @@ def _links(
             f"{mlflow}/#/experiments/{experiment_id}/runs/{mlflow_run_id}"
             if experiment_id
             else f"{mlflow}/#/runs/{mlflow_run_id}"
-        )
+        ) + C.MLFLOW_UI_TRAINING
     grafana = os.environ.get("RETRAINER_GRAFANA_URL", "").rstrip("/")
     if grafana and panel:
         links["dashboard"] = f"{grafana}/d/retrainer/retrainer?viewPanel={PANEL[panel]}"

@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from retrainer import constants as C
 from retrainer.config.settings import Settings, get_settings
 from retrainer.spec import ModelSpec, SpecError, iter_specs
 
 log = logging.getLogger(__name__)
 CACHE_SECONDS_ENV = "RETRAINER_MODELS_PAGE_CACHE_SECONDS"
 DEFAULT_CACHE_SECONDS = 10.0
+STALE_FACTOR = 6  # older than this many cache periods (an idle page): read before answering
 PAGE_VERSIONS = 3  # the latest versions listed per model, besides the aliased ones
 
 
@@ -70,7 +72,8 @@ def overview(settings: Settings, names: list[str]) -> dict[str, Any]:
         fresh = _CACHE.key == key and time.monotonic() - _CACHE.at < ttl
         if fresh or (_CACHE.key == key and _CACHE.refreshing):
             return _CACHE.value
-        if _CACHE.key == key:  # stale: answer with it, refresh behind
+        if _CACHE.key == key and time.monotonic() - _CACHE.at < ttl * STALE_FACTOR:
+            # stale but recent: answer with it, refresh behind
             _CACHE.refreshing = True
             threading.Thread(target=_refresh, args=(settings, names, key), daemon=True).start()
             return _CACHE.value
@@ -125,7 +128,7 @@ def _run_link(ref: dict[str, Any] | None, mlflow: str) -> dict[str, Any] | None:
             f"{mlflow}/#/experiments/{exp}/runs/{ref['mlflow_run_id']}"
             if exp
             else f"{mlflow}/#/runs/{ref['mlflow_run_id']}"
-        )
+        ) + C.MLFLOW_UI_TRAINING
     return out
 
 
@@ -150,7 +153,11 @@ def model_rows(
         aliases = reg.get("aliases", {})
         aliased = set(aliases.values())
         versions = [
-            v | {"mlflow_url": f"{mlflow}/#/models/{quote(spec.name)}/versions/{v['version']}"}
+            v
+            | {
+                "mlflow_url": f"{mlflow}/#/models/{quote(spec.name)}/versions/{v['version']}"
+                + C.MLFLOW_UI_TRAINING
+            }
             for i, v in enumerate(reg.get("versions", []))
             if i < PAGE_VERSIONS or v["version"] in aliased
         ]
@@ -176,7 +183,7 @@ def model_rows(
                 "gate": _run_link(reg.get("gate"), mlflow),
                 "monitor": _run_link(reg.get("monitor"), mlflow),
                 "ledger": [_run_link(e, mlflow) for e in reg.get("ledger", [])],
-                "mlflow_url": f"{mlflow}/#/models/{quote(spec.name)}",
+                "mlflow_url": f"{mlflow}/#/models/{quote(spec.name)}{C.MLFLOW_UI_TRAINING}",
             }
         )
     return {"models": rows, "broken_specs": broken, "mlflow_url": mlflow}

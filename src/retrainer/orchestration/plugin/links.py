@@ -41,13 +41,13 @@ def run_url(run_id: str, experiment_id: str | None, artifact: str = "") -> str:
     """The MLflow UI's page of a run (or of one of its artifacts)."""
     base = mlflow_ui()
     if not experiment_id:
-        return f"{base}/#/runs/{quote(run_id)}"
+        return f"{base}/#/runs/{quote(run_id)}{C.MLFLOW_UI_TRAINING}"
     url = f"{base}/#/experiments/{quote(str(experiment_id))}/runs/{quote(run_id)}"
-    return f"{url}/artifactPath/{artifact}" if artifact else url
+    return (f"{url}/artifactPath/{artifact}" if artifact else url) + C.MLFLOW_UI_TRAINING
 
 
 def version_url(model: str, version: str) -> str:
-    return f"{mlflow_ui()}/#/models/{quote(model)}/versions/{quote(str(version))}"
+    return f"{mlflow_ui()}/#/models/{quote(model)}/versions/{quote(str(version))}{C.MLFLOW_UI_TRAINING}"
 
 
 def _decode(value: Any) -> Any:
