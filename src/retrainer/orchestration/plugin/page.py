@@ -9,7 +9,7 @@ PAGE = r"""<!doctype html>
  .model{border:1px solid #d9e2ec;border-radius:8px;padding:12px 14px;margin:12px 0}
  .model h2{font-size:17px;margin:0 0 2px;display:flex;gap:10px;align-items:baseline;flex-wrap:wrap}
  .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:10px;margin-top:8px}
- .box{background:#f5f7fa;border-radius:6px;padding:8px 10px} .box h3{font-size:12px;text-transform:uppercase;letter-spacing:.04em;margin:0 0 4px;color:#52606d}
+ .box{background:#f5f7fa;border-radius:6px;padding:8px 10px;overflow-x:auto} .box h3{font-size:12px;text-transform:uppercase;letter-spacing:.04em;margin:0 0 4px;color:#52606d}
  .badge{display:inline-block;border-radius:10px;padding:0 8px;font-size:12px;font-weight:600;background:#e4e7eb}
  .ok,.passed,.promote,.initial{background:#c6f7e2;color:#014d40} .warn,.pin,.confirm{background:#fff3c4;color:#8d2b0b}
  .retrain,.rejected,.schema_changed,.auto-rollback,.rollback{background:#ffe3e3;color:#8a041a}
