@@ -28,6 +28,7 @@ def copy_spec(
     approval: str | None = None,
     no_nulls: tuple[str, ...] = (),
     monitoring: dict | None = None,
+    alerts: list[dict] | None = None,
 ) -> Path:
     """A shipped spec under another model name, its data path made absolute; `no_nulls`
     columns get max_null_fraction 0 (their signature input becomes required); `monitoring`
@@ -39,6 +40,8 @@ def copy_spec(
         raw["validation"]["columns"].setdefault(col, {})["max_null_fraction"] = 0.0
     if approval:
         raw.setdefault("deployment", {})["approval"] = approval
+    if alerts:
+        raw["alerts"] = alerts
     source = ROOT / raw["data"]["train"]
     if source.is_dir():  # a training folder: the session's own copy, so tests can land batches
         data = STATE / "data" / name
@@ -68,6 +71,24 @@ copy_spec(
     "credit_default",
     "credit_cap",
     monitoring={"cooldown": "1s", "max_retrains": {"count": 1, "per": "7d"}},
+)
+copy_spec("breast_cancer", "plug_bc")
+copy_spec(
+    "breast_cancer",
+    "plug_alert",
+    alerts=[
+        {"conn_id": "alert_mail"},
+        {
+            "conn_id": "alert_hook",
+            "events": [
+                "monitor_retrain",
+                "monitor_schema_changed",
+                "gate_rejected",
+                "deploy_rolled_back",
+                "task_failed",
+            ],
+        },
+    ],
 )
 
 

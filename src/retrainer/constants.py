@@ -72,3 +72,10 @@ TAG_CHAMPION_VERSION = "retrainer.champion_version"
 REFERENCE_SAMPLE_ROWS = 5000
 ARTIFACT_TRIGGER = "trigger/conf.json"
 TAG_TRIGGER_ORIGIN = "retrainer.trigger.origin"
+
+# MLflow's UI opens an experiment in its GenAI view unless it carries this kind.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"
+# Appended to MLflow UI links: its side bar opens in "Model training" mode, not GenAI.
+MLFLOW_UI_TRAINING = "?workflowType=machine_learning"
+TAG_VERSION_SUMMARY = "retrainer.summary"  # a version's one-paragraph description

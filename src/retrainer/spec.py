@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -244,6 +244,37 @@ class DeploymentSpec(_Strict):
     approval: Literal["auto", "manual"] = "auto"
 
 
+AlertEvent = Literal[
+    "monitor_warn",
+    "monitor_retrain",
+    "monitor_schema_changed",
+    "gate_rejected",
+    "deploy_rolled_back",
+    "rollout_stopped",
+    "task_failed",
+]
+ALERT_EVENTS: tuple[AlertEvent, ...] = get_args(AlertEvent)
+
+
+class AlertRoute(_Strict):
+    """Where alerts go: an Airflow connection id (never a URL or a token: specs hold no
+    secrets), and which events it receives (default: all)."""
+
+    conn_id: str
+    events: list[AlertEvent] = Field(default_factory=lambda: list(ALERT_EVENTS))
+
+    @field_validator("conn_id")
+    @classmethod
+    def _an_id(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+            raise ValueError(
+                "expected an Airflow connection id (letters, digits, _ . -) that holds the "
+                "destination; never a URL or a token (specs hold no secrets); found "
+                f"{value[:12]!r}..."
+            )
+        return value
+
+
 class ModelSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     task: Literal["classification", "regression"]
@@ -256,6 +287,7 @@ class ModelSpec(_Strict):
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
     deployment: DeploymentSpec = Field(default_factory=DeploymentSpec)
     card: CardSpec = Field(default_factory=CardSpec)
+    alerts: list[AlertRoute] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelSpec":
@@ -301,6 +333,10 @@ class ModelSpec(_Strict):
     @property
     def higher_is_better(self) -> bool:
         return self.gate.primary_metric not in LOWER_IS_BETTER
+
+    def alert_destinations(self, event: str) -> list[str]:
+        """The connection ids that receive `event`."""
+        return [route.conn_id for route in self.alerts if event in route.events]
 
     def metrics(self) -> tuple[str, ...]:
         return CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS

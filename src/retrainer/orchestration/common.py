@@ -81,12 +81,17 @@ def run_context(context: Any) -> RunContext:
 
 
 def default_args(spec: ModelSpec) -> dict[str, Any]:
-    return {
+    args: dict[str, Any] = {
         "owner": spec.owner,
         "retries": 2,
         "retry_delay": timedelta(seconds=15),
         "retry_exponential_backoff": True,
     }
+    if spec.alert_destinations("task_failed"):  # after the last retry, not on each one
+        from retrainer.orchestration.notify import on_task_failed
+
+        args["on_failure_callback"] = on_task_failed(spec)
+    return args
 
 
 def model_dag(

@@ -101,6 +101,12 @@ def deploy_dag(spec: ModelSpec, path: Path | None = None) -> DAG:
             done = run_step(
                 deploy.rollback, spec, run_context(context), promoted, "reload or smoke test failed"
             )
+            if done is not None and spec.alert_destinations("deploy_rolled_back"):
+                from retrainer.orchestration.notify import alert
+                from retrainer.steps.alerts import rollback_alert
+
+                error = "reload or smoke test failed (see reload_serving / smoke_test)"
+                alert(spec, rollback_alert(spec, done, error, context["run_id"]))
             if done is None:
                 raise AirflowFailException(
                     f"{spec.name}: deployment failed before anything changed; champion untouched"

@@ -105,8 +105,20 @@ def monitor_dag(spec: ModelSpec, path: Path | None = None) -> DAG:
                 recent=trigger.recent_triggers(spec, now) if retrain else [],
             )
             checks.record_action(
-                measured["mlflow_run_id"], plan.action, plan.detail, plan.retrain_run_id
+                measured["mlflow_run_id"],
+                plan.action,
+                plan.detail,
+                plan.retrain_run_id,
+                model=spec.name,
             )
+            if spec.alerts:
+                from retrainer.orchestration.notify import alert
+                from retrainer.steps.alerts import monitor_alert
+
+                alert(
+                    spec,
+                    monitor_alert(spec, measured, plan.action, plan.detail, context["run_id"]),
+                )
             if not plan.triggers:
                 raise AirflowSkipException(plan.detail)
             report.publish(spec, triggered=True)

@@ -102,7 +102,13 @@ def retrain_dag(spec: ModelSpec, path: Path) -> DAG:
         def gate(evaluated: dict[str, Any], **context: Any) -> dict[str, Any]:
             from retrainer.steps import retrain as steps
 
-            return run_step(steps.gate_candidate, spec, run_context(context), evaluated)
+            gated = run_step(steps.gate_candidate, spec, run_context(context), evaluated)
+            if spec.alert_destinations("gate_rejected"):
+                from retrainer.orchestration.notify import alert
+                from retrainer.steps.alerts import gate_alert
+
+                alert(spec, gate_alert(spec, gated, context["run_id"]))
+            return gated
 
         @task
         def register_candidate(gated: dict[str, Any], **context: Any) -> dict[str, Any]:

@@ -219,7 +219,8 @@ def publish_card(spec: ModelSpec, version: str, settings: Settings | None = None
     settings = settings or get_settings()
     client = mlflow_client(settings)
     built = build_card(spec, version, settings)
-    description = built["markdown"]
+    summary = client.get_model_version(spec.name, version).tags.get(C.TAG_VERSION_SUMMARY)
+    description = (f"{summary}\n\n" if summary else "") + built["markdown"]
     if len(description) > MAX_DESCRIPTION:
         description = description[:MAX_DESCRIPTION] + "\n\n_(truncated; see card/model_card.md)_"
     client.update_model_version(spec.name, version, description=description)

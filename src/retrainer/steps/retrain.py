@@ -18,6 +18,7 @@ from retrainer.errors import DataError, DataValidationError
 from retrainer.spec import ModelSpec
 from retrainer.steps import provenance
 from retrainer.stores.tracking import (
+    ensure_experiment,
     find_or_create_run,
     log_metrics,
     mlflow_client,
@@ -60,7 +61,8 @@ def validate_data(
     tags = run_tags(spec, ctx) | {C.TAG_DATA_SOURCE: source, C.TAG_STAGE: "validate_data"}
     if reason:
         tags[C.TAG_REASON] = reason[:5000]
-    run_id = find_or_create_run(client, spec, ctx, settings, tags)
+    exp_id = ensure_experiment(client, spec, settings)
+    run_id = find_or_create_run(client, spec, ctx, settings, tags, experiment=exp_id)
     client.update_run(run_id, status="RUNNING")
     client.log_text(run_id, spec_yaml(spec), C.ARTIFACT_SPEC)
     if trigger:  # why this run exists: the monitor's decision, PSI table and window
@@ -111,6 +113,7 @@ def validate_data(
     )
     return {
         "mlflow_run_id": run_id,
+        "experiment_id": exp_id,
         "source": source,
         "snapshot_uri": snapshot,
         "rows": int(len(df)),
@@ -202,6 +205,9 @@ def train_candidate(
     log.info("trained %s on %d rows; model %s", spec.model.estimator, len(train), info.model_uri)
     return {
         "mlflow_run_id": run_id,
+        "experiment_id": validated.get("experiment_id"),
+        "source": validated["source"],
+        "rows": validated.get("rows"),
         "model_uri": info.model_uri,
         "test_uri": test_uri,
         "numeric": numeric,
@@ -301,6 +307,14 @@ def gate_candidate(
     client.set_tag(run_id, C.TAG_STAGE, "gate")
     if not decision.passed:
         client.set_terminated(run_id, status="FINISHED")
+    from retrainer.stores.overview import SUMMARY_GATE, gate_summary, write_summary
+
+    write_summary(
+        client,
+        spec.name,
+        SUMMARY_GATE,
+        gate_summary(decision.to_dict(), run_ref(ctx, run_id, evaluated.get("experiment_id"))),
+    )
     log.info("%s", decision.summary())
     return {**evaluated, "gate": decision.to_dict()}
 
@@ -329,13 +343,61 @@ def register_candidate(
         **{k: run_tags_[k] for k in provenance.PROVENANCE_TAGS if k in run_tags_},
     }
     reg = register(client, spec.name, gated["model_uri"], run_id, tags, spec.description)
+    # One paragraph for the MLflow UI (what changed, the gate, the data), kept as a version tag
+    # so that the model card, which becomes the description below, always opens with it.
+    client.set_model_version_tag(
+        spec.name,
+        reg.version,
+        C.TAG_VERSION_SUMMARY,
+        version_description(spec, ctx, gated, decision),
+    )
     client.set_tag(run_id, C.TAG_STAGE, "registered")
     client.set_tag(run_id, C.TAG_MODEL_VERSION, reg.version)
     client.set_terminated(run_id, status="FINISHED")
     what = "registered" if reg.created else "already registered by this DAG run:"
     log.info("%s %s version %s (aliases: %s)", what, spec.name, reg.version, ", ".join(reg.aliases))
     _update_card(spec, reg.version, settings)
-    return reg.to_dict()
+    return reg.to_dict() | {"mlflow_run_id": run_id, "experiment_id": gated.get("experiment_id")}
+
+
+def run_ref(ctx: RunContext, run_id: str, experiment_id: str | None) -> dict[str, Any]:
+    """Where a decision was made: the DAG run and the MLflow run (for summaries and links)."""
+    return {
+        "dag_id": ctx.dag_id,
+        "dag_run_id": ctx.run_id,
+        "mlflow_run_id": run_id,
+        "experiment_id": experiment_id,
+        "time": int(time.time() * 1000),
+    }
+
+
+def version_description(
+    spec: ModelSpec, ctx: RunContext, gated: dict[str, Any], decision: Any
+) -> str:
+    """One paragraph for the MLflow UI: what changed, the gate result, the data."""
+    metric = decision.primary_metric
+    cand = decision.candidate_metrics.get(metric)
+    champ = (decision.champion_metrics or {}).get(metric)
+    if decision.champion_version and champ is not None:
+        versus = (
+            f"{metric} {cand:.4f} against champion v{decision.champion_version}'s {champ:.4f} "
+            f"on the same {gated.get('test_rows', '?')} test rows (min_improvement "
+            f"{decision.min_improvement:g})"
+        )
+    else:
+        versus = f"{metric} {cand:.4f} on {gated.get('test_rows', '?')} test rows (no champion to compare with)"
+    params = ", ".join(f"{k}={v}" for k, v in spec.model.params.items()) or "default parameters"
+    rows = gated.get("rows")
+    data = (
+        f"{rows} validated rows of {gated.get('source', spec.data.train)}"
+        if rows
+        else str(gated.get("source", spec.data.train))
+    )
+    return (
+        f"{spec.model.estimator} ({params}) trained by {ctx.dag_id} run {ctx.run_id} on {data} "
+        f"(data digest {gated.get('data_digest', '?')}). Gate {decision.decision}: {versus}. "
+        + " ".join(decision.reasons[:3])
+    )[:5000]
 
 
 def _update_card(spec: ModelSpec, version: str, settings: Settings) -> None:

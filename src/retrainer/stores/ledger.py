@@ -57,6 +57,23 @@ def record(client: MlflowClient, entry: LedgerEntry, artifact_location: str | No
         run_name=f"{entry.model} {entry.action} {frm} -> v{entry.to_version}",
     )
     client.set_terminated(run.info.run_id, status="FINISHED")
+    from retrainer.stores.overview import add_ledger_summary
+
+    add_ledger_summary(
+        client,
+        entry.model,
+        {
+            "action": entry.action,
+            "from": entry.from_version,
+            "to": entry.to_version,
+            "by": entry.triggered_by,
+            "reason": entry.reason[:200],
+            "dag_id": entry.dag_id,
+            "dag_run_id": entry.dag_run_id,
+            "ledger_run_id": run.info.run_id,
+            "time": int(run.info.start_time or 0),
+        },
+    )
     return str(run.info.run_id)
 
 

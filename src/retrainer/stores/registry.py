@@ -49,7 +49,9 @@ def ensure_registered_model(client: MlflowClient, name: str, description: str = 
     from mlflow.exceptions import MlflowException
 
     try:
-        client.get_registered_model(name)
+        found = client.get_registered_model(name)
+        if description and not found.description:  # created earlier by a decision's summary
+            client.update_registered_model(name, description=description)
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise

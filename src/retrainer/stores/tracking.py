@@ -27,14 +27,27 @@ def mlflow_client(settings: Settings | None = None) -> MlflowClient:
 def experiment_id(
     client: MlflowClient, name: str, location: str | None, tags: dict[str, str] | None = None
 ) -> str:
-    """The experiment's id, created if missing (fine when another process creates it first)."""
+    """The experiment's id, created if missing (fine when another process creates it first).
+
+    Every experiment is marked as model training (`mlflow.experimentKind`), so MLflow's UI opens
+    it on runs, charts and models rather than its GenAI view; older experiments get the tag the
+    first time they are used."""
     from mlflow.exceptions import MlflowException
 
+    kind = {C.TAG_EXPERIMENT_KIND: C.EXPERIMENT_KIND_TRAINING}
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if (exp.tags or {}).get(C.TAG_EXPERIMENT_KIND) is None:
+            client.set_experiment_tag(
+                exp.experiment_id, C.TAG_EXPERIMENT_KIND, C.EXPERIMENT_KIND_TRAINING
+            )
         return str(exp.experiment_id)
     try:
-        return str(client.create_experiment(name, artifact_location=location, tags=tags))
+        return str(
+            client.create_experiment(
+                name, artifact_location=location, tags={**kind, **(tags or {})}
+            )
+        )
     except MlflowException:  # created meanwhile
         exp = client.get_experiment_by_name(name)
         assert exp is not None

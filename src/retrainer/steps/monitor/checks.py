@@ -91,10 +91,23 @@ def record_action(
     detail: str = "",
     retrain_run: str = "",
     settings: Settings | None = None,
+    model: str | None = None,
 ) -> None:
+    """What the automation did about a check: on its run, and on the model's summary."""
     from retrainer.stores.tracking import mlflow_client
 
     client = mlflow_client(settings or get_settings())
+    if model:
+        from retrainer.stores import overview
+
+        current = overview.read_summary(client, model, overview.SUMMARY_MONITOR)
+        if current and current.get("mlflow_run_id") == run_id:
+            current |= {
+                "action": action,
+                "action_detail": detail[:500],
+                "retrain_run_id": retrain_run,
+            }
+            overview.write_summary(client, model, overview.SUMMARY_MONITOR, current)
     client.set_tag(run_id, C.TAG_MONITOR_ACTION, action)
     if detail:
         client.set_tag(run_id, C.TAG_MONITOR_ACTION_DETAIL, detail[:5000])

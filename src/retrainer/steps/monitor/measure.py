@@ -151,9 +151,40 @@ def measure_drift(
     if decision.decision in DECIDED:  # the next check starts where this window ended
         client.set_tag(run_id, C.TAG_WINDOW_CONSUMED, "true")
     client.set_tag(run_id, C.TAG_STAGE, "measured")
+    from retrainer.steps.alerts import monitor_state
+    from retrainer.stores.overview import (
+        SUMMARY_MONITOR,
+        monitor_summary,
+        read_summary,
+        write_summary,
+    )
+
+    before = read_summary(client, spec.name, SUMMARY_MONITOR) or {}
+    if before.get("mlflow_run_id") == run_id:  # a retried task: the state before this check
+        previous = before.get("previous_state")
+    else:
+        previous = before.get("state")
+    state = monitor_state(decision.decision, previous)
+    ref = {
+        "dag_id": ctx.dag_id,
+        "dag_run_id": ctx.run_id,
+        "mlflow_run_id": run_id,
+        "experiment_id": read.get("experiment_id"),
+        "time": end_ms,
+        "state": state,
+        "previous_state": previous,
+    }
+    write_summary(client, spec.name, SUMMARY_MONITOR, monitor_summary(decision.to_dict(), ref))
     log.info("%s", decision.summary())
     publish(spec, decision.to_dict(), settings=settings)
-    return {"mlflow_run_id": run_id, "window": window, "decision": decision.to_dict()}
+    return {
+        "mlflow_run_id": run_id,
+        "experiment_id": read.get("experiment_id"),
+        "window": window,
+        "decision": decision.to_dict(),
+        "state": state,
+        "previous_state": previous,
+    }
 
 
 def _previous_drifted(

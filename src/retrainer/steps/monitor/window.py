@@ -118,7 +118,11 @@ def read_window(
         len(df),
         spec.name,
     )
-    return {"mlflow_run_id": run_id, "window": window}
+    return {
+        "mlflow_run_id": run_id,
+        "experiment_id": str(run.info.experiment_id),
+        "window": window,
+    }
 
 
 def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:

@@ -1,0 +1,165 @@
+"""Deliver alerts through the Airflow connections a spec names: SMTP, a webhook, or Apprise
+(Slack, Teams, e-mail, ... from one connection). Destinations and their secrets live in the
+connections (or the environment, as `AIRFLOW_CONN_<ID>`), never in specs; logs name the
+connection id and the outcome, never a host's credentials.
+
+Delivery is best effort: an unreachable destination is logged and never fails the task that
+made the decision (the decision is recorded in MLflow either way).
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from collections.abc import Callable
+from email.message import EmailMessage
+from typing import TYPE_CHECKING, Any
+
+from retrainer.spec import ModelSpec
+
+if TYPE_CHECKING:
+    from retrainer.steps.alerts import Alert
+
+log = logging.getLogger(__name__)
+TIMEOUT = 15.0
+
+
+def get_connection(conn_id: str) -> Any:
+    from airflow.sdk import Connection
+
+    return Connection.get(conn_id)
+
+
+def _redact(text: str, *secrets: str | None) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def send_smtp(conn: Any, alert: Alert) -> None:
+    extra = conn.extra_dejson
+    to = extra.get("to") or extra.get("to_email") or []
+    if isinstance(to, str):
+        to = [t.strip() for t in to.split(",") if t.strip()]
+    if not to:
+        raise ValueError(f"connection {conn.conn_id}: extra.to (the recipients) is empty")
+    msg = EmailMessage()
+    msg["Subject"] = alert.title
+    msg["From"] = extra.get("from_email") or f"retrainer@{conn.host or 'localhost'}"
+    msg["To"] = ", ".join(to)
+    msg["X-Retrainer-Event"] = alert.event
+    msg.set_content(alert.text())
+    port = int(conn.port or 25)
+    use_ssl = not extra.get("disable_ssl", port != 465)
+    smtp_cls = smtplib.SMTP_SSL if use_ssl else smtplib.SMTP
+    with smtp_cls(
+        conn.host or "localhost", port, timeout=float(extra.get("timeout", TIMEOUT))
+    ) as smtp:
+        if not use_ssl and not extra.get("disable_tls", False) and smtp.has_extn("starttls"):
+            smtp.starttls()
+        if conn.login:
+            smtp.login(conn.login, conn.password or "")
+        smtp.send_message(msg)
+
+
+def webhook_url(conn: Any) -> str:
+    host = conn.host or ""
+    if "://" not in host:
+        scheme = conn.schema if conn.schema in ("http", "https") else "http"
+        host = f"{scheme}://{host}" + (f":{conn.port}" if conn.port else "")
+    endpoint = conn.extra_dejson.get("endpoint", "")
+    return host.rstrip("/") + ("/" + endpoint.lstrip("/") if endpoint else "")
+
+
+def send_webhook(conn: Any, alert: Alert) -> None:
+    import httpx
+
+    headers = {"Content-Type": "application/json"}
+    if conn.password:
+        headers["Authorization"] = f"Bearer {conn.password}"
+    resp = httpx.post(webhook_url(conn), json=alert.to_dict(), headers=headers, timeout=TIMEOUT)
+    if resp.status_code >= 300:
+        raise RuntimeError(f"the webhook answered {resp.status_code}")
+
+
+def send_apprise(conn: Any, alert: Alert) -> None:
+    from airflow.providers.apprise.hooks.apprise import AppriseHook
+
+    AppriseHook(apprise_conn_id=conn.conn_id).notify(body=alert.text(), title=alert.title)
+
+
+SENDERS: dict[str, Callable[[Any, Alert], None]] = {
+    "smtp": send_smtp,
+    "email": send_smtp,
+    "http": send_webhook,
+    "https": send_webhook,
+    "webhook": send_webhook,
+    "apprise": send_apprise,
+}
+
+
+def send(alert: Alert | None, conn_ids: list[str]) -> dict[str, str]:
+    """Deliver `alert` to each connection; returns conn_id -> "sent" or what went wrong."""
+    outcome: dict[str, str] = {}
+    if alert is None:
+        return outcome
+    for conn_id in conn_ids:
+        conn = None
+        try:
+            conn = get_connection(conn_id)
+            sender = SENDERS.get(str(conn.conn_type).lower())
+            if sender is None:
+                raise ValueError(
+                    f"connection type {conn.conn_type!r} is not an alert destination; use one "
+                    f"of {sorted(SENDERS)}"
+                )
+            sender(conn, alert)
+            outcome[conn_id] = "sent"
+            log.info(
+                "alert %s for %s sent through connection %s", alert.event, alert.model, conn_id
+            )
+        except Exception as exc:
+            secret = getattr(conn, "password", None)
+            why = _redact(f"{type(exc).__name__}: {exc}", secret)[:300]
+            outcome[conn_id] = why
+            log.warning(
+                "alert %s for %s NOT sent through connection %s: %s (check the connection: "
+                "`airflow connections get %s`)",
+                alert.event,
+                alert.model,
+                conn_id,
+                why,
+                conn_id,
+            )
+    return outcome
+
+
+def alert(spec: ModelSpec, made: Alert | None) -> dict[str, str]:
+    """Send an alert to the destinations the spec routes its event to."""
+    if made is None:
+        return {}
+    return send(made, spec.alert_destinations(made.event))
+
+
+def on_task_failed(spec: ModelSpec) -> Callable[[Any], None]:
+    """`on_failure_callback` for the model's tasks: runs once a task has failed for good."""
+
+    def callback(context: Any) -> None:
+        from retrainer.steps.alerts import task_failed_alert
+
+        ti = context["ti"]
+        error = context.get("exception")
+        alert(
+            spec,
+            task_failed_alert(
+                spec,
+                ti.dag_id,
+                context["run_id"],
+                ti.task_id,
+                int(getattr(ti, "try_number", 1) or 1),
+                f"{type(error).__name__}: {error}" if error else "",
+            ),
+        )
+
+    return callback

@@ -1,0 +1,148 @@
+"""The plugin in a real browser (Debian's chromium through Playwright) against the real platform
+(`retrainer up`: api-server with the plugin, scheduler, MLflow, serving): log in to the Airflow
+UI, open the Models page, see the models and their decisions, follow a task's MLflow link to the
+run in the MLflow UI, and roll back from the page. Screenshots go to docs/ (shown in the README).
+"""
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import yaml
+
+from retrainer.config.secrets import airflow_credentials
+from retrainer.config.settings import Settings
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+MODEL = "breast_cancer"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory):
+    from retrainer.platform import services
+
+    if shutil.which("chromium") is None:
+        pytest.skip("chromium is not installed: apt-get install chromium")
+    base = tmp_path_factory.mktemp("browser")
+    raw = yaml.safe_load((ROOT / "models" / "breast_cancer.yaml").read_text())
+    raw["data"]["train"] = str(ROOT / raw["data"]["train"])
+    raw["deployment"] = {"approval": "auto"}
+    raw.setdefault("monitoring", {})["schedule"] = None  # checks only when the test asks
+    (base / "models").mkdir()
+    (base / "models" / f"{MODEL}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    settings = Settings(
+        home=base / "state",
+        models_dir=base / "models",
+        airflow_port=free_port(),
+        mlflow_port=free_port(),
+        serving_port=free_port(),
+    )
+    try:
+        services.start(settings, say=print, timeout=240)
+        yield settings
+    finally:
+        services.stop(settings, say=print, timeout=10)
+
+
+def retrain(api, reason):
+    run = api.trigger(f"{MODEL}_retrain", {"reason": reason})
+    done = api.wait_for_run(f"{MODEL}_retrain", run["dag_run_id"], timeout=600)
+    assert done["state"] == "success"
+    return run["dag_run_id"]
+
+
+def champion(settings):
+    from retrainer.stores.registry import version_by_alias
+    from retrainer.stores.tracking import mlflow_client
+
+    mv = version_by_alias(mlflow_client(settings), MODEL, "champion")
+    return None if mv is None else str(mv.version)
+
+
+def wait_deploys(api, count, timeout=600):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = api.request("GET", f"/dags/{MODEL}_deploy/dagRuns")["dag_runs"]
+        if len(runs) >= count and all(r["state"] in ("success", "failed") for r in runs):
+            return runs
+        time.sleep(3)
+    raise AssertionError(f"{count} deploy runs did not finish in {timeout} s")
+
+
+def test_models_page_links_and_rollback_in_a_browser(platform):
+    from playwright.sync_api import sync_playwright
+
+    from retrainer.platform.airflow_api import AirflowClient
+
+    settings = platform
+    user, password = airflow_credentials(settings)
+    api = AirflowClient(settings.airflow_url, user, password)
+    api.wait_for_dag(f"{MODEL}_retrain", timeout=180)
+    api.wait_for_dag(f"{MODEL}_deploy", timeout=180)
+    api.wait_for_dag(f"{MODEL}_monitor", timeout=180)
+    first = retrain(api, "first version")
+    wait_deploys(api, 1)
+    retrain(api, "second version")
+    wait_deploys(api, 2)
+    assert champion(settings) == "2"
+    monitor = api.trigger(f"{MODEL}_monitor", {})
+    api.wait_for_run(f"{MODEL}_monitor", monitor["dag_run_id"], timeout=300)
+    links = api.request(
+        "GET", f"/dags/{MODEL}_retrain/dagRuns/{first}/taskInstances/train_candidate/links"
+    )["extra_links"]
+    assert links["MLflow run"].startswith(settings.mlflow_url)
+
+    DOCS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=shutil.which("chromium"), args=["--no-sandbox"]
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        # Anonymous: the plugin's data route answers 401.
+        assert page.request.get(f"{settings.airflow_url}/retrainer/api/models").status == 401
+        page.goto(f"{settings.airflow_url}/")
+        page.wait_for_selector("input[name=username]", timeout=60_000)
+        page.fill("input[name=username]", user)
+        page.fill("input[name=password]", password)
+        page.keyboard.press("Enter")
+        page.wait_for_url(lambda url: "login" not in url, timeout=60_000)
+
+        # The Models page inside the Airflow UI (nav entry), then on its own.
+        page.goto(f"{settings.airflow_url}/plugin/retrainer-models")
+        frame = page.frame_locator("iframe")
+        frame.locator(f"#model-{MODEL}").wait_for(timeout=60_000)
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(DOCS / "models-page-in-airflow.png"))
+        page.goto(f"{settings.airflow_url}/retrainer/models")
+        card = page.locator(f"#model-{MODEL}")
+        card.wait_for(timeout=30_000)
+        text = card.inner_text()
+        assert "champion: v2" in text and "previous: v1" in text
+        assert "passed" in text  # the last gate decision
+        assert "insufficient_data" in text or "no_champion" in text or "ok" in text  # monitor
+        page.screenshot(path=str(DOCS / "models-page.png"), full_page=True)
+
+        # A task's MLflow link lands on that run in the MLflow UI.
+        page.goto(links["MLflow run"])
+        page.wait_for_selector(f"text={MODEL}_retrain", timeout=60_000)  # never network-idle
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(DOCS / "task-link-mlflow-run.png"))
+
+        # Roll back from the page: the deploy DAG puts v1 back.
+        page.goto(f"{settings.airflow_url}/retrainer/models")
+        page.locator(f"#model-{MODEL} button[data-act=rollback]").click()
+        page.wait_for_selector("#msg:has-text('started')", timeout=30_000)
+        browser.close()
+    wait_deploys(api, 3)
+    assert champion(settings) == "1"

@@ -1,0 +1,295 @@
+"""Alerts through a real SMTP server (aiosmtpd) and a real webhook receiver, both on loopback:
+each event's content, one alert per change of the monitor's state (through the real monitor
+steps and MLflow), a task that fails for good (through Airflow's dag.test()), and no secret in
+any log."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from email import message_from_bytes
+from email.policy import default
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pandas as pd
+import pytest
+
+import testenv
+from conftest import register_version
+from retrainer.config.settings import RunContext, get_settings
+
+pytestmark = pytest.mark.integration
+MODEL = "plug_alert"
+SMTP_PASSWORD = "canary-smtp-secret-7f3a9"
+HOOK_TOKEN = "canary-hook-token-51c2e"
+
+
+class Mailbox:
+    """aiosmtpd handler keeping every message it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list = []
+        self.logins: list[tuple[str, str]] = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+        self.messages.append(message_from_bytes(envelope.content, policy=default))
+        return "250 OK"
+
+
+@pytest.fixture(scope="module")
+def smtp_server():
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    box = Mailbox()
+
+    def authenticate(server, session, envelope, mechanism, auth_data):
+        ok = auth_data.login == b"retrainer" and auth_data.password == SMTP_PASSWORD.encode()
+        return AuthResult(success=ok)
+
+    port = testenv.free_port()
+    controller = Controller(
+        box,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=authenticate,
+        auth_require_tls=False,
+        auth_required=True,
+    )
+    controller.start()
+    yield box, port
+    controller.stop()
+
+
+@pytest.fixture(scope="module")
+def webhook():
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append({"auth": self.headers.get("Authorization"), "body": json.loads(body)})
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield received, server.server_address[1]
+    server.shutdown()
+
+
+@pytest.fixture
+def connections(monkeypatch, smtp_server, webhook):
+    box, smtp_port = smtp_server
+    received, hook_port = webhook
+    box.messages.clear()
+    received.clear()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ALERT_MAIL",
+        json.dumps(
+            {
+                "conn_type": "smtp",
+                "host": "127.0.0.1",
+                "port": smtp_port,
+                "login": "retrainer",
+                "password": SMTP_PASSWORD,
+                "extra": {"to": ["ml-oncall@example.org"], "disable_ssl": True},
+            }
+        ),
+    )
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_ALERT_HOOK",
+        json.dumps(
+            {
+                "conn_type": "http",
+                "host": "127.0.0.1",
+                "port": hook_port,
+                "password": HOOK_TOKEN,
+                "extra": {"endpoint": "/alerts"},
+            }
+        ),
+    )
+    return box, received
+
+
+def spec():
+    from retrainer.spec import load_spec
+
+    return load_spec(testenv.MODELS / f"{MODEL}.yaml")
+
+
+def wait_for(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return predicate()
+
+
+def no_secret_anywhere(caplog, capfd):
+    out, err = capfd.readouterr()
+    logs = caplog.text + out + err
+    assert SMTP_PASSWORD not in logs and HOOK_TOKEN not in logs
+
+
+@pytest.fixture(scope="module")
+def champion(airflow_db):
+    return register_version(MODEL, f"alert-v1-{time.time_ns()}")
+
+
+def log_traffic(df: pd.DataFrame, version: str) -> None:
+    from retrainer.serving.inference_log import BatchedParquetLog, now_iso
+
+    rid = f"sim-{time.time_ns()}"
+    rows = df.drop(columns=["diagnosis"]).to_dict(orient="records")
+    log = BatchedParquetLog(get_settings().inference_log_root)
+    log.append(
+        MODEL,
+        [
+            {**r, "_request_id": rid, "_row": i, "_ts": now_iso(), "_model_version": version}
+            for i, r in enumerate(rows)
+        ],
+    )
+    log.close()
+
+
+def check(n: int):
+    """One monitor check through the real steps (window, PSI, decision, MLflow summary)."""
+    from retrainer.steps.monitor import measure, window
+
+    ctx = RunContext(dag_id=f"{MODEL}_monitor", run_id=f"alert-check-{n}-{time.time_ns()}")
+    read = window.read_window(spec(), ctx)
+    return ctx, measure.measure_drift(spec(), ctx, read)
+
+
+def test_one_alert_per_change_of_the_monitors_state(connections, champion, caplog, capfd):
+    from retrainer.orchestration.notify import alert
+    from retrainer.steps.alerts import monitor_alert
+
+    caplog.set_level(logging.DEBUG)
+    box, hooks = connections
+    data = pd.read_csv(testenv.ROOT / "examples" / "breast_cancer" / "breast_cancer.csv")
+    shifted = data.copy()
+    for col in ("mean_radius", "mean_texture", "mean_area"):
+        shifted[col] = shifted[col] * 2.5
+    sequence = [
+        data.sample(400, random_state=1),
+        shifted,
+        shifted,
+        data.sample(400, random_state=2),
+        shifted,
+    ]
+    decisions, sent = [], []
+    for n, frame in enumerate(sequence):
+        log_traffic(frame, champion)
+        time.sleep(0.01)
+        ctx, measured = check(n)
+        decision = measured["decision"]["decision"]
+        decisions.append(decision)
+        made = monitor_alert(spec(), measured, "triggered", "test", ctx.run_id)
+        outcome = alert(spec(), made)
+        if made is not None:
+            assert outcome == {"alert_mail": "sent", "alert_hook": "sent"} or (
+                made.event == "monitor_warn" and outcome == {"alert_mail": "sent"}
+            ), outcome
+            sent.append(made)
+    assert decisions == ["ok", "retrain", "retrain", "ok", "retrain"], decisions
+    # Alerts at each change into a bad state, none for the persisting one.
+    assert [a.event for a in sent] == ["monitor_retrain", "monitor_retrain"]
+    assert wait_for(lambda: len(box.messages) == 2) and len(hooks) == 2
+    mail = box.messages[0]
+    body = mail.get_content()
+    assert mail["Subject"].strip() == f"[{MODEL}] monitor: retrain (was ok)"
+    assert f"model: {MODEL} (version {champion})" in body
+    assert "PSI mean_area" in body and "retrain at 0.25" in body
+    assert "responsible: " in body and "mean_area" in body.split("responsible: ")[1]
+    assert "retrain queued" in body
+    assert "airflow run: http://" in body and "mlflow run: http://" in body
+    assert "runbook: README.md#drift-alarm" in body and f"retrainer trigger {MODEL}" in body
+    hook = hooks[0]
+    assert hook["auth"] == f"Bearer {HOOK_TOKEN}"
+    assert hook["body"]["event"] == "monitor_retrain" and hook["body"]["version"] == champion
+    no_secret_anywhere(caplog, capfd)
+
+
+def test_gate_rejection_and_rollback_alerts(connections, caplog, capfd):
+    from retrainer.core.gate import decide
+    from retrainer.orchestration.notify import alert
+    from retrainer.steps.alerts import gate_alert, rollback_alert
+
+    caplog.set_level(logging.DEBUG)
+    box, hooks = connections
+    s = spec()
+    decision = decide(s, {"roc_auc": 0.61, "f1": 0.5}, {"roc_auc": 0.97, "f1": 0.9}, "3")
+    gated = {"gate": decision.to_dict(), "mlflow_run_id": "abc123", "experiment_id": "7"}
+    assert alert(s, gate_alert(s, gated, "manual__1")) == {
+        "alert_mail": "sent",
+        "alert_hook": "sent",
+    }
+    done = {"from": "4", "to": "3", "ledger_run_id": "led1", "reload_error": ""}
+    alert(s, rollback_alert(s, done, "smoke test: 3 of 50 predictions differ", "deploy__2"))
+    assert wait_for(lambda: len(box.messages) == 2) and len(hooks) == 2
+    gate_mail, rollback_mail = (m.get_content() for m in box.messages)
+    assert "roc_auc 0.6100, champion 0.9700 (bound >= " in gate_mail and "FAIL" in gate_mail
+    assert "champion v3 keeps serving" in gate_mail
+    assert (
+        "mlflow run: http://127.0.0.1" in gate_mail and "/#/experiments/7/runs/abc123" in gate_mail
+    )
+    assert "rolled back to v3" in box.messages[1]["Subject"]
+    assert (
+        "3 of 50 predictions differ" in rollback_mail
+        and "champion moved back to v3" in rollback_mail
+    )
+    assert f"retrainer history {MODEL}" in rollback_mail
+    no_secret_anywhere(caplog, capfd)
+
+
+def test_a_destination_that_fails_logs_why_without_secrets(connections, monkeypatch, caplog, capfd):
+    from retrainer.orchestration.notify import alert
+    from retrainer.steps.alerts import rollback_alert
+
+    caplog.set_level(logging.DEBUG)
+    box, hooks = connections
+    wrong = json.loads(__import__("os").environ["AIRFLOW_CONN_ALERT_MAIL"])
+    wrong["login"] = "intruder"  # the server refuses this login
+    wrong["extra"]["timeout"] = 3
+    monkeypatch.setenv("AIRFLOW_CONN_ALERT_MAIL", json.dumps(wrong))
+    gone = json.loads(__import__("os").environ["AIRFLOW_CONN_ALERT_HOOK"])
+    gone["port"] = testenv.free_port()  # nobody listens
+    monkeypatch.setenv("AIRFLOW_CONN_ALERT_HOOK", json.dumps(gone))
+    s = spec()
+    done = {"from": "2", "to": "1", "ledger_run_id": "x", "reload_error": ""}
+    outcome = alert(s, rollback_alert(s, done, "boom", "deploy__3"))
+    assert outcome["alert_mail"].startswith("SMTP")  # refused (or dropped) by the server
+    assert "ConnectError" in outcome["alert_hook"]
+    assert "NOT sent through connection alert_mail" in caplog.text
+    assert box.messages == [] and hooks == []
+    no_secret_anywhere(caplog, capfd)
+
+
+def test_a_task_that_fails_for_good_alerts_once(connections, airflow_db, caplog, capfd):
+    """The model's real retrain DAG through dag.test(): validate_data fails for good (its data
+    path does not exist) and the failure callback the spec gives the DAG sends one alert."""
+    from retrainer.orchestration.retrain import retrain_dag
+
+    caplog.set_level(logging.DEBUG)
+    box, hooks = connections
+    missing = str(testenv.STATE / "no-such-batch.csv")
+    dag = retrain_dag(spec(), testenv.MODELS / f"{MODEL}.yaml")
+    dr = dag.test(run_conf={"data_path": missing})
+    assert str(dr.state) == "failed"
+    assert wait_for(lambda: len(box.messages) == 1) and len(hooks) == 1
+    mail = box.messages[0]
+    assert (
+        mail["Subject"].strip()
+        == f"[{MODEL}] {MODEL}_retrain.validate_data failed after 1 attempt(s)"
+    )
+    body = mail.get_content()
+    assert "no such file or folder" in body and missing in body
+    assert f"retrainer airflow tasks clear {MODEL}_retrain -t validate_data" in body
+    assert hooks[0]["body"]["event"] == "task_failed"
+    no_secret_anywhere(caplog, capfd)

@@ -1,0 +1,129 @@
+"""The Airflow plugin in Airflow's own api-server app (in-process): the Models page and its data
+answer 401 without a login and list the models with their decisions with one; task extra links
+point at the MLflow run, version and reports the tasks returned; MLflow carries the experiment
+kind and a description on every version."""
+
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+import testenv
+from retrainer import constants as C
+from retrainer.config.settings import get_settings
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "plug_bc"
+
+
+@pytest.fixture(scope="module")
+def retrained(airflow_db):
+    """One real retrain of plug_bc through dag.test(): the gate, the registration, the XComs."""
+    from retrainer.orchestration.retrain import retrain_dag
+    from retrainer.spec import load_spec
+
+    spec = load_spec(testenv.MODELS / f"{MODEL}.yaml")
+    dr = retrain_dag(spec, testenv.MODELS / f"{MODEL}.yaml").test(run_conf={"reason": "plugin"})
+    states = {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}
+    assert states["register_candidate"] == "success", states
+    return spec, dr
+
+
+@pytest.fixture(scope="module")
+def api(airflow_db):
+    """Airflow's api-server app, with the plugins folder of this checkout, and a logged-in token."""
+    from airflow.api_fastapi.app import create_app
+    from fastapi.testclient import TestClient
+
+    from retrainer.config.secrets import airflow_credentials
+    from retrainer.orchestration.plugin.data import clear_cache
+
+    clear_cache()
+    client = TestClient(create_app("core"))
+    user, password = airflow_credentials(get_settings())
+    resp = client.post("/auth/token", json={"username": user, "password": password})
+    assert resp.status_code in (200, 201), resp.text
+    return client, {"Authorization": f"Bearer {resp.json()['access_token']}"}
+
+
+@pytest.mark.parametrize("path", ["/retrainer/models", "/retrainer/api/models"])
+def test_every_plugin_route_needs_a_login(api, path):
+    client, _ = api
+    assert client.get(path).status_code == 401
+    assert client.get(path, headers={"Authorization": "Bearer not-a-token"}).status_code == 401
+    assert client.get(path, cookies={"_token": "forged"}).status_code == 401
+
+
+def test_models_page_and_data(api, retrained):
+    from retrainer.orchestration.plugin.data import clear_cache
+
+    client, auth = api
+    clear_cache()
+    page = client.get("/retrainer/models", headers=auth)
+    assert page.status_code == 200 and "<h1>Models</h1>" in page.text
+    data = client.get("/retrainer/api/models", headers=auth).json()
+    rows = {m["name"]: m for m in data["models"]}
+    assert set(rows) >= {MODEL, "credit_it", "credit_mon"}  # every spec, registered or not
+    row = rows[MODEL]
+    assert row["aliases"]["champion"]["version"] == "1"
+    assert row["gate"]["decision"] == "passed"
+    assert row["gate"]["dag_run_id"] == retrained[1].run_id
+    run = quote(retrained[1].run_id, safe="")
+    assert row["gate"]["airflow_url"] == f"dags/{MODEL}_retrain/runs/{run}"
+    assert row["gate"]["mlflow_url"].startswith(get_settings().mlflow_url + "/#/experiments/")
+    assert row["can_act"] is True and row["dags"]["deploy"] == f"{MODEL}_deploy"
+    only = client.get(f"/retrainer/api/models?model={MODEL}", headers=auth).json()
+    assert [m["name"] for m in only["models"]] == [MODEL]
+
+
+def test_plugin_is_listed_with_its_views(api):
+    client, auth = api
+    plugins = client.get("/api/v2/plugins", headers=auth).json()["plugins"]
+    ours = next(p for p in plugins if p["name"] == "retrainer")
+    assert {v["name"] for v in ours["external_views"]} == {"Models", "Model"}
+    assert {a["url_prefix"] for a in ours["fastapi_apps"]} == {"/retrainer"}
+    assert (
+        set(ours["global_operator_extra_links"]) >= {"MLflow run", "Model version"}
+        or ours["global_operator_extra_links"]
+    )
+
+
+def test_task_links_point_at_what_the_task_recorded(api, retrained):
+    client, auth = api
+    spec, dr = retrained
+    mlflow = get_settings().mlflow_url
+
+    def links(task_id):
+        url = (
+            f"/api/v2/dags/{spec.retrain_dag_id}/dagRuns/{dr.run_id}/taskInstances/{task_id}/links"
+        )
+        resp = client.get(url, headers=auth)
+        assert resp.status_code == 200, resp.text
+        return resp.json()["extra_links"]
+
+    gate = links("gate")
+    run_id = dr.get_task_instance("validate_data").xcom_pull(task_ids="validate_data")
+    assert gate["MLflow run"].startswith(f"{mlflow}/#/experiments/")
+    validated = links("validate_data")
+    assert validated["Validation report"].endswith(
+        f"/artifactPath/{C.ARTIFACT_VALIDATION_HTML}{C.MLFLOW_UI_TRAINING}"
+    )
+    assert validated["Drift report"] is None
+    registered = links("register_candidate")
+    assert registered["Model version"] == f"{mlflow}/#/models/{MODEL}/versions/1" + (
+        C.MLFLOW_UI_TRAINING
+    )
+    assert run_id is None or isinstance(run_id, dict)
+
+
+def test_mlflow_opens_on_model_training_and_versions_are_described(retrained):
+    from retrainer.stores.tracking import mlflow_client
+
+    client = mlflow_client(get_settings())
+    spec, dr = retrained
+    exp = client.get_experiment_by_name(spec.experiment_name)
+    assert exp.tags[C.TAG_EXPERIMENT_KIND] == C.EXPERIMENT_KIND_TRAINING
+    text = client.get_model_version(MODEL, "1").description
+    assert "Gate passed" in text and dr.run_id in text and "validated rows" in text
+    assert "no champion to compare with" in text
