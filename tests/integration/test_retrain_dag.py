@@ -207,7 +207,10 @@ def test_the_version_carries_its_provenance_and_card(first_run):
         in tags[provenance.TAG_SNAPSHOT_RETENTION]
     )
     # The card: the version's description, and the run's card/ artifacts.
-    assert mv.description.startswith("# Model card: credit_it v1")
+    # The one-paragraph summary opens the description, then the card follows.
+    summary = mv.tags[C.TAG_VERSION_SUMMARY]
+    assert mv.description.startswith(summary) and "Gate passed" in summary
+    assert "\n\n# Model card: credit_it v1" in mv.description
     assert "## Evaluation" in mv.description and tags[C.TAG_DATA_DIGEST] in mv.description
     md = Path(client().download_artifacts(mv.run_id, ARTIFACT_CARD_MD)).read_text()
     assert md.startswith("# Model card: credit_it v1") and "validate_data" in md  # cost table
