@@ -17,6 +17,7 @@ quarantine: `<root>/_quarantine/<model>/date=YYYY-MM-DD/<kind>-<segment>-v<versi
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import io
 import logging
 import os
@@ -93,7 +94,8 @@ class DurableLog:
     ) -> None:
         self.root = root
         self.kind = kind
-        self.base = Path(spool_dir) / kind
+        # One spool per destination: a slot adopted after a restart goes where it was meant to.
+        self.base = Path(spool_dir) / f"{kind}-{hashlib.sha256(root.encode()).hexdigest()[:10]}"
         self.max_bytes = max_bytes
         self.warn_bytes = int(max_bytes * warn_fraction)
         self.fsync = fsync
@@ -171,6 +173,8 @@ class DurableLog:
 
     def check_capacity(self) -> None:
         if self.bytes >= self.max_bytes:
+            if self._state != "full":
+                self._report_state()
             raise SpoolFull(
                 f"the {self.kind} spool holds {self.bytes} bytes, its bound is {self.max_bytes} "
                 f"(destination {self.root} unreachable? last error: {self.last_error or 'none'})"
@@ -205,7 +209,7 @@ class DurableLog:
             if self._active_bytes >= SEGMENT_MAX_BYTES:
                 self._rotate_locked()
                 self._wake.set()
-        if self.bytes >= self.warn_bytes and self._state == "ok":
+        if self.bytes >= self.warn_bytes and self._state == "ok" or self.bytes >= self.max_bytes:
             self._report_state()
 
     def _write(self, payload: bytes) -> int:

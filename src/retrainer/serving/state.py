@@ -97,6 +97,10 @@ class ServingState:
 
         client = mlflow_client(self.settings)
         wanted = version or ALIAS_CHAMPION
+        if wanted.lower() == "latest":  # MLflow's implicit alias: a moving target, never served
+            raise HTTPProblem(
+                404, f"{name}: 'latest' is not an alias; give a version number or an alias"
+            )
         try:
             if wanted.isdigit():
                 mv = client.get_model_version(name, wanted)
