@@ -60,6 +60,11 @@ def payload_schema(handle: LoadedModel, max_rows: int) -> dict[str, Any]:
         "type": "object",
         "properties": {
             "columns": {"const": names},
+            "index": {
+                "type": "array",
+                "items": {"type": ["string", "integer"]},
+                "description": "row labels (pandas' split orient); not used",
+            },
             "data": {
                 "type": "array",
                 "minItems": 1,

@@ -110,6 +110,9 @@ def parse_payload(body: Any) -> list[Any]:
             f"expected exactly one of the keys {', '.join(FORMATS)}; found {sorted(body)[:10]}"
         )
     key = keys[0]
+    if len(body) > 1:
+        others = sorted(k for k in body if k != key)[:10]
+        raise InputError(f"unexpected key(s) {others} beside {key!r}; send only the rows")
     data = body[key]
     if key == "dataframe_split":
         return _split_rows(data)
@@ -132,6 +135,9 @@ def _split_rows(data: Any) -> list[dict[str, Any]]:
     shape = 'dataframe_split: expected {"columns": [names], "data": [[values], ...]}'
     if not isinstance(data, dict) or "columns" not in data or "data" not in data:
         raise InputError(shape)
+    extra = sorted(set(data) - {"columns", "data", "index"})
+    if extra:
+        raise InputError(f"{shape}; unexpected key(s) {extra[:10]}")
     cols, values = data["columns"], data["data"]
     if not isinstance(cols, list) or not all(isinstance(c, str) for c in cols):
         raise InputError(f"{shape}; columns must be a list of strings")
@@ -139,6 +145,11 @@ def _split_rows(data: Any) -> list[dict[str, Any]]:
         raise InputError(f"dataframe_split: duplicate column names in {cols[:20]}")
     if not isinstance(values, list):
         raise InputError(f"{shape}; data must be a list of lists")
+    index = data.get("index", [])  # row labels: not used, but they must be labels
+    if not isinstance(index, list) or not all(
+        isinstance(v, str | int) and not isinstance(v, bool) for v in index
+    ):
+        raise InputError("dataframe_split: index, when given, must be a list of row labels")
     out = []
     for i, row in enumerate(values):
         if not isinstance(row, list) or len(row) != len(cols):

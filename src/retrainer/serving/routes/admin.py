@@ -32,6 +32,8 @@ def _reload_target(body: Any, served: list[str]) -> tuple[list[str], str | None]
     shape = 'expected {} (every model), {"model": name} or {"model": name, "version": v}'
     if not isinstance(body, dict) or set(body) - {"model", "version"}:
         raise HTTPProblem(422, shape)
+    if any(body.get(k, "") is None for k in ("model", "version")):
+        raise HTTPProblem(422, f"{shape}: leave a key out rather than send null")
     model, version = body.get("model"), body.get("version")
     if model is None:
         if version is not None:
@@ -104,7 +106,9 @@ async def drift(name: str, request: Request) -> dict[str, Any]:
     body = await read_json(request, state.options.max_body_bytes)
     if not isinstance(body, dict) or set(body) - {"decision", "psi", "triggered"}:
         raise HTTPProblem(422, shape)
-    psi, decision, triggered = body.get("psi") or {}, body.get("decision"), body.get("triggered")
+    if any(body.get(k, "") is None for k in ("decision", "psi", "triggered")):
+        raise HTTPProblem(422, f"{shape}: leave a key out rather than send null")
+    psi, decision, triggered = body.get("psi", {}), body.get("decision"), body.get("triggered")
     if not isinstance(psi, dict):
         raise HTTPProblem(422, f"{shape}: psi must be an object of feature -> number")
     for feature, value in psi.items():

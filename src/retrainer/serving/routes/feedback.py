@@ -64,6 +64,8 @@ async def feedback(name: str, request: Request) -> dict[str, Any]:
         if extra:
             raise HTTPProblem(422, f"{where}: unexpected keys {sorted(extra)}")
         rid, row = item["request_id"], item.get("row", 0)
+        if isinstance(row, float) and row.is_integer():  # 3.0 is the integer 3 in JSON
+            row = int(row)
         if not isinstance(rid, str):
             raise HTTPProblem(422, f"{where}: request_id must be a string")
         if not isinstance(row, int) or isinstance(row, bool) or row < 0:
