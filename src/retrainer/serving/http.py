@@ -43,16 +43,23 @@ class JSONResponse(Response):
 class HTTPProblem(Exception):
     """Answered as `{"error": message}` (on /invocations, MLflow's `{"error_code", "message"}`)."""
 
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        headers: dict[str, str] | None = None,
+        mlflow_code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.headers = headers or {}
+        self.mlflow_code = mlflow_code
 
 
 def problem_response(request: Request, exc: HTTPProblem) -> Response:
     if request.url.path == "/invocations":
-        code = MLFLOW_CODES.get(exc.status, "INTERNAL_ERROR")
+        code = exc.mlflow_code or MLFLOW_CODES.get(exc.status, "INTERNAL_ERROR")
         body: dict[str, Any] = {"error_code": code, "message": exc.message}
     else:
         body = {"error": exc.message}

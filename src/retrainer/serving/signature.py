@@ -23,6 +23,14 @@ FORMATS = ("rows", "dataframe_split", "dataframe_records", "instances", "inputs"
 class InputError(ValueError):
     """A request the model can't take: answered 4xx with this message."""
 
+    mlflow_code = "BAD_REQUEST"  # what MLflow's scoring server calls it (a body it can't parse)
+
+
+class SchemaMismatch(InputError):
+    """Rows that parse but do not fit the signature (MLflow's schema enforcement error)."""
+
+    mlflow_code = "INVALID_PARAMETER_VALUE"
+
 
 @dataclass(frozen=True)
 class Column:
@@ -39,7 +47,7 @@ def check_value(col: Column, value: Any, where: str) -> None:
     """Raise InputError naming the field when `value` can't be held by the column's type."""
     if _is_null(value):
         if col.required:
-            raise InputError(
+            raise SchemaMismatch(
                 f"{where}: column {col.name!r} is null/NaN, which this model does not allow "
                 "(it had no missing values in training)"
             )
@@ -47,32 +55,34 @@ def check_value(col: Column, value: Any, where: str) -> None:
     t = col.type
     if t in NUMERIC:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InputError(
+            raise SchemaMismatch(
                 f"{where}: column {col.name!r} expects a number ({t}); found {value!r}"
             )
         if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
-            raise InputError(
+            raise SchemaMismatch(
                 f"{where}: column {col.name!r} holds {value}, which does not fit a 64-bit integer"
             )
         if isinstance(value, float) and math.isinf(value):
-            raise InputError(f"{where}: column {col.name!r} is infinite")
+            raise SchemaMismatch(f"{where}: column {col.name!r} is infinite")
         if t in ("long", "integer"):
             if isinstance(value, float) and not value.is_integer():
-                raise InputError(
+                raise SchemaMismatch(
                     f"{where}: column {col.name!r} expects an integer ({t}); found {value!r}"
                 )
             lo, hi = INT64 if t == "long" else INT32
             if not lo <= value <= hi:
-                raise InputError(
+                raise SchemaMismatch(
                     f"{where}: column {col.name!r} holds {value}, outside the {t} range [{lo}, {hi}]"
                 )
         elif t == "float" and abs(value) > FLOAT32_MAX:
-            raise InputError(f"{where}: column {col.name!r} holds {value}, too large for float32")
+            raise SchemaMismatch(
+                f"{where}: column {col.name!r} holds {value}, too large for float32"
+            )
     elif t == "string":
         if not isinstance(value, str):
-            raise InputError(f"{where}: column {col.name!r} expects a string; found {value!r}")
+            raise SchemaMismatch(f"{where}: column {col.name!r} expects a string; found {value!r}")
     elif t == "boolean" and not isinstance(value, bool):
-        raise InputError(f"{where}: column {col.name!r} expects true/false; found {value!r}")
+        raise SchemaMismatch(f"{where}: column {col.name!r} expects true/false; found {value!r}")
 
 
 def check_rows(columns: list[Column], rows: list[Any], max_rows: int) -> None:
@@ -89,12 +99,12 @@ def check_rows(columns: list[Column], rows: list[Any], max_rows: int) -> None:
             )
         unknown = [k for k in row if k not in by_name]
         if unknown:
-            raise InputError(
+            raise SchemaMismatch(
                 f"row {i}: unknown column(s) {unknown[:10]}; the model takes {list(by_name)}"
             )
         for col in columns:
             if col.name not in row:
-                raise InputError(f"row {i}: missing column {col.name!r} ({col.type})")
+                raise SchemaMismatch(f"row {i}: missing column {col.name!r} ({col.type})")
             check_value(col, row[col.name], f"row {i}")
 
 

@@ -55,7 +55,7 @@ async def score(
         status = "400" if endpoint == "invocations" else "422"
         m.errors.labels(label, endpoint, "input").inc()
         m.refused.labels(label).inc(max(len(rows), 1))
-        raise HTTPProblem(int(status), str(exc)) from None
+        raise HTTPProblem(int(status), str(exc), mlflow_code=exc.mlflow_code) from None
     except SpoolFull as exc:
         status = "503"
         m.errors.labels(label, endpoint, "log_full").inc()
