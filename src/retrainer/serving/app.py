@@ -54,6 +54,11 @@ def create_app(
 
         options = replace(options, max_body_bytes=max_body)
     state = ServingState(settings, options, models, max_rows)
+    if not options.log_enabled:
+        log.warning(
+            "RETRAINER_SERVING_LOG_ENABLED=false: requests are answered WITHOUT being logged "
+            "(for measuring the log's cost only; drift monitoring sees nothing)"
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -167,7 +167,10 @@ class ServingState:
             records += inference_records(
                 handle, it.request_id, it.client_id, it.rows, labels, probs, ts
             )
-        self.inference_log.append(handle.name, handle.version, inference_schema(handle), records)
+        if self.options.log_enabled:
+            self.inference_log.append(
+                handle.name, handle.version, inference_schema(handle), records
+            )
         m = self.metrics
         m.rows.labels(handle.name).inc(len(records))
         if handle.classes is None:
