@@ -142,7 +142,8 @@ def test_feedback_and_inference_log_land_as_parquet(serving, rows):
     assert bad.status_code == 422 and "request_id" in bad.json()["error"]
 
     flushed = httpx.post(f"{serving}/flush", headers=admin_headers()).json()
-    assert flushed["inference_rows"] >= 3 and flushed["feedback_rows"] >= 3
+    assert flushed["inference_rows_total"] >= 3 and flushed["feedback_rows_total"] >= 3
+    assert flushed["pending_segments"] == 0
     log_root = f"{settings.inference_log_root}/{MODEL}"
     fb_root = f"{settings.feedback_root}/{MODEL}"
     log = storage.read_table(log_root)

@@ -122,6 +122,3 @@ class Metrics:
 
     def label(self, model: str, label: str) -> str:
         return label if label in self.classes.get(model, ()) else OTHER
-
-    def decision(self, decision: str) -> str:
-        return decision if decision in DECISIONS else OTHER

@@ -146,4 +146,8 @@ async def flush(request: Request) -> dict[str, int]:
         "feedback_rows": labels.written,
         "quarantined_rows": rows.quarantined + labels.quarantined,
         "pending_segments": rows.pending + labels.pending,
+        # Since start-up, the background compaction's rows included.
+        "inference_rows_total": state.inference_log.written,
+        "feedback_rows_total": state.feedback_log.written,
+        "quarantined_rows_total": state.inference_log.quarantined + state.feedback_log.quarantined,
     }
