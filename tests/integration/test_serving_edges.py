@@ -9,6 +9,7 @@ import pytest
 
 # Imported at collection: at run time `conftest` may name another folder's conftest.
 from conftest import start_server, stop_server
+from retrainer.config.secrets import serving_admin_token
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,7 +31,7 @@ def rows(serving):
 @pytest.fixture(scope="module")
 def guarded(served_model):
     """A second server with RETRAINER_API_TOKEN set."""
-    from retrainer.settings import get_settings
+    from retrainer.config.settings import get_settings
     from testenv import free_port
 
     proc, url = start_server(get_settings(), MODEL, free_port(), {"RETRAINER_API_TOKEN": TOKEN})
@@ -39,9 +40,9 @@ def guarded(served_model):
 
 
 def admin():
-    from retrainer.settings import get_settings
+    from retrainer.config.settings import get_settings
 
-    return {"Authorization": f"Bearer {get_settings().serving_admin_token()}"}
+    return {"Authorization": f"Bearer {serving_admin_token(get_settings())}"}
 
 
 def predict(url, body, **kw):
@@ -235,7 +236,7 @@ def test_a_drift_report_with_unknown_features_keeps_labels_bounded(serving):
 
 def test_at_the_spool_bound_serving_answers_503_rather_than_unlogged(served_model, rows, tmp_path):
     """Destination unreachable, a tiny spool: near the bound it is reported, at it 503."""
-    from retrainer.settings import get_settings
+    from retrainer.config.settings import get_settings
     from testenv import free_port
 
     blocked = tmp_path / "blocked"

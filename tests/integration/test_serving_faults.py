@@ -15,6 +15,7 @@ import pytest
 
 # Imported at collection: at run time `conftest` may name another folder's conftest.
 from conftest import start_server, stop_server
+from retrainer.config.secrets import serving_admin_token
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,14 +57,14 @@ async def _hammer(url: str, rows: list[dict], stop: threading.Event, answered: l
 
 
 def logged_rows(root: Path) -> set[tuple[str, int]]:
-    from retrainer import storage
+    from retrainer.stores import storage
 
     df = storage.read_table(str(root / MODEL))
     return set(zip(df["_request_id"], df["_row"].astype(int), strict=True))
 
 
 def test_sigkill_under_50_clients_loses_no_answered_request(served_model, tmp_path):
-    from retrainer.settings import get_settings
+    from retrainer.config.settings import get_settings
     from testenv import free_port
 
     log_root = tmp_path / "inference_log"
@@ -86,7 +87,7 @@ def test_sigkill_under_50_clients_loses_no_answered_request(served_model, tmp_pa
 
     proc, url = start_server(get_settings(), MODEL, port, env)  # recovers the spool
     try:
-        admin = {"Authorization": f"Bearer {get_settings().serving_admin_token()}"}
+        admin = {"Authorization": f"Bearer {serving_admin_token(get_settings())}"}
         httpx.post(f"{url}/flush", headers=admin, timeout=60).raise_for_status()
     finally:
         stop_server(proc)
@@ -154,8 +155,8 @@ class CuttableProxy:
 
 
 def test_a_60s_s3_outage_loses_no_answered_request(served_model, s3_endpoint, s3_bucket, tmp_path):
-    from retrainer import storage
-    from retrainer.settings import get_settings
+    from retrainer.config.settings import get_settings
+    from retrainer.stores import storage
     from testenv import free_port
 
     proxy = CuttableProxy(s3_endpoint)
@@ -187,7 +188,7 @@ def test_a_60s_s3_outage_loses_no_answered_request(served_model, s3_endpoint, s3
             assert ready["last_error"] and ready["spool_bytes"] > 0
             proxy.restore()
             deadline = time.monotonic() + 90
-            admin = {"Authorization": f"Bearer {get_settings().serving_admin_token()}"}
+            admin = {"Authorization": f"Bearer {serving_admin_token(get_settings())}"}
             while time.monotonic() < deadline:
                 flushed = http.post(f"{url}/flush", headers=admin, timeout=120).json()
                 if flushed["pending_segments"] == 0:

@@ -42,7 +42,7 @@ checks.positive_data_acceptance.enabled = false
 
 
 def test_the_whole_api_answers_every_input_as_documented(served_model, tmp_path):
-    from retrainer.settings import get_settings
+    from retrainer.config.settings import get_settings
     from testenv import STATE, free_port
 
     proc, url = start_server(

@@ -18,12 +18,13 @@ MODEL = "credit_srv"
 
 @pytest.fixture(scope="module")
 def mlflow_serve(serving):
-    from retrainer.settings import get_settings
+    from retrainer.config.environment import process_environment
+    from retrainer.config.settings import get_settings
     from testenv import free_port
 
     version = httpx.get(f"{serving}/models/{MODEL}").json()["version"]
     port = free_port()
-    env = dict(os.environ, **get_settings().environment())
+    env = dict(os.environ, **process_environment(get_settings()))
     proc = subprocess.Popen(
         [
             str(Path(sys.executable).parent / "mlflow"),
