@@ -77,7 +77,9 @@ def test_sigkill_under_50_clients_loses_no_answered_request(served_model, tmp_pa
     rows, answered, stop = sample_rows(), [], threading.Event()
     load = threading.Thread(target=lambda: asyncio.run(_hammer(url, rows, stop, answered)))
     load.start()
-    time.sleep(4)
+    deadline = time.monotonic() + 90  # a busy machine answers slowly: wait for real traffic
+    while len(answered) < 300 and time.monotonic() < deadline:
+        time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)  # mid-load: batches in flight, rows only in the spool
     proc.wait()
     time.sleep(0.5)
