@@ -47,8 +47,15 @@ def test_rows_spooled_then_compacted_with_the_version_schema(tmp_path):
     log.close()
 
 
-def test_a_poison_row_is_quarantined_and_the_rest_written(tmp_path):
-    log = DurableLog(str(tmp_path / "dest"), "requests", tmp_path / "spool", compact_seconds=3600)
+@pytest.mark.parametrize("processes", [False, True], ids=["thread", "child process"])
+def test_a_poison_row_is_quarantined_and_the_rest_written(tmp_path, processes):
+    log = DurableLog(
+        str(tmp_path / "dest"),
+        "requests",
+        tmp_path / "spool",
+        compact_seconds=3600,
+        processes=processes,
+    )
     log.open()
     good = rows(36)
     poison = rows(1, 99, Age=2**63)  # cannot be held by int64: only this row is set aside

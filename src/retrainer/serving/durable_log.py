@@ -20,6 +20,7 @@ import fcntl
 import hashlib
 import io
 import logging
+import multiprocessing
 import os
 import re
 import struct
@@ -27,6 +28,8 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -91,6 +94,7 @@ class DurableLog:
         on_written: Callable[[int], None] | None = None,
         on_quarantined: Callable[[int], None] | None = None,
         on_state: Callable[[str, int], None] | None = None,
+        processes: bool = False,
     ) -> None:
         self.root = root
         self.kind = kind
@@ -105,6 +109,8 @@ class DurableLog:
         self._on_written = on_written
         self._on_quarantined = on_quarantined
         self._on_state = on_state
+        self.processes = processes  # compact in a child process (serving), else in a thread
+        self._pool: ProcessPoolExecutor | None = None
         self.written = 0
         self.quarantined = 0
         self.bytes = 0  # spool bytes on disk (closed segments and the active one)
@@ -160,6 +166,9 @@ class DurableLog:
                 self._fd = -1
             if self._active and self._active.exists() and self._active.stat().st_size == 0:
                 self._active.unlink()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         if self._slot_lock_fd >= 0:
             os.close(self._slot_lock_fd)  # releases the slot
             self._slot_lock_fd = -1
@@ -330,75 +339,35 @@ class DurableLog:
 
     def _compact_segment(self, seg: Path) -> CompactResult:
         size = seg.stat().st_size
-        schemas: dict[tuple[str, str], Schema | None] = {}
-        groups: dict[tuple[str, str, str], _Group] = {}
-        for frame in _frames(seg):
-            key = (str(frame.get("m")), str(frame.get("v")))
-            if frame.get("t") == "schema":
-                cols = frame.get("columns")
-                schemas[key] = [(str(c[0]), str(c[1])) for c in cols] if cols else None
-                continue
-            for rec in frame.get("rows") or []:
-                day = str(rec.get("_ts", ""))[:10] or datetime.now(UTC).strftime("%Y-%m-%d")
-                g = groups.get((*key, day))
-                if g is None:
-                    g = groups[(*key, day)] = _Group(key[0], key[1], day)
-                g.rows.append(rec)
-        result = CompactResult()
-        for g in groups.values():
-            written, bad = self._write_group(g, schemas.get((g.model, g.version)), seg.stem)
-            result.written += written
-            result.quarantined += bad
+        if self.processes:
+            # In a process of its own, at a lower priority: building Arrow tables from Python
+            # rows holds the GIL for tens of milliseconds, which would show in tail latency.
+            if self._pool is None:  # niced: requests come first when the cores are busy
+                self._pool = ProcessPoolExecutor(
+                    1,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=os.nice,
+                    initargs=(10,),
+                )
+            try:
+                written, bad = self._pool.submit(
+                    compact_file, str(seg), self.root, self.kind
+                ).result()
+            except BrokenProcessPool:
+                self._pool = None
+                raise
+        else:
+            written, bad = compact_file(str(seg), self.root, self.kind)
         seg.unlink()
         with self._lock:
             self.bytes -= size
-        self.written += result.written
-        self.quarantined += result.quarantined
-        if result.written and self._on_written:
-            self._on_written(result.written)
-        if result.quarantined and self._on_quarantined:
-            self._on_quarantined(result.quarantined)
-        return result
-
-    def _write_group(self, g: _Group, schema: Schema | None, stem: str) -> tuple[int, int]:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        from retrainer.stores import storage
-
-        name = f"{self.kind}-{stem[4:]}-v{_safe(g.version)}"
-        good: list[dict[str, Any]] = g.rows
-        bad: list[dict[str, Any]] = []
-        try:
-            table = to_table(good, schema)
-        except (pa.ArrowException, TypeError, ValueError, OverflowError):
-            good = []
-            for rec in g.rows:  # find the poison rows one by one; the others are written
-                try:
-                    to_table([rec], schema)
-                    good.append(rec)
-                except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
-                    bad.append({"reason": f"{type(exc).__name__}: {exc}"[:500], "row": rec})
-            table = to_table(good, schema) if good else None
-        if bad:
-            uri = storage.join(self.root, QUARANTINE, g.model, f"date={g.day}", f"{name}.jsonl")
-            lines = b"".join(orjson.dumps(b, default=str) + b"\n" for b in bad)
-            storage.write_bytes(uri, lines)
-            log.error(
-                "%s log: %d row(s) of %s v%s could not be written (%s); quarantined in %s",
-                self.kind,
-                len(bad),
-                g.model,
-                g.version,
-                bad[0]["reason"],
-                uri,
-            )
-        if table is not None:
-            buf = io.BytesIO()
-            pq.write_table(table, buf)
-            uri = storage.join(self.root, g.model, f"date={g.day}", f"{name}.parquet")
-            storage.write_bytes(uri, buf.getvalue())
-        return len(good), len(bad)
+        self.written += written
+        self.quarantined += bad
+        if written and self._on_written:
+            self._on_written(written)
+        if bad and self._on_quarantined:
+            self._on_quarantined(bad)
+        return CompactResult(written, bad)
 
     # --- state, retention --------------------------------------------------------------------
 
@@ -516,3 +485,71 @@ def _partitions(root: str) -> Iterator[tuple[str, str]]:
             for part in children(base):
                 if part.startswith("date="):
                     yield storage.join(base, part), part[5:]
+
+
+def compact_file(path: str, root: str, kind: str) -> tuple[int, int]:
+    """Write one spool segment to the destination: (rows written, rows quarantined)."""
+    seg = Path(path)
+    schemas: dict[tuple[str, str], Schema | None] = {}
+    groups: dict[tuple[str, str, str], _Group] = {}
+    for frame in _frames(seg):
+        key = (str(frame.get("m")), str(frame.get("v")))
+        if frame.get("t") == "schema":
+            cols = frame.get("columns")
+            schemas[key] = [(str(c[0]), str(c[1])) for c in cols] if cols else None
+            continue
+        for rec in frame.get("rows") or []:
+            day = str(rec.get("_ts", ""))[:10] or datetime.now(UTC).strftime("%Y-%m-%d")
+            g = groups.get((*key, day))
+            if g is None:
+                g = groups[(*key, day)] = _Group(key[0], key[1], day)
+            g.rows.append(rec)
+    written = quarantined = 0
+    for g in groups.values():
+        w, q = _write_group(root, kind, g, schemas.get((g.model, g.version)), seg.stem)
+        written += w
+        quarantined += q
+    return written, quarantined
+
+
+def _write_group(
+    root: str, kind: str, g: _Group, schema: Schema | None, stem: str
+) -> tuple[int, int]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from retrainer.stores import storage
+
+    name = f"{kind}-{stem[4:]}-v{_safe(g.version)}"
+    good: list[dict[str, Any]] = g.rows
+    bad: list[dict[str, Any]] = []
+    try:
+        table = to_table(good, schema)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        good = []
+        for rec in g.rows:  # find the poison rows one by one; the others are written
+            try:
+                to_table([rec], schema)
+                good.append(rec)
+            except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+                bad.append({"reason": f"{type(exc).__name__}: {exc}"[:500], "row": rec})
+        table = to_table(good, schema) if good else None
+    if bad:
+        uri = storage.join(root, QUARANTINE, g.model, f"date={g.day}", f"{name}.jsonl")
+        lines = b"".join(orjson.dumps(b, default=str) + b"\n" for b in bad)
+        storage.write_bytes(uri, lines)
+        log.error(
+            "%s log: %d row(s) of %s v%s could not be written (%s); quarantined in %s",
+            kind,
+            len(bad),
+            g.model,
+            g.version,
+            bad[0]["reason"],
+            uri,
+        )
+    if table is not None:
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        uri = storage.join(root, g.model, f"date={g.day}", f"{name}.parquet")
+        storage.write_bytes(uri, buf.getvalue())
+    return len(good), len(bad)

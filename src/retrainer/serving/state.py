@@ -76,6 +76,7 @@ class ServingState:
             on_written=m.log_rows.labels(kind, "written").inc,
             on_quarantined=m.log_rows.labels(kind, "quarantined").inc,
             on_state=state,
+            processes=True,
         )
 
     @property
