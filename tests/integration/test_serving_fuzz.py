@@ -91,6 +91,7 @@ def test_the_whole_api_answers_every_input_as_documented(served_model, tmp_path)
             capture_output=True,
             text=True,
             timeout=600,
+            cwd=tmp_path,  # its cache (.schemathesis/) stays out of the checkout
         )
     finally:
         log = stop_server(proc)
