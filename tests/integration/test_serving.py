@@ -141,7 +141,7 @@ def test_feedback_and_inference_log_land_as_parquet(serving, rows):
     bad = httpx.post(f"{serving}/models/{MODEL}/feedback", json={"label": "bad"})
     assert bad.status_code == 422 and "request_id" in bad.json()["error"]
 
-    flushed = httpx.post(f"{serving}/flush", headers=admin_headers()).json()
+    flushed = httpx.post(f"{serving}/flush", headers=admin_headers(), timeout=60).json()
     assert flushed["inference_rows_total"] >= 3 and flushed["feedback_rows_total"] >= 3
     assert flushed["pending_segments"] == 0
     log_root = f"{settings.inference_log_root}/{MODEL}"

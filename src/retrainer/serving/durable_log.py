@@ -342,13 +342,9 @@ class DurableLog:
         if self.processes:
             # In a process of its own, at a lower priority: building Arrow tables from Python
             # rows holds the GIL for tens of milliseconds, which would show in tail latency.
-            if self._pool is None:  # niced: requests come first when the cores are busy
-                self._pool = ProcessPoolExecutor(
-                    1,
-                    mp_context=multiprocessing.get_context("spawn"),
-                    initializer=os.nice,
-                    initargs=(10,),
-                )
+            if self._pool is None:
+                self._start_pool()
+            assert self._pool is not None
             try:
                 written, bad = self._pool.submit(
                     compact_file, str(seg), self.root, self.kind
@@ -413,7 +409,22 @@ class DurableLog:
             )
         return removed
 
+    def _start_pool(self) -> None:
+        """The compaction process, niced (requests come first when the cores are busy) and
+        warmed (its imports take seconds: not on the first /flush)."""
+        self._pool = ProcessPoolExecutor(
+            1, mp_context=multiprocessing.get_context("spawn"), initializer=_child_init
+        )
+        self._pool.submit(_child_init, False).result()
+
     def _run(self) -> None:
+        if self.processes:
+            with self._compact_lock:
+                try:
+                    if self._pool is None:
+                        self._start_pool()
+                except Exception:
+                    log.exception("%s log: could not start the compaction process", self.kind)
         while not self._stop.is_set():
             self._wake.wait(self.compact_seconds)
             self._wake.clear()
@@ -485,6 +496,14 @@ def _partitions(root: str) -> Iterator[tuple[str, str]]:
             for part in children(base):
                 if part.startswith("date="):
                     yield storage.join(base, part), part[5:]
+
+
+def _child_init(nice: bool = True) -> None:
+    if nice:
+        os.nice(10)
+    import pyarrow.parquet  # noqa: F401
+
+    from retrainer.stores import storage  # noqa: F401
 
 
 def compact_file(path: str, root: str, kind: str) -> tuple[int, int]:
