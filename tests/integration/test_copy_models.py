@@ -2,8 +2,8 @@
 
 import pandas as pd
 import pytest
-from conftest import register_version
 
+from conftest import register_version
 from retrainer import constants as C
 from retrainer.config.settings import get_settings
 

@@ -6,8 +6,8 @@ import time
 
 import httpx
 import pytest
-from conftest import register_version
 
+from conftest import register_version
 from retrainer import constants as C
 from retrainer.config.settings import get_settings
 

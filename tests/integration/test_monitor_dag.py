@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import register_version
 
 import testenv
+from conftest import register_version
 from retrainer import constants as C
 from retrainer.config.settings import get_settings
 
