@@ -1,13 +1,17 @@
-"""Serving throughput and latency: `retrainer serve` vs `mlflow models serve`, same model, same run.
+"""Serving throughput and latency: `retrainer serve` vs `mlflow models serve`, same model, same run;
+and retrainer with its durable inference log vs without any log.
 
 Registers the credit_default model (HistGradientBoosting) in a throw-away state folder, starts
 both servers on loopback, and drives each with wrk (Debian's package) at 16 connections with the
 same single-row MLflow payload on /invocations. Then checks that both answer 200 different rows
-identically, and runs a sustained load on retrainer's server to see whether its memory (the
-inference log included) stays bounded.
+identically. Then the durable log's cost: retrainer serve with the log (every micro-batch
+spooled before it is answered) and with RETRAINER_SERVING_LOG_ENABLED=false, in alternating
+rounds (the median of each is compared). Last, a sustained load on retrainer's server to see
+whether its memory (the inference log included) stays bounded.
 
-    python bench/serving.py [--seconds 20] [--soak 180]
-Target: >= 10x the throughput of mlflow models serve and <= 1/5 of its p99.
+    python bench/serving.py [--seconds 20] [--log-rounds 3] [--soak 180]
+Targets: >= 10x the throughput of mlflow models serve and <= 1/5 of its p99; the durable log
+costs at most 1 ms of p99 and keeps at least 90% of the throughput.
 """
 
 from __future__ import annotations
@@ -141,6 +145,9 @@ def main() -> None:
     parser.add_argument(
         "--soak", type=int, default=180, help="sustained load on retrainer (memory)"
     )
+    parser.add_argument(
+        "--log-rounds", type=int, default=3, help="alternating rounds, log on / log off"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install -y wrk")
@@ -237,6 +244,19 @@ def main() -> None:
         )
         print(f"signature check kept: wrong type answered {refused}")
 
+        ours.terminate()
+        ours.wait(timeout=60)
+        append_cost(home, {c: (float(row[c]) if c in num else str(row[c])) for c in feats})
+        log_cost(env, body, args.seconds, args.log_rounds, home)
+        ours = subprocess.Popen(
+            [str(BIN / "retrainer"), "serve", "--model", MODEL, "--port", str(ours_port)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until_up(f"{ours_url}/ready", ours)
+
         if args.soak > 0:
             before = rss_mb(ours.pid)
             soak = wrk(f"{ours_url}/invocations", body, args.soak)
@@ -264,6 +284,85 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def append_cost(home: Path, row: dict[str, object]) -> None:
+    """The spool's own cost on the response path: one append per micro-batch, timed in-process
+    (robust to a loaded machine, unlike end-to-end figures)."""
+    import statistics
+
+    from retrainer.serving.durable_log import DurableLog, now_iso
+
+    log = DurableLog(str(home / "append-bench"), "requests", home / "append-spool")
+    log.open()
+    schema = [(k, "double" if isinstance(v, float) else "string") for k, v in row.items()]
+    print("\nspool append per micro-batch (in-process, 2,000 appends each):")
+    for n in (1, 16, 64):
+        recs = [
+            dict(row, _request_id="0123456789abcdef-1-0123456789abcdef", _row=i, _ts=now_iso())
+            for i in range(n)
+        ]
+        times = []
+        for _ in range(2000):
+            t0 = time.perf_counter()
+            log.append(MODEL, "1", schema, recs)
+            times.append((time.perf_counter() - t0) * 1e6)
+        times.sort()
+        print(
+            f"  {n:>3} rows: median {statistics.median(times):6.1f} us, "
+            f"p99 {times[int(len(times) * 0.99)]:7.1f} us"
+        )
+    log.close()
+
+
+def log_cost(env: dict[str, str], body: str, seconds: int, rounds: int, home: Path) -> None:
+    """Throughput and p99 with the durable log and without any log, alternating rounds."""
+    import statistics
+
+    runs: dict[str, list[dict[str, float]]] = {"durable log": [], "no log": []}
+    for r in range(rounds):
+        for label, enabled in (("durable log", "true"), ("no log", "false")):
+            port = free_port()
+            proc = subprocess.Popen(
+                [str(BIN / "retrainer"), "serve", "--model", MODEL, "--port", str(port)],
+                env=dict(
+                    env,
+                    RETRAINER_SERVING_LOG_ENABLED=enabled,
+                    RETRAINER_SERVING_SPOOL_DIR=str(home / f"spool-{label[:2]}-{r}"),
+                ),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                url = f"http://127.0.0.1:{port}"
+                wait_until_up(f"{url}/ready", proc)
+                wrk(f"{url}/invocations", body, 3)  # warm
+                runs[label].append(wrk(f"{url}/invocations", body, seconds))
+            finally:
+                proc.terminate()
+                proc.wait(timeout=60)
+    med = {
+        label: {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50", "p99", "non2xx")}
+        for label, rs in runs.items()
+    }
+    print(
+        f"\nthe durable log's cost: single-row /invocations, 16 connections, {rounds} alternating "
+        f"rounds of {seconds} s each (median)\n"
+    )
+    print(f"{'retrainer serve':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    for label, m in med.items():
+        print(f"{label:<22} {m['rps']:>9.0f} {m['p50']:>8.2f} {m['p99']:>8.2f} {m['non2xx']:>8.0f}")
+    on, off = med["durable log"], med["no log"]
+    ratio = on["rps"] / off["rps"]
+    extra = on["p99"] - off["p99"]
+    print(f"\nthroughput kept with the durable log: {ratio:.1%}  (target >= 90%)")
+    print(f"p99 added by the durable log:        {extra:+.2f} ms  (target <= 1 ms)")
+    for label, rs in runs.items():
+        print(
+            f"rounds, {label}: "
+            + ", ".join(f"{x['rps']:.0f} req/s p99 {x['p99']:.2f} ms" for x in rs)
+        )
 
 
 if __name__ == "__main__":

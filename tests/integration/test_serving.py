@@ -108,7 +108,15 @@ def test_malformed_and_oversized_requests(serving, rows):
     assert httpx.get(f"{serving}/health").json() == {"status": "ok"}
 
 
+def admin_headers():
+    from retrainer.config.settings import get_settings
+
+    return {"Authorization": f"Bearer {serving_admin_token(get_settings())}"}
+
+
 def test_feedback_and_inference_log_land_as_parquet(serving, rows):
+    import pyarrow.dataset as ds
+
     from retrainer.config.settings import get_settings
     from retrainer.stores import storage
 
@@ -118,39 +126,39 @@ def test_feedback_and_inference_log_land_as_parquet(serving, rows):
         json={"rows": rows[:3]},
         headers={"x-request-id": "req-log-1"},
     )
-    assert resp.json()["request_id"] == "req-log-1"
+    rid = resp.json()["request_id"]  # the server's id; the client's is kept beside it
+    assert rid != "req-log-1" and resp.headers["x-client-request-id"] == "req-log-1"
     one = httpx.post(
-        f"{serving}/models/{MODEL}/feedback",
-        json={"request_id": "req-log-1", "row": 0, "label": "bad"},
+        f"{serving}/models/{MODEL}/feedback", json={"request_id": rid, "row": 0, "label": "bad"}
     )
-    assert one.json() == {"accepted": 1}
-    batch = [{"request_id": "req-log-1", "row": i, "label": "good"} for i in (1, 2)]
+    assert one.json() == {"accepted": 1, "logged": 1, "duplicates": 0}
+    batch = [{"request_id": rid, "row": i, "label": "good"} for i in (1, 2)]
     assert httpx.post(f"{serving}/models/{MODEL}/feedback", json={"labels": batch}).json() == {
-        "accepted": 2
+        "accepted": 2,
+        "logged": 2,
+        "duplicates": 0,
     }
     bad = httpx.post(f"{serving}/models/{MODEL}/feedback", json={"label": "bad"})
     assert bad.status_code == 422 and "request_id" in bad.json()["error"]
 
-    deadline = time.monotonic() + 20  # the logs flush every few seconds
+    flushed = httpx.post(f"{serving}/flush", headers=admin_headers(), timeout=60).json()
+    assert flushed["inference_rows_total"] >= 3 and flushed["feedback_rows_total"] >= 3
+    assert flushed["pending_segments"] == 0
     log_root = f"{settings.inference_log_root}/{MODEL}"
     fb_root = f"{settings.feedback_root}/{MODEL}"
-    while time.monotonic() < deadline:
-        try:
-            log = storage.read_table(log_root)
-            fb = storage.read_table(fb_root)
-            if (log["_request_id"] == "req-log-1").sum() == 3 and (
-                fb["_request_id"] == "req-log-1"
-            ).sum() == 3:
-                break
-        except Exception:
-            pass
-        time.sleep(0.5)
-    mine = log[log["_request_id"] == "req-log-1"].sort_values("_row")
-    assert list(mine["_row"]) == [0, 1, 2]
+    log = storage.read_table(log_root)
+    fb = storage.read_table(fb_root)
+    mine = log[log["_request_id"] == rid].sort_values("_row")
+    assert list(mine["_row"]) == [0, 1, 2] and set(mine["_client_request_id"]) == {"req-log-1"}
     assert list(mine["Age"]) == [r["Age"] for r in rows[:3]]
     assert set(mine["_prediction"]) <= {"good", "bad"} and mine["_model_version"].notna().all()
-    assert sorted(fb[fb["_request_id"] == "req-log-1"]["_label"]) == ["bad", "good", "good"]
+    assert sorted(fb[fb["_request_id"] == rid]["_label"]) == ["bad", "good", "good"]
     assert any(p.startswith("date=") for p in (p.name for p in Path(log_root).iterdir()))
+    # One schema per model version: the whole folder reads as one dataset.
+    for root in (log_root, fb_root):
+        files = storage.list_data_files(root)
+        schemas = {ds.dataset(f).schema.remove_metadata() for f in files}
+        assert len(schemas) == 1, schemas
 
 
 def test_metrics(serving, rows):

@@ -132,8 +132,8 @@ def test_the_image_installs_the_same_pinned_set_as_make():
 
 
 def test_dashboards_and_scrapes_name_real_metrics():
-    app = (ROOT / "src" / "retrainer" / "serving" / "app.py").read_text()
-    exported = set(re.findall(r'"(retrainer_[a-z_]+)"', app))
+    serving = (ROOT / "src" / "retrainer" / "serving").rglob("*.py")
+    exported = set(re.findall(r'"(retrainer_[a-z_]+)"', "".join(p.read_text() for p in serving)))
     dashboard = json.loads(
         (ROOT / "infra" / "grafana" / "dashboards" / "retrainer.json").read_text()
     )

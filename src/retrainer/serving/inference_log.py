@@ -1,118 +1,89 @@
-"""The inference log: every prediction, written in batches to Parquet, off the response path.
+"""What one row of the inference log and of the feedback log holds, per model version.
 
-Records go into a bounded in-memory buffer; a background thread writes them to
-`<root>/<model>/date=YYYY-MM-DD/part-<time>-<n>.parquet` (local or s3://) every few seconds or
-every few thousand rows, and once more on shutdown. If storage stalls and the buffer fills, the
-oldest records are dropped and counted, so memory stays bounded and requests never wait.
+Each version's log schema is its signature's columns (with their types) plus the metadata
+columns the monitor reads; feedback labels take the type of the version's classes (a double for
+regression). The rows themselves are written by `durable_log`.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
-import uuid
-from collections import deque
-from collections.abc import Callable
-from datetime import UTC, datetime
+import tempfile
+from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from retrainer.serving.durable_log import DurableLog, Schema, now_iso
+from retrainer.serving.model import LoadedModel
+
+__all__ = [
+    "BatchedParquetLog",
+    "feedback_schema",
+    "inference_records",
+    "inference_schema",
+    "now_iso",
+]
 
 
-def partition_uri(root: str, model: str, day: str, kind: str = "part") -> str:
-    from retrainer.stores import storage
+def inference_schema(handle: LoadedModel) -> Schema:
+    cols = [(c.name, c.type) for c in handle.columns]
+    meta = [
+        ("_request_id", "string"),
+        ("_client_request_id", "string"),
+        ("_row", "long"),
+        ("_ts", "string"),
+        ("_model_version", "string"),
+        ("_prediction", handle.label_type),
+    ]
+    if handle.classes is not None:
+        meta.append(("_score", "double"))
+    return cols + meta
 
-    name = f"{kind}-{datetime.now(UTC).strftime('%H%M%S%f')}-{uuid.uuid4().hex[:8]}.parquet"
-    return storage.join(root, model, f"date={day}", name)
+
+def feedback_schema(handle: LoadedModel) -> Schema:
+    return [
+        ("_request_id", "string"),
+        ("_row", "long"),
+        ("_label", handle.label_type),
+        ("_ts", "string"),
+    ]
+
+
+def inference_records(
+    handle: LoadedModel,
+    request_id: str,
+    client_id: str | None,
+    rows: list[dict[str, Any]],
+    labels: list[Any],
+    probs: list[dict[str, float]] | None,
+    ts: str,
+) -> list[dict[str, Any]]:
+    records = []
+    for i, (row, label) in enumerate(zip(rows, labels, strict=True)):
+        rec = dict(row)
+        rec["_request_id"] = request_id
+        rec["_client_request_id"] = client_id
+        rec["_row"] = i
+        rec["_ts"] = ts
+        rec["_model_version"] = handle.version
+        rec["_prediction"] = label
+        if probs is not None:
+            rec["_score"] = probs[i][str(label)]
+        records.append(rec)
+    return records
 
 
 class BatchedParquetLog:
-    """Thread-safe append; a daemon thread flushes. Shared by the inference and feedback logs."""
+    """Write log rows as serving does, outside serving (tools and tests): a private spool."""
 
-    def __init__(
-        self,
-        root: str,
-        kind: str = "part",
-        flush_rows: int = 5000,
-        flush_seconds: float = 5.0,
-        max_buffer: int = 200_000,
-        on_drop: Callable[[int], None] | None = None,
-    ) -> None:
-        self.root = root
-        self.kind = kind
-        self.flush_rows = flush_rows
-        self.flush_seconds = flush_seconds
-        self._buffer: deque[tuple[str, dict[str, Any]]] = deque(maxlen=max_buffer)
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._on_drop = on_drop
-        self.dropped = 0
-        self.written = 0
-        self._thread = threading.Thread(target=self._run, name=f"{kind}-log-flusher", daemon=True)
-        self._thread.start()
+    def __init__(self, root: str, kind: str = "requests") -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="retrainer-log-")
+        self._log = DurableLog(root, kind, Path(self._dir.name), compact_seconds=3600)
+        self._log.open()
 
     def append(self, model: str, records: list[dict[str, Any]]) -> None:
-        with self._lock:
-            overflow = len(self._buffer) + len(records) - (self._buffer.maxlen or 0)
-            if overflow > 0:
-                self.dropped += overflow
-                if self._on_drop:
-                    self._on_drop(overflow)
-            self._buffer.extend((model, r) for r in records)
-            full = len(self._buffer) >= self.flush_rows
-        if full:
-            self._wake.set()
+        version = str(records[0].get("_model_version", "")) if records else ""
+        self._log.append(model, version, None, records)
 
-    def _take(self) -> list[tuple[str, dict[str, Any]]]:
-        with self._lock:
-            items = list(self._buffer)
-            self._buffer.clear()
-        return items
-
-    def flush(self) -> int:
-        """Write everything buffered now; returns rows written."""
-        import pandas as pd
-
-        from retrainer.stores import storage
-
-        items = self._take()
-        if not items:
-            return 0
-        groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-        for model, rec in items:
-            day = str(rec.get("_ts", ""))[:10] or datetime.now(UTC).strftime("%Y-%m-%d")
-            groups.setdefault((model, day), []).append(rec)
-        for (model, day), recs in groups.items():
-            try:
-                storage.write_table(
-                    pd.DataFrame.from_records(recs), partition_uri(self.root, model, day, self.kind)
-                )
-                self.written += len(recs)
-            except Exception:  # storage down: keep serving; the rows are lost and counted
-                log.exception("could not write %d %s records for %s", len(recs), self.kind, model)
-                self.dropped += len(recs)
-                if self._on_drop:
-                    self._on_drop(len(recs))
-        return len(items)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.flush_seconds)
-            self._wake.clear()
-            self.flush()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout=30)
-        self.flush()
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-def now_ms() -> float:
-    return time.time() * 1000
+    def close(self) -> int:
+        written = self._log.close().written
+        self._dir.cleanup()
+        return written

@@ -1,27 +1,15 @@
-"""A loaded model version and the fast path from JSON rows to predictions.
+"""A loaded model version and the fast path from checked rows to predictions.
 
-Requests are checked against the model's MLflow signature with plain Python (no DataFrame per
-request); concurrent requests are predicted together as one DataFrame by the batcher.
+Concurrent requests are predicted together as one DataFrame (or one numpy matrix, see
+`FastPath`) by the batcher; the checks against the signature live in `signature`.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-NUMERIC = {"double", "float", "long", "integer"}
-
-
-class InputError(ValueError):
-    """A request the model can't take: answered 4xx with this message."""
-
-
-@dataclass(frozen=True)
-class Column:
-    name: str
-    type: str  # MLflow schema type: double, long, string, boolean, ...
-    required: bool  # False: null allowed (the column had missing values in training)
+from retrainer.serving.signature import Column, check_rows, plain
 
 
 class FastPath:
@@ -102,11 +90,8 @@ class LoadedModel:
     categorical: list[str]
     classes: list[Any] | None = None
     run_id: str | None = None
+    schema: Any = None  # the signature's mlflow Schema (CSV bodies are parsed with it)
     fast: FastPath | None = None
-    _by_name: dict[str, Column] = field(default_factory=dict, repr=False)
-
-    def __post_init__(self) -> None:
-        self._by_name = {c.name: c for c in self.columns}
 
     def compile(self, sample_rows: list[dict[str, Any]]) -> bool:
         """Use the numpy fast path if it reproduces the pipeline exactly on these rows."""
@@ -130,48 +115,22 @@ class LoadedModel:
     def column_names(self) -> list[str]:
         return [c.name for c in self.columns]
 
-    def check_rows(self, rows: list[dict[str, Any]], max_rows: int) -> None:
-        if not rows:
-            raise InputError("no rows in the request; send at least one")
-        if len(rows) > max_rows:
-            raise InputError(f"too many rows: {len(rows)} > {max_rows}; split the request")
-        for i, row in enumerate(rows):
-            if not isinstance(row, dict):
-                raise InputError(
-                    f"row {i}: expected an object of column -> value; found {type(row).__name__}"
-                )
-            unknown = [k for k in row if k not in self._by_name]
-            if unknown:
-                raise InputError(
-                    f"row {i}: unknown column(s) {unknown}; the model takes {self.column_names}"
-                )
-            for col in self.columns:
-                if col.name not in row:
-                    raise InputError(f"row {i}: missing column {col.name!r} ({col.type})")
-                value = row[col.name]
-                if value is None or (isinstance(value, float) and math.isnan(value)):
-                    if col.required:
-                        raise InputError(
-                            f"row {i}: column {col.name!r} is null/NaN, which this model does not allow "
-                            "(it had no missing values in training)"
-                        )
-                    continue
-                if col.type in NUMERIC:
-                    if isinstance(value, bool) or not isinstance(value, int | float):
-                        raise InputError(
-                            f"row {i}: column {col.name!r} expects a number ({col.type}); found {value!r}"
-                        )
-                    if isinstance(value, float) and math.isinf(value):
-                        raise InputError(f"row {i}: column {col.name!r} is infinite")
-                elif col.type == "string":
-                    if not isinstance(value, str):
-                        raise InputError(
-                            f"row {i}: column {col.name!r} expects a string; found {value!r}"
-                        )
-                elif col.type == "boolean" and not isinstance(value, bool):
-                    raise InputError(
-                        f"row {i}: column {col.name!r} expects true/false; found {value!r}"
-                    )
+    def check_rows(self, rows: list[Any], max_rows: int) -> None:
+        check_rows(self.columns, rows, max_rows)
+
+    @property
+    def label_type(self) -> str:
+        """The MLflow type of a label (feedback) and a prediction: the classes', or double."""
+        if self.classes is None:
+            return "double"
+        kinds = {type(plain(c)) for c in self.classes}
+        if kinds <= {str}:
+            return "string"
+        if kinds <= {bool}:
+            return "boolean"
+        if kinds <= {int}:
+            return "long"
+        return "double" if kinds <= {int, float} else "string"
 
     def predict(
         self, rows: list[dict[str, Any]]
@@ -193,7 +152,7 @@ class LoadedModel:
         idx = proba.argmax(axis=1)
         classes = self.classes or []
         names = [str(c) for c in classes]
-        labels = [_plain(classes[i]) for i in idx]
+        labels = [plain(classes[i]) for i in idx]
         probs = [dict(zip(names, map(float, row), strict=True)) for row in proba]
         return labels, probs
 
@@ -211,11 +170,6 @@ class LoadedModel:
         if self.classes is None:
             return [float(v) for v in self.model.predict(frame)], None
         return self._labels(self.model.predict_proba(frame))
-
-
-def _plain(value: Any) -> Any:
-    item = getattr(value, "item", None)
-    return item() if callable(item) else value
 
 
 def load_version(name: str, version: str, tracking_uri: str) -> LoadedModel:
@@ -245,57 +199,10 @@ def load_version(name: str, version: str, tracking_uri: str) -> LoadedModel:
         else None
     )
     return LoadedModel(
-        name, str(version), model, columns, numeric, categorical, classes, info.run_id
+        name, str(version), model, columns, numeric, categorical, classes, info.run_id, schema
     )
 
 
 def _type_name(t: Any) -> str:
     name = getattr(t, "name", None) or str(t)
     return str(name).lower()
-
-
-def parse_payload(body: Any) -> list[dict[str, Any]]:
-    """Rows from any of MLflow's scoring formats, or retrainer's own {"rows": [...]}."""
-    if not isinstance(body, dict):
-        if isinstance(body, list):
-            return body
-        raise InputError(
-            "expected a JSON object with one of: rows, dataframe_split, dataframe_records, instances, inputs"
-        )
-    keys = [
-        k
-        for k in ("rows", "dataframe_split", "dataframe_records", "instances", "inputs")
-        if k in body
-    ]
-    if len(keys) != 1:
-        raise InputError(
-            "expected exactly one of the keys rows, dataframe_split, dataframe_records, instances, inputs; "
-            f"found {sorted(body)}"
-        )
-    key = keys[0]
-    data = body[key]
-    if key == "dataframe_split":
-        if not isinstance(data, dict) or "columns" not in data or "data" not in data:
-            raise InputError('dataframe_split: expected {"columns": [...], "data": [[...], ...]}')
-        cols = data["columns"]
-        out = []
-        for i, values in enumerate(data["data"]):
-            if not isinstance(values, list) or len(values) != len(cols):
-                raise InputError(
-                    f"dataframe_split: row {i} has {len(values) if isinstance(values, list) else '?'} values for {len(cols)} columns"
-                )
-            out.append(dict(zip(cols, values, strict=True)))
-        return out
-    if key == "inputs" and isinstance(data, dict):
-        lengths = {len(v) if isinstance(v, list) else 1 for v in data.values()}
-        if len(lengths) != 1:
-            raise InputError("inputs: every column must have the same number of values")
-        n = lengths.pop()
-        return [
-            {k: (v[i] if isinstance(v, list) else v) for k, v in data.items()} for i in range(n)
-        ]
-    if isinstance(data, dict):
-        return [data]
-    if not isinstance(data, list):
-        raise InputError(f"{key}: expected a list of row objects")
-    return data

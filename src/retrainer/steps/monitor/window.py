@@ -17,7 +17,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-META_COLUMNS = ("_request_id", "_row", "_ts", "_model_version", "_prediction", "_score")
+META_COLUMNS = (
+    "_request_id",
+    "_client_request_id",
+    "_row",
+    "_ts",
+    "_model_version",
+    "_prediction",
+    "_score",
+)
 
 
 def _days(start: datetime, end: datetime) -> list[str]:

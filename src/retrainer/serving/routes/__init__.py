@@ -1,0 +1,1 @@
+"""The serving API's routes, one router per concern (the OpenAPI document is built in `openapi`)."""
