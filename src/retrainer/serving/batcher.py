@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from retrainer.serving.model import LoadedModel
+from retrainer.serving.signature import InputError, SchemaMismatch
 
 Prediction = tuple[list[Any], list[dict[str, float]] | None]
 
@@ -89,6 +90,14 @@ class Batcher:
                 labels, probs = handle.predict(rows)
             else:
                 labels, probs = await loop.run_in_executor(None, handle.predict, rows)
+        except Exception as exc:
+            if len(items) > 1:  # one request's rows never fail the others': score each alone
+                for it in items:
+                    await self._predict_and_log([it])
+            elif not items[0].future.done():
+                items[0].future.set_exception(unscorable(exc))
+            return
+        try:
             self.observe(len(rows))
             parts = []
             start = 0
@@ -110,3 +119,11 @@ class Batcher:
         for it, lab, pr in parts:
             if not it.future.done():
                 it.future.set_result((lab, pr))
+
+
+def unscorable(exc: Exception) -> Exception:
+    """A request whose own rows the model refuses (sklearn's input checks: a value that overflows
+    float64 once scaled, say) is the client's to fix: a 4xx naming the cause, not a 500."""
+    if isinstance(exc, ValueError) and not isinstance(exc, InputError):
+        return SchemaMismatch(f"the model cannot score these rows: {exc}")
+    return exc
