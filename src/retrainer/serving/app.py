@@ -52,6 +52,12 @@ class HTTPProblem(Exception):
         self.message = message
 
 
+SCORING_ENDPOINTS = ("predict", "invocations")
+ERROR_REASONS = ("input", "request", "predict")
+# The monitor's decisions (retrainer.monitoring; tests/unit/test_infra.py keeps them equal).
+MONITOR_DECISIONS = ("ok", "warn", "retrain", "insufficient_data", "schema_changed", "no_champion")
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -115,6 +121,20 @@ class Metrics:
             ["model"],
             registry=r,
         )
+
+    def start_at_zero(self, model: str) -> None:
+        """Create a served model's counters for every known label value at 0: a series that
+        appears only at its first increment is invisible to rate()/increase() for that step."""
+        for endpoint in SCORING_ENDPOINTS:
+            self.requests.labels(model, endpoint, "200")
+            for reason in ERROR_REASONS:
+                self.errors.labels(model, endpoint, reason)
+        self.rows.labels(model)
+        for outcome in ("ok", "failed"):
+            self.reloads.labels(model, outcome)
+        for decision in MONITOR_DECISIONS:
+            self.checks.labels(model, decision)
+        self.retrains.labels(model)
 
 
 @dataclass
@@ -232,6 +252,7 @@ class ServingState:
     def install(self, handle: LoadedModel) -> None:
         self.models[handle.name] = handle  # one reference swap: in-flight requests keep theirs
         self.load_errors.pop(handle.name, None)
+        self.metrics.start_at_zero(handle.name)
         with suppress(ValueError):
             self.metrics.version.labels(handle.name).set(float(handle.version))
         if handle.name not in self.batchers:
