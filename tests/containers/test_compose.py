@@ -139,22 +139,29 @@ def test_the_loop_runs_inside_the_containers(stack: Stack) -> None:
     STATE["run"] = runs[-1]["dag_run_id"]
 
 
-def task_log(stack: Stack, run_id: str, task: str = "train_candidate") -> str:
-    resp = airflow(stack).request(
-        "GET",
-        f"/dags/{MODEL}_retrain/dagRuns/{run_id}/taskInstances/{task}/logs/1",
+def task_log(stack: Stack, run_id: str, task: str = "train_candidate") -> list[dict[str, Any]]:
+    client = airflow(stack)
+    resp = httpx.get(
+        f"{client.base_url}/api/v2/dags/{MODEL}_retrain/dagRuns/{run_id}/taskInstances/{task}/logs/1",
         params={"full_content": "true"},
-        headers={"Accept": "application/json"},
+        headers={**client._headers(), "Accept": "application/json"},
+        timeout=60,
     )
-    content = resp["content"]
-    return content if isinstance(content, str) else json.dumps(content)
+    assert resp.status_code == 200, resp.text[:2000]
+    content = resp.json()["content"]
+    assert isinstance(content, list), content
+    return content
 
 
 def test_task_logs_are_read_through_the_api_server(stack: Stack) -> None:
-    text = task_log(stack, STATE["run"])
-    assert "Could not read" not in text and "403" not in text, text[:2000]
-    assert "Task instance is in running state" in text or "train" in text.lower(), text[:2000]
-    STATE["log"] = text
+    lines = task_log(stack, STATE["run"])
+    text = json.dumps(lines)
+    # Read from the one shared AIRFLOW_HOME (the worker wrote it), not refused.
+    assert "/opt/retrainer/state/airflow/logs/dag_id=" in text, text[:2000]
+    assert "Could not read served logs" not in text and "Forbidden" not in text, text[:2000]
+    events = [line for line in lines if line.get("task_id") == "train_candidate"]
+    assert events and any(line.get("event") == "Pushing xcom" for line in events), text[-2000:]
+    STATE["log"] = lines
 
 
 def prometheus(stack: Stack, query: str) -> list[dict[str, Any]]:
