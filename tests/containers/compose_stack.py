@@ -127,7 +127,7 @@ class Stack:
             svc: cid for cid, svc in (line.split() for line in out.splitlines() if line.strip())
         }
 
-    def wait_healthy(self, timeout: float = 600) -> dict[str, str]:
+    def wait_healthy(self, timeout: float = 1200) -> dict[str, str]:
         """Every service healthy by its own health check; airflow-init exited 0."""
         deadline = time.monotonic() + timeout
         states: dict[str, str] = {}

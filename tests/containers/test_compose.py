@@ -109,7 +109,7 @@ def test_anonymous_requests_are_refused(stack: Stack) -> None:
 def test_the_loop_runs_inside_the_containers(stack: Stack) -> None:
     started = time.monotonic()
     proc = stack.compose(
-        "exec", "-T", "airflow-apiserver", "retrainer", "demo", timeout=1800, check=False
+        "exec", "-T", "airflow-apiserver", "retrainer", "demo", timeout=3000, check=False
     )
     TIMINGS["the loop (retrainer demo in the api-server container)"] = time.monotonic() - started
     print(proc.stdout[-6000:])
@@ -121,7 +121,7 @@ def test_the_loop_runs_inside_the_containers(stack: Stack) -> None:
 
     client = airflow(stack)
     runs = client.request(
-        "GET", f"/dags/{MODEL}_retrain/dagRuns", params={"order_by": "logical_date"}
+        "GET", f"/dags/{MODEL}_retrain/dagRuns", params={"order_by": "start_date"}
     )["dag_runs"]
     assert len(runs) == 2 and {r["state"] for r in runs} == {"success"}, runs
     assert runs[-1]["conf"].get("reason", "").startswith("drift") or "psi" in json.dumps(
@@ -231,7 +231,10 @@ def test_models_runs_and_logs_survive_down_and_up(stack: Stack) -> None:
             auth=(stack.env["MLFLOW_ADMIN_USER"], stack.env["MLFLOW_ADMIN_PASSWORD"]),
             timeout=30,
         ).json()["runs"]
-        return {"versions": sorted(v["version"] for v in versions), "runs": len(runs)}
+        return {
+            "versions": sorted(v["version"] for v in versions),
+            "runs": {r["info"]["run_id"] for r in runs},
+        }
 
     before = snapshot()
     assert before["versions"] == ["1", "2"]
@@ -240,9 +243,11 @@ def test_models_runs_and_logs_survive_down_and_up(stack: Stack) -> None:
     stack.compose("up", "-d", "--no-build")
     stack.wait_healthy()
     after = snapshot()
-    assert after == before
+    assert after["versions"] == before["versions"]
+    assert before["runs"] <= after["runs"], "MLflow runs lost"  # (scheduled checks may add some)
     assert serving_version(stack) == "2"  # loaded again from MLflow, its files from S3
-    assert task_log(stack, STATE["run"]) == STATE["log"]
+    ours = [line for line in task_log(stack, STATE["run"]) if line.get("task_id")]
+    assert ours == [line for line in STATE["log"] if line.get("task_id")]
 
 
 def test_down_v_leaves_nothing(stack: Stack) -> None:
