@@ -140,9 +140,11 @@ def test_the_loop_runs_inside_the_containers(stack: Stack) -> None:
 
 
 def task_log(stack: Stack, run_id: str, task: str = "train_candidate") -> list[dict[str, Any]]:
+    """The log of the task's last try (a transient error may have been retried)."""
     client = airflow(stack)
+    ti = next(t for t in client.task_instances(f"{MODEL}_retrain", run_id) if t["task_id"] == task)
     resp = httpx.get(
-        f"{client.base_url}/api/v2/dags/{MODEL}_retrain/dagRuns/{run_id}/taskInstances/{task}/logs/1",
+        f"{client.base_url}/api/v2/dags/{MODEL}_retrain/dagRuns/{run_id}/taskInstances/{task}/logs/{ti['try_number']}",
         params={"full_content": "true"},
         headers={**client._headers(), "Accept": "application/json"},
         timeout=60,
