@@ -6,7 +6,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 STAMP := $(VENV)/.installed
 
-.PHONY: calibration install demo up down status check test test-fast test-all test-unit lint typecheck bench lock clean
+.PHONY: calibration install demo up down status check test test-fast test-all test-unit lint typecheck bench lock clean images test-containers
 
 install: $(STAMP)
 
@@ -70,6 +70,19 @@ calibration: install
 	$(BIN)/python bench/gate_calibration.py
 	$(BIN)/python bench/drift_calibration.py
 
+# Local stand-ins of the public images docker-compose.yml names, and retrainer's image on top
+# (no registry needed: Debian packages and PyPI). Installs Docker and starts dockerd if needed.
+images:
+	@command -v dockerd >/dev/null && command -v docker-compose >/dev/null && command -v debootstrap >/dev/null \
+		|| (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-compose debootstrap)
+	@docker info >/dev/null 2>&1 || (nohup dockerd >/tmp/retrainer-dockerd.log 2>&1 & \
+		for i in $$(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done)
+	bash infra/images/build.sh
+
+# docker-compose.yml for real on those images: the whole loop in containers (about 10-25 min).
+test-containers: install
+	RETRAINER_TEST_CONTAINERS=1 $(BIN)/python -m pytest tests/containers -v -p no:cacheprovider --timeout 3600
+
 lint: install
 	$(BIN)/ruff check src dags tests bench plugins
 	$(BIN)/ruff format --check src dags tests bench plugins
@@ -80,6 +93,8 @@ typecheck: install
 lock:
 	$(BIN)/uv pip compile --python $(BIN)/python pyproject.toml --extra dev \
 		-o requirements.lock --no-header --annotation-style line
+	$(BIN)/uv pip compile --python $(BIN)/python pyproject.toml -c requirements.lock \
+		-o infra/requirements-runtime.lock --no-header --annotation-style line
 
 clean: down
 	rm -rf .retrainer $(VENV)

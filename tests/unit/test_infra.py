@@ -14,7 +14,7 @@ from retrainer.config.settings import Settings
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-ONE_SHOT = {"minio-init", "airflow-init"}
+ONE_SHOT = {"airflow-init"}
 
 
 def env_example() -> dict[str, str]:
@@ -35,7 +35,6 @@ def test_the_topology_is_complete():
         "postgres",
         "redis",
         "minio",
-        "minio-init",
         "airflow-init",
         "airflow-apiserver",
         "airflow-scheduler",
@@ -121,14 +120,44 @@ def test_production_refuses_missing_config_and_the_default_mlflow_password(tmp_p
         _ = Settings.from_env(env).resources
 
 
-def test_the_image_installs_the_same_pinned_set_as_make():
+def pins(text: str) -> dict[str, str]:
+    return dict(re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)", text, re.M))
+
+
+def test_the_image_installs_the_runtime_lock_without_dev_tools():
     dockerfile = (ROOT / "infra" / "Dockerfile").read_text()
-    makefile = (ROOT / "Makefile").read_text()
-    assert "-r requirements.lock" in dockerfile and "-r requirements.lock" in makefile
-    base = re.search(r"^FROM apache/airflow:(\S+)-python3\.11$", dockerfile, re.M)
-    lock = (ROOT / "requirements.lock").read_text()
-    pinned = re.search(r"^apache-airflow==(\S+)", lock, re.M)
-    assert base and pinned and base.group(1) == pinned.group(1)
+    assert "-r requirements-runtime.lock" in dockerfile
+    # What the base image holds constrains the install, and pip check must pass.
+    assert "-c /tmp/airflow-image.txt" in dockerfile and "pip check" in dockerfile
+    base = re.search(r"^ARG AIRFLOW_IMAGE=apache/airflow:(\S+)-python3\.11$", dockerfile, re.M)
+    runtime = pins((ROOT / "infra" / "requirements-runtime.lock").read_text())
+    dev = pins((ROOT / "requirements.lock").read_text())
+    assert base and base.group(1) == runtime["apache-airflow"]
+    # The same versions as `make install`, minus the dev tools.
+    assert all(dev[name] == version for name, version in runtime.items())
+    assert not {"pytest", "moto", "ruff", "mypy", "helm-python-sdk"} & set(runtime)
+    declared = re.findall(
+        r'^\s+"([A-Za-z0-9_.\-\[\]]+)==', (ROOT / "pyproject.toml").read_text(), re.M
+    )
+    runtime_direct = {re.sub(r"\[.*\]", "", d).lower() for d in declared} - {
+        "pytest", "pytest-timeout", "moto", "ruff", "mypy", "helm-python-sdk", "kubernetes-validate"
+    }  # fmt: skip
+    assert runtime_direct <= set(runtime), runtime_direct - set(runtime)
+
+
+def test_image_runs_retrainer_commands_directly_and_owns_its_home():
+    dockerfile = (ROOT / "infra" / "Dockerfile").read_text()
+    entrypoint = (ROOT / "infra" / "entrypoint.sh").read_text()
+    # The official entrypoint would run `retrainer init` as `airflow retrainer init`.
+    assert 'exec "$@"' in entrypoint and "exec /entrypoint" in entrypoint
+    assert "chown -R airflow:0 /opt/retrainer" in dockerfile
+    assert dockerfile.index("chown -R airflow:0") < dockerfile.index("USER airflow")
+    for name in ("airflow-init", "airflow-scheduler", "mlflow", "serving"):
+        assert "retrainer-state:/opt/retrainer/state" in SERVICES[name]["volumes"], name
+    env = COMPOSE["x-retrainer-env"]
+    assert env["AIRFLOW_HOME"] == env["RETRAINER_HOME"] + "/airflow"
+    assert env["AIRFLOW__API__SECRET_KEY"] == "${AIRFLOW_API_SECRET_KEY}"
+    assert env["MLFLOW_SERVER_ALLOWED_HOSTS"].startswith("mlflow,mlflow:*")
 
 
 def test_dashboards_and_scrapes_name_real_metrics():
@@ -157,9 +186,34 @@ def test_dashboards_and_scrapes_name_real_metrics():
         t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]
     }
     assert "serving:8000" in targets and "statsd-exporter:9102" in targets
+    serving_job = next(j for j in prom["scrape_configs"] if j["job_name"] == "retrainer-serving")
+    token_file = serving_job["authorization"]["credentials_file"]
+    assert token_file in " ".join(SERVICES["prometheus"]["entrypoint"])
     helm = yaml.safe_load((ROOT / "infra" / "helm" / "values.yaml").read_text())
-    assert (
-        helm["executor"] == "CeleryExecutor"
-        and helm["config"]["logging"]["remote_logging"] == "True"
-    )
-    assert helm["postgresql"]["enabled"] is False and helm["images"]["airflow"]["tag"]
+    assert helm["executor"] == "CeleryExecutor" and helm["postgresql"]["enabled"] is False
+    assert helm["images"]["airflow"]["tag"]
+
+
+def test_counters_start_at_zero_for_every_monitor_decision():
+    from retrainer.serving.metrics import MONITOR_DECISIONS, Metrics
+    from retrainer.steps.monitor import decision as monitoring
+
+    decisions = {
+        monitoring.OK, monitoring.WARN, monitoring.RETRAIN, monitoring.INSUFFICIENT,
+        monitoring.SCHEMA_CHANGED, monitoring.NO_CHAMPION,
+    }  # fmt: skip
+    assert set(MONITOR_DECISIONS) == decisions
+    metrics = Metrics(["credit_default"])
+    metrics.start_at_zero("credit_default")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in metrics.registry.collect()
+        for s in family.samples
+    }
+    for decision in decisions:
+        key = (
+            "retrainer_monitor_checks_total",
+            (("decision", decision), ("model", "credit_default")),
+        )
+        assert samples[key] == 0.0
+    assert samples[("retrainer_retrains_triggered_total", (("model", "credit_default"),))] == 0.0

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +33,14 @@ class Service:
 
 
 def venv_bin() -> Path:
-    return Path(sys.executable).parent
+    """Where this installation's console scripts (airflow, mlflow, retrainer) are: beside the
+    interpreter in a virtualenv, ~/.local/bin for a per-user install (the official Airflow
+    image's layout: python in /usr/local/bin, packages installed with pip --user)."""
+    here = Path(sys.executable).parent
+    if (here / "airflow").exists():
+        return here
+    user = Path(sysconfig.get_path("scripts", f"{os.name}_user"))
+    return user if (user / "airflow").exists() else here
 
 
 def mlflow_server_argv(settings: Settings) -> list[str]:

@@ -17,6 +17,12 @@ DECISIONS = ("ok", "warn", "retrain", "insufficient_data", "no_champion", "schem
 MAX_CLASS_LABELS = 50
 
 
+SCORING_ENDPOINTS = ("predict", "invocations")
+ERROR_REASONS = ("input", "request", "predict", "log_full")
+# The monitor's decisions (steps/monitor/decision.py; tests/unit/test_infra.py keeps them equal).
+MONITOR_DECISIONS = ("ok", "warn", "retrain", "insufficient_data", "schema_changed", "no_champion")
+
+
 class Metrics:
     def __init__(self, models: Iterable[str]) -> None:
         self.models = frozenset(models)
@@ -113,9 +119,25 @@ class Metrics:
         return name if name in self.models else OTHER
 
     def known(self, name: str, features: Iterable[str], classes: Iterable[str] | None) -> None:
-        """A version was installed: its columns and classes become valid label values."""
+        """A version was installed: its columns and classes become valid label values, and its
+        counters exist from now on."""
         self.features[name] = frozenset(features)
         self.classes[name] = frozenset(list(classes or [])[:MAX_CLASS_LABELS])
+        self.start_at_zero(name)
+
+    def start_at_zero(self, model: str) -> None:
+        """Create a served model's counters for every known label value at 0: a series that
+        appears only at its first increment is invisible to rate()/increase() for that step."""
+        for endpoint in SCORING_ENDPOINTS:
+            self.requests.labels(model, endpoint, "200")
+            for reason in ERROR_REASONS:
+                self.errors.labels(model, endpoint, reason)
+        self.rows.labels(model)
+        for outcome in ("ok", "failed"):
+            self.reloads.labels(model, outcome)
+        for decision in MONITOR_DECISIONS:
+            self.checks.labels(model, decision)
+        self.retrains.labels(model)
 
     def feature(self, model: str, feature: str) -> str:
         return feature if feature in self.features.get(model, ()) else OTHER
