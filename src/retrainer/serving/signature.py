@@ -157,7 +157,7 @@ def _split_rows(data: Any) -> list[dict[str, Any]]:
         raise InputError(f"{shape}; data must be a list of lists")
     index = data.get("index", [])  # row labels: not used, but they must be labels
     if not isinstance(index, list) or not all(
-        isinstance(v, str | int) and not isinstance(v, bool) for v in index
+        isinstance(v, str | int | float) and not isinstance(v, bool) for v in index
     ):
         raise InputError("dataframe_split: index, when given, must be a list of row labels")
     out = []
