@@ -261,6 +261,11 @@ def test_at_the_spool_bound_serving_answers_503_rather_than_unlogged(served_mode
         assert refused == 1 and answered > 5
         ready = httpx.get(f"{url}/ready")
         assert ready.status_code == 503 and ready.json()["logs"]["requests"]["state"] == "full"
+        # The spool can fill before the first compaction attempt has failed and said why.
+        deadline = time.monotonic() + 30
+        while not ready.json()["logs"]["requests"]["last_error"] and time.monotonic() < deadline:
+            time.sleep(0.5)
+            ready = httpx.get(f"{url}/ready")
         assert ready.json()["logs"]["requests"]["last_error"]
         text = httpx.get(f"{url}/metrics").text
         assert 'retrainer_log_spool_state{log="requests"} 2.0' in text

@@ -73,6 +73,11 @@ def test_the_whole_api_answers_every_input_as_documented(served_model, tmp_path)
                 "examples,coverage,fuzzing",
                 "--mode",
                 "all",
+                # Only this test's model: the session may serve others (another test's linear
+                # model answers 422 to floats that overflow once scaled, which no JSON schema of
+                # its inputs can express).
+                "--exclude-path-regex",
+                f"^/models/(?!{MODEL}(/|$))[^/]+",
                 "--max-examples",
                 str(MAX_EXAMPLES),
                 "--generation-deterministic",

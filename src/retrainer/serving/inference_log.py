@@ -83,6 +83,10 @@ class BatchedParquetLog:
         version = str(records[0].get("_model_version", "")) if records else ""
         self._log.append(model, version, None, records)
 
+    def flush(self) -> int:
+        """Write what was appended so far to the log's destination (Parquet); rows written."""
+        return self._log.flush().written
+
     def close(self) -> int:
         written = self._log.close().written
         self._dir.cleanup()
