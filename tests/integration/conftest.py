@@ -81,7 +81,8 @@ def s3_bucket(s3_endpoint):
     from retrainer.stores import storage
 
     name = f"bucket-{uuid.uuid4().hex[:10]}"
-    storage.s3_client().create_bucket(Bucket=name)
+    # On this session's endpoint, whatever another test left in the environment.
+    storage._client(s3_endpoint).create_bucket(Bucket=name)
     return name
 
 
