@@ -5,34 +5,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from credit_spec import CAT, NUM, credit_spec
 
 from retrainer.core.evaluation import compute_metrics, paired_comparison
 from retrainer.core.gate import GateDecision, decide
 from retrainer.core.training import fit_pipeline, split_frame
-from retrainer.spec import SpecError, parse_spec
+from retrainer.spec import SpecError
 
 ROOT = Path(__file__).resolve().parents[2]
-NUM = ["Seniority", "Time", "Age", "Expenses", "Income", "Assets", "Debt", "Amount", "Price"]
-CAT = ["Home", "Marital", "Records", "Job"]
 
 
 def spec(**gate):
-    return parse_spec(
-        {
-            "name": "credit",
-            "task": "classification",
-            "data": {
-                "train": "x.csv",
-                "target": "Status",
-                "positive_class": "bad",
-                "features": {"numeric": NUM, "categorical": CAT},
-            },
-            "model": {
-                "estimator": "sklearn.linear_model.LogisticRegression",
-                "params": {"max_iter": 500},
-            },
-            "gate": {"primary_metric": "roc_auc", "thresholds": {"roc_auc": {"min": 0.7}}, **gate},
-        }
+    return credit_spec(
+        {"primary_metric": "roc_auc", "thresholds": {"roc_auc": {"min": 0.7}}, **gate}
     )
 
 

@@ -5,39 +5,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from credit_spec import CAT, NUM, credit_spec
 
 from retrainer.core.cbpe import estimated_drop
 from retrainer.core.drift import ReferenceProfile, build_profile, compare_to_profile
 from retrainer.core.evaluation import compute_metrics, reference_extras
 from retrainer.core.training import fit_pipeline, split_frame
-from retrainer.spec import parse_spec
 from retrainer.steps.monitor.decision import RETRAIN, WARN, LabelCheck, decide
 from retrainer.steps.monitor.measure import label_free_estimate
 
 ROOT = Path(__file__).resolve().parents[2]
-NUM = ["Seniority", "Time", "Age", "Expenses", "Income", "Assets", "Debt", "Amount", "Price"]
-CAT = ["Home", "Marital", "Records", "Job"]
 
 
 def spec(**monitoring):
-    return parse_spec(
-        {
-            "name": "credit",
-            "task": "classification",
-            "data": {
-                "train": "x.csv",
-                "target": "Status",
-                "positive_class": "bad",
-                "features": {"numeric": NUM, "categorical": CAT},
-            },
-            "model": {
-                "estimator": "sklearn.linear_model.LogisticRegression",
-                "params": {"max_iter": 500},
-            },
-            "gate": {"primary_metric": "roc_auc"},
-            "monitoring": monitoring,
-        }
-    )
+    return credit_spec({"primary_metric": "roc_auc"}, monitoring)
 
 
 @pytest.fixture(scope="module")
