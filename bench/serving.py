@@ -9,9 +9,13 @@ spooled before it is answered) and with RETRAINER_SERVING_LOG_ENABLED=false, in 
 rounds (the median of each is compared). Last, a sustained load on retrainer's server to see
 whether its memory (the inference log included) stays bounded.
 
-    python bench/serving.py [--seconds 20] [--log-rounds 3] [--soak 180]
+Then the shadow's cost the same way: the champion alone, with a shadow of 10% of the requests and
+of all of them (`--only shadow` runs this part alone).
+
+    python bench/serving.py [--seconds 20] [--log-rounds 3] [--shadow-rounds 3] [--soak 180]
+                            [--only all|shadow]
 Targets: >= 10x the throughput of mlflow models serve and <= 1/5 of its p99; the durable log
-costs at most 1 ms of p99 and keeps at least 90% of the throughput.
+costs at most 1 ms of p99 and keeps at least 90% of the throughput; so does a 10% shadow.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -67,6 +72,17 @@ def rss_mb(pid: int) -> float:
         except OSError:
             pass
     return total / 1024
+
+
+def stop_with_children(proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
+    """Stop a server and wait for its children too: each log's compaction process writes what
+    is left on the way out (seconds of CPU), which would otherwise slow the next variant down."""
+    kids = children(proc.pid)
+    proc.terminate()
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + timeout
+    while any(Path(f"/proc/{k}").exists() for k in kids) and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def children(pid: int) -> list[int]:
@@ -148,6 +164,12 @@ def main() -> None:
     parser.add_argument(
         "--log-rounds", type=int, default=3, help="alternating rounds, log on / log off"
     )
+    parser.add_argument(
+        "--shadow-rounds", type=int, default=3, help="alternating rounds, shadow off / 0.1 / 1.0"
+    )
+    parser.add_argument(
+        "--only", choices=("all", "shadow"), default="all", help="shadow: only the shadow's cost"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install -y wrk")
@@ -165,6 +187,12 @@ def main() -> None:
     body = json.dumps(
         {"dataframe_split": {"columns": feats, "data": [[row[c] for c in feats]]}}, default=float
     )
+    if args.only == "shadow":
+        try:
+            shadow_cost(env, body, args.seconds, args.shadow_rounds, home)
+        finally:
+            shutil.rmtree(home, ignore_errors=True)
+        return
 
     ours_port, mlflow_port = free_port(), free_port()
     ours = subprocess.Popen(
@@ -248,6 +276,7 @@ def main() -> None:
         ours.wait(timeout=60)
         append_cost(home, {c: (float(row[c]) if c in num else str(row[c])) for c in feats})
         log_cost(env, body, args.seconds, args.log_rounds, home)
+        shadow_cost(env, body, args.seconds, args.shadow_rounds, home)
         ours = subprocess.Popen(
             [str(BIN / "retrainer"), "serve", "--model", MODEL, "--port", str(ours_port)],
             env=env,
@@ -315,21 +344,28 @@ def append_cost(home: Path, row: dict[str, object]) -> None:
     log.close()
 
 
-def log_cost(env: dict[str, str], body: str, seconds: int, rounds: int, home: Path) -> None:
-    """Throughput and p99 with the durable log and without any log, alternating rounds."""
+Variant = tuple[dict[str, str], Callable[[str], None] | None]
+
+
+def alternate(
+    env: dict[str, str],
+    body: str,
+    seconds: int,
+    rounds: int,
+    home: Path,
+    variants: dict[str, Variant],
+) -> dict[str, dict[str, float]]:
+    """Each variant (extra environment, a set-up call on the live URL) served by a fresh
+    `retrainer serve` and loaded by wrk, in alternating rounds; the median of each figure."""
     import statistics
 
-    runs: dict[str, list[dict[str, float]]] = {"durable log": [], "no log": []}
+    runs: dict[str, list[dict[str, float]]] = {label: [] for label in variants}
     for r in range(rounds):
-        for label, enabled in (("durable log", "true"), ("no log", "false")):
+        for i, (label, (extra, setup)) in enumerate(variants.items()):
             port = free_port()
             proc = subprocess.Popen(
                 [str(BIN / "retrainer"), "serve", "--model", MODEL, "--port", str(port)],
-                env=dict(
-                    env,
-                    RETRAINER_SERVING_LOG_ENABLED=enabled,
-                    RETRAINER_SERVING_SPOOL_DIR=str(home / f"spool-{label[:2]}-{r}"),
-                ),
+                env=dict(env, RETRAINER_SERVING_SPOOL_DIR=str(home / f"spool-{i}-{r}"), **extra),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -337,32 +373,101 @@ def log_cost(env: dict[str, str], body: str, seconds: int, rounds: int, home: Pa
             try:
                 url = f"http://127.0.0.1:{port}"
                 wait_until_up(f"{url}/ready", proc)
+                if setup is not None:
+                    setup(url)
+                # The same settling time for every variant: each log's compaction process starts
+                # in the background after /ready (a spawn importing pyarrow: seconds of CPU).
+                time.sleep(8)
                 wrk(f"{url}/invocations", body, 3)  # warm
                 runs[label].append(wrk(f"{url}/invocations", body, seconds))
             finally:
-                proc.terminate()
-                proc.wait(timeout=60)
-    med = {
-        label: {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50", "p99", "non2xx")}
-        for label, rs in runs.items()
-    }
-    print(
-        f"\nthe durable log's cost: single-row /invocations, 16 connections, {rounds} alternating "
-        f"rounds of {seconds} s each (median)\n"
-    )
-    print(f"{'retrainer serve':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
-    for label, m in med.items():
-        print(f"{label:<22} {m['rps']:>9.0f} {m['p50']:>8.2f} {m['p99']:>8.2f} {m['non2xx']:>8.0f}")
-    on, off = med["durable log"], med["no log"]
-    ratio = on["rps"] / off["rps"]
-    extra = on["p99"] - off["p99"]
-    print(f"\nthroughput kept with the durable log: {ratio:.1%}  (target >= 90%)")
-    print(f"p99 added by the durable log:        {extra:+.2f} ms  (target <= 1 ms)")
+                stop_with_children(proc)
     for label, rs in runs.items():
         print(
             f"rounds, {label}: "
             + ", ".join(f"{x['rps']:.0f} req/s p99 {x['p99']:.2f} ms" for x in rs)
         )
+    return {
+        label: {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50", "p99", "non2xx")}
+        for label, rs in runs.items()
+    }
+
+
+def print_medians(title: str, med: dict[str, dict[str, float]]) -> None:
+    print(f"\n{title}\n")
+    print(f"{'retrainer serve':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    for label, m in med.items():
+        print(f"{label:<22} {m['rps']:>9.0f} {m['p50']:>8.2f} {m['p99']:>8.2f} {m['non2xx']:>8.0f}")
+
+
+def log_cost(env: dict[str, str], body: str, seconds: int, rounds: int, home: Path) -> None:
+    """Throughput and p99 with the durable log and without any log, alternating rounds."""
+    med = alternate(
+        env,
+        body,
+        seconds,
+        rounds,
+        home,
+        {
+            "durable log": ({"RETRAINER_SERVING_LOG_ENABLED": "true"}, None),
+            "no log": ({"RETRAINER_SERVING_LOG_ENABLED": "false"}, None),
+        },
+    )
+    print_medians(
+        f"the durable log's cost: single-row /invocations, 16 connections, {rounds} alternating "
+        f"rounds of {seconds} s each (median)",
+        med,
+    )
+    on, off = med["durable log"], med["no log"]
+    print(f"\nthroughput kept with the durable log: {on['rps'] / off['rps']:.1%}  (target >= 90%)")
+    print(
+        f"p99 added by the durable log:        {on['p99'] - off['p99']:+.2f} ms  (target <= 1 ms)"
+    )
+
+
+def shadow_cost(env: dict[str, str], body: str, seconds: int, rounds: int, home: Path) -> None:
+    """The champion alone vs with a shadow at 10% and at 100% of the requests, alternating rounds.
+
+    The challenger is the same registered version (an A/A shadow): the mirrored rows cost one
+    more predict call each, in the challenger's thread, and one append to the shadow log."""
+    from retrainer.config.secrets import serving_admin_token
+    from retrainer.config.settings import Settings
+
+    token = serving_admin_token(Settings(home=home / "state", models_dir=ROOT / "models"))
+
+    def shadow(fraction: float) -> Variant:
+        def setup(url: str) -> None:
+            r = httpx.put(
+                f"{url}/models/{MODEL}/rollout",
+                json={"challenger": "1", "mode": "shadow", "fraction": fraction},
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=60,
+            )
+            r.raise_for_status()
+
+        return {}, setup
+
+    med = alternate(
+        env,
+        body,
+        seconds,
+        rounds,
+        home,
+        {"champion alone": ({}, None), "shadow 0.1": shadow(0.1), "shadow 1.0": shadow(1.0)},
+    )
+    print_medians(
+        f"the shadow's cost: single-row /invocations, 16 connections, {rounds} alternating "
+        f"rounds of {seconds} s each (median)",
+        med,
+    )
+    alone = med["champion alone"]
+    for label, target in (("shadow 0.1", "  (target >= 90%, <= 1 ms)"), ("shadow 1.0", "")):
+        m = med[label]
+        print(
+            f"{label}: throughput kept {m['rps'] / alone['rps']:.1%}, "
+            f"p99 added {m['p99'] - alone['p99']:+.2f} ms{target}"
+        )
+    print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

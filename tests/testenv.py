@@ -29,6 +29,7 @@ def copy_spec(
     no_nulls: tuple[str, ...] = (),
     monitoring: dict | None = None,
     alerts: list[dict] | None = None,
+    rollout: dict | None = None,
 ) -> Path:
     """A shipped spec under another model name, its data path made absolute; `no_nulls`
     columns get max_null_fraction 0 (their signature input becomes required); `monitoring`
@@ -42,6 +43,11 @@ def copy_spec(
         raw.setdefault("deployment", {})["approval"] = approval
     if alerts:
         raw["alerts"] = alerts
+    # The shipped demo spec rolls out through shadow and canary; test models deploy directly
+    # unless a test asks for a rollout.
+    raw.setdefault("deployment", {}).pop("rollout", None)
+    if rollout:
+        raw["deployment"]["rollout"] = rollout
     source = ROOT / raw["data"]["train"]
     if source.is_dir():  # a training folder: the session's own copy, so tests can land batches
         data = STATE / "data" / name
@@ -66,11 +72,29 @@ copy_spec("credit_default", "credit_nochamp")
 copy_spec("credit_default", "credit_gate")
 copy_spec("credit_default", "credit_repro")
 copy_spec("credit_default", "credit_lineage")
+copy_spec("credit_default", "credit_roll")
+copy_spec(
+    "credit_default",
+    "credit_rdag",
+    approval="auto",
+    rollout={
+        "strategy": "shadow_canary",
+        "shadow_fraction": 1.0,
+        "min_rows": 150,
+        "max_duration": "60s",
+        "check_interval": "2s",
+        "canary_steps": [0.5, 1.0],
+        "bake_time": "3s",
+    },
+)
 copy_spec("diabetes_progression", "diabetes_repro")
 copy_spec(
     "credit_default",
     "credit_cap",
     monitoring={"cooldown": "1s", "max_retrains": {"count": 1, "per": "7d"}},
+)
+copy_spec(  # a PSI limit low enough that sampling noise passes it: significance decides
+    "credit_default", "credit_sig", monitoring={"psi_warn": 0.02, "psi_retrain": 0.04}
 )
 copy_spec("breast_cancer", "plug_bc")
 copy_spec(

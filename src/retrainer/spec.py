@@ -171,6 +171,16 @@ class GateSpec(_Strict):
             return self.min_improvement
         return DEFAULT_NI_MARGIN if self.rule == "non_inferiority" else 0.0
 
+    @property
+    def rule_margins(self) -> dict[str, float]:
+        """Each paired rule with its margin: the one in force, and the other as it would stand
+        (the spec's margin if it sets one, else that rule's default), so a decision record
+        shows both outcomes."""
+        explicit = self.margin if self.margin is not None else (self.min_improvement or None)
+        if explicit is not None:
+            return {"superiority": explicit, "non_inferiority": explicit}
+        return {"superiority": 0.0, "non_inferiority": DEFAULT_NI_MARGIN}
+
 
 class RetrainCap(_Strict):
     """At most `count` drift-triggered retrains within any `per` (a duration such as 7d)."""
@@ -213,6 +223,12 @@ class MonitoringSpec(_Strict):
         "on delayed labels when they arrived",
     )
     max_retrains: RetrainCap | None = None
+    calibration: Literal["cross_fitted", "test_split"] = Field(
+        default="cross_fitted",
+        description="rows the label-free estimate's isotonic calibration is fitted on: the test "
+        "split plus out-of-fold predictions on the training rows (5 folds of the same "
+        "pipeline, 5 more fits at training time), or the test split only",
+    )
 
     @model_validator(mode="after")
     def _order(self) -> "MonitoringSpec":
@@ -240,8 +256,93 @@ class CardSpec(_Strict):
     time_column: str | None = None  # a column whose range the card reports as the data's period
 
 
+class RolloutSLO(_Strict):
+    """What the challenger must keep during canary, measured against the champion."""
+
+    max_error_rate: float = Field(default=0.01, ge=0.0, le=1.0)
+    max_p99_ratio: float = Field(default=1.5, ge=1.0)
+    max_metric_drop: float = Field(
+        default=0.02,
+        ge=0.0,
+        description="with delayed labels on canary rows: the challenger's primary metric may be "
+        "at most this much worse than the champion's on the rows each answered",
+    )
+
+
+RolloutStrategy = Literal["direct", "shadow", "canary", "shadow_canary"]
+
+
+class RolloutSpec(_Strict):
+    """How a new version reaches traffic (README: Safe rollout). ``direct`` is 100% at once."""
+
+    strategy: RolloutStrategy = "direct"
+    shadow_fraction: float = Field(default=0.1, gt=0.0, le=1.0)
+    min_rows: int = Field(default=500, ge=1)
+    max_duration: str = "6h"
+    check_interval: str = "5m"
+    min_agreement: float = Field(default=0.95, gt=0.0, le=1.0)
+    max_relative_difference: float = Field(default=0.05, gt=0.0)
+    canary_steps: list[float] = Field(default_factory=lambda: [0.05, 0.25, 1.0])
+    bake_time: str = "30m"
+    key: str | None = None
+    slo: RolloutSLO = Field(default_factory=RolloutSLO)
+    on_new_version: Literal["wait", "replace"] = "wait"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RolloutSpec":
+        for name in ("max_duration", "check_interval", "bake_time"):
+            try:
+                seconds = parse_duration(getattr(self, name)).total_seconds()
+            except ValueError as exc:
+                raise ValueError(f"deployment.rollout.{name}: {exc}") from None
+            if seconds <= 0:
+                raise ValueError(f"deployment.rollout.{name}: must be longer than 0 seconds")
+        steps = self.canary_steps
+        if not steps:
+            raise ValueError(
+                "deployment.rollout.canary_steps: expected at least one step, e.g. [0.05, 0.25, 1.0]"
+            )
+        bad = [f for f in steps if not 0 < f <= 1]
+        if bad:
+            raise ValueError(
+                f"deployment.rollout.canary_steps: each step is a fraction in (0, 1]; found {bad}"
+            )
+        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)) or steps[-1] != 1.0:
+            raise ValueError(
+                "deployment.rollout.canary_steps: expected increasing fractions ending at 1.0 "
+                f"(e.g. [0.05, 0.25, 1.0]); found {steps}"
+            )
+        if self.check_seconds > self.max_duration_seconds:
+            raise ValueError(
+                f"deployment.rollout.check_interval ({self.check_interval}) is longer than "
+                f"max_duration ({self.max_duration}); the shadow would be decided unchecked"
+            )
+        return self
+
+    @property
+    def shadow(self) -> bool:
+        return self.strategy in ("shadow", "shadow_canary")
+
+    @property
+    def canary(self) -> bool:
+        return self.strategy in ("canary", "shadow_canary")
+
+    @property
+    def check_seconds(self) -> float:
+        return parse_duration(self.check_interval).total_seconds()
+
+    @property
+    def max_duration_seconds(self) -> float:
+        return parse_duration(self.max_duration).total_seconds()
+
+    @property
+    def bake_seconds(self) -> float:
+        return parse_duration(self.bake_time).total_seconds()
+
+
 class DeploymentSpec(_Strict):
     approval: Literal["auto", "manual"] = "auto"
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
 
 
 AlertEvent = Literal[
@@ -275,6 +376,48 @@ class AlertRoute(_Strict):
         return value
 
 
+DAG_ACCESS: dict[str, dict[str, set[str]]] = {
+    # What a role may do on the model's three DAGs (the FAB auth manager's permissions).
+    "read": {"DAGs": {"can_read"}, "DAG Runs": {"can_read"}},
+    "edit": {"DAGs": {"can_read", "can_edit"}, "DAG Runs": {"can_read", "can_create", "can_edit"}},
+}
+
+
+class AccessControl(_Strict):
+    """Who sees and acts on the model's DAGs (and its row on the Models page).
+
+    `team`: Airflow's multi-team mode (the simple auth manager of both profiles): the model's
+    DAGs live in that team's DAG bundle, so only the team's users (and admins) see them.
+    `roles`: the FAB auth manager: role name -> `read` or `edit`, set as the DAGs'
+    `access_control`."""
+
+    team: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_-]{0,49}$")
+    roles: dict[str, Literal["read", "edit"]] = Field(default_factory=dict)
+
+    @field_validator("roles")
+    @classmethod
+    def _role_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for role in value:
+            if not role.strip() or role != role.strip() or len(role) > 64:
+                raise ValueError(
+                    f"roles: {role!r} is not a role name (1-64 characters, no surrounding spaces)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _something(self) -> "AccessControl":
+        if self.team is None and not self.roles:
+            raise ValueError(
+                "access_control: give a `team` (multi-team mode) or `roles` (FAB auth manager), "
+                "or leave access_control out for a model every user may see"
+            )
+        return self
+
+    def dag_access_control(self) -> dict[str, dict[str, set[str]]] | None:
+        """The DAGs' `access_control` (FAB roles), None without roles."""
+        return {role: DAG_ACCESS[level] for role, level in self.roles.items()} or None
+
+
 class ModelSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     task: Literal["classification", "regression"]
@@ -288,6 +431,7 @@ class ModelSpec(_Strict):
     deployment: DeploymentSpec = Field(default_factory=DeploymentSpec)
     card: CardSpec = Field(default_factory=CardSpec)
     alerts: list[AlertRoute] = Field(default_factory=list)
+    access_control: AccessControl | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelSpec":
@@ -311,6 +455,12 @@ class ModelSpec(_Strict):
             clash = sorted(listed & set(self.data.ignore))
             if clash:
                 raise ValueError(f"data.features: columns both used and ignored: {clash}")
+            split = self.deployment.rollout.key
+            if split is not None and split not in listed:
+                raise ValueError(
+                    f"deployment.rollout.key: {split!r} is not a listed feature (the canary split "
+                    f"reads it from each request); expected one of {sorted(listed)} or null"
+                )
         return self
 
     # Names derived from the model name live here, in one place.
@@ -337,6 +487,10 @@ class ModelSpec(_Strict):
     def alert_destinations(self, event: str) -> list[str]:
         """The connection ids that receive `event`."""
         return [route.conn_id for route in self.alerts if event in route.events]
+
+    @property
+    def team(self) -> str | None:
+        return self.access_control.team if self.access_control else None
 
     def metrics(self) -> tuple[str, ...]:
         return CLASSIFICATION_METRICS if self.task == "classification" else REGRESSION_METRICS

@@ -180,6 +180,8 @@ def write_env(path: Path) -> tuple[dict[str, str], dict[str, int]]:
     env["AIRFLOW_FERNET_KEY"] = base64.urlsafe_b64encode(os.urandom(32)).decode()
     env["RETRAINER_IMAGE"] = IMAGE
     env.update({k: str(v) for k, v in ports.items()})
+    env["AIRFLOW_PUBLIC_URL"] = f"http://localhost:{ports['AIRFLOW_PORT']}"
+    env["MLFLOW_PUBLIC_URL"] = f"http://localhost:{ports['MLFLOW_PORT']}"
     path.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     path.chmod(0o600)
     return env, ports

@@ -16,6 +16,7 @@ import httpx
 from compose_stack import IMAGE, PROJECT, ROOT, TIMINGS, Stack, _run
 from statsd_mapping import load_rules, map_line
 
+from retrainer.constants import LEDGER_EXPERIMENT
 from retrainer.platform.airflow_api import AirflowClient
 
 MODEL = "credit_default"
@@ -136,6 +137,28 @@ def test_the_loop_runs_inside_the_containers(stack: Stack) -> None:
         if ti["state"] == "success"
     }
     assert hosts == {worker_host}, f"tasks ran on {hosts}, not on the Celery worker {worker_host}"
+    # Links point where a browser reaches the UIs, never at the bind address 0.0.0.0.
+    ledger = httpx.post(
+        f"{stack.url('mlflow')}/api/2.0/mlflow/runs/search",
+        json={
+            "experiment_ids": [
+                mlflow_get(
+                    stack,
+                    "/api/2.0/mlflow/experiments/get-by-name",
+                    experiment_name=LEDGER_EXPERIMENT,
+                ).json()["experiment"]["experiment_id"]
+            ],
+            "max_results": 10,
+        },
+        auth=(stack.env["MLFLOW_ADMIN_USER"], stack.env["MLFLOW_ADMIN_PASSWORD"]),
+        timeout=30,
+    ).json()["runs"]
+    urls = [
+        t["value"] for r in ledger for t in r["data"]["tags"] if t["key"] == "ledger.dag_run_url"
+    ]
+    assert urls and all(u.startswith(stack.env["AIRFLOW_PUBLIC_URL"] + "/dags/") for u in urls), (
+        urls
+    )
     STATE["run"] = runs[-1]["dag_run_id"]
 
 
@@ -200,6 +223,11 @@ def test_prometheus_scrapes_serving_and_every_dashboard_query_has_data(stack: St
         stack, f'sum(increase(retrainer_retrains_triggered_total{{model="{MODEL}"}}[1d]))'
     )
     assert float(retrains[0]["value"][1]) >= 0.9, retrains  # one drift-triggered retrain, counted
+    # The alert rules are loaded and evaluated (infra/prometheus/alerts.yml, mounted).
+    rules = httpx.get(f"{stack.url('prometheus')}/api/v1/rules", timeout=30).json()
+    groups = {g["name"]: g for g in rules["data"]["groups"]}
+    assert {"retrainer-serving", "retrainer-drift"} <= set(groups), sorted(groups)
+    assert all(r.get("health") == "ok" for g in groups.values() for r in g["rules"]), groups
 
 
 def test_airflow_panels_name_metrics_that_airflow_sends(stack: Stack) -> None:

@@ -38,6 +38,16 @@ def dagbag(models_dir: Path):
             os.environ["RETRAINER_MODELS_DIR"] = before
 
 
+def spec_of(name):
+    from retrainer.spec import load_spec
+
+    return load_spec(ROOT / "models" / f"{name}.yaml")
+
+
+def rollout(name):
+    return spec_of(name).deployment.rollout.model_dump()
+
+
 @pytest.fixture(scope="module")
 def bag():
     return dagbag(ROOT / "models")
@@ -52,6 +62,9 @@ def test_one_dag_set_per_spec(bag):
     specs = sorted(p.stem for p in (ROOT / "models").glob("*.yaml"))
     assert specs
     expected = [f"{name}_{kind}" for name in specs for kind in ("retrain", "deploy", "monitor")]
+    expected += [
+        f"{name}_rollout_control" for name in specs if rollout(name)["strategy"] != "direct"
+    ]
     assert sorted(bag.dag_ids) == sorted(expected)
 
 
@@ -76,7 +89,25 @@ def test_deploy_dag_shape(bag):
         spec = _yaml.safe_load((ROOT / "models" / f"{name}.yaml").read_text())
         manual = spec.get("deployment", {}).get("approval") == "manual"
         order = [t.task_id for t in dag.topological_sort()]
-        assert order == (["approve"] if manual else []) + DEPLOY_TASKS
+        plan = rollout(name)
+        if plan["strategy"] == "direct":
+            assert order == (["approve"] if manual else []) + DEPLOY_TASKS
+        else:  # the rollout's tasks, the person's approval before clients see the challenger
+            canary = [f"canary_step_{i + 1}" for i in range(len(plan["canary_steps"]))]
+            first = ["start_rollout"] + (
+                ["wait_shadow", "decide_shadow"] if "shadow" in plan["strategy"] else []
+            )
+            assert order == first + (["approve"] if manual else []) + canary + DEPLOY_TASKS + [
+                "end_rollout"
+            ]
+            for task_id in canary + ["wait_shadow"]:
+                if task_id in dag.task_dict:
+                    sensor = dag.task_dict[task_id]
+                    assert sensor.mode == "reschedule"  # waits hold no worker slot
+                    assert sensor.poke_interval == spec_of(name).deployment.rollout.check_seconds
+            assert dag.task_dict["end_rollout"].trigger_rule == "all_done"
+            control = bag.dags[f"{name}_rollout_control"]
+            assert set(control.params.keys()) == {"action"} and control.max_active_runs == 1
         assert {"retrainer", "deploy"} <= set(dag.tags) and dag.max_active_runs == 1
         assert set(dag.params.keys()) == {"version", "reason", "origin"}
         assert dag.task_dict["rollback"].trigger_rule == "one_failed"
@@ -112,6 +143,7 @@ def test_broken_spec_is_isolated_and_visible(tmp_path):
         "credit_default_retrain",
         "credit_default_deploy",
         "credit_default_monitor",
+        "credit_default_rollout_control",
         "retrainer_spec_errors",
     }
     errors_dag = bag.dags["retrainer_spec_errors"]

@@ -32,6 +32,7 @@ def test_alias_bomb_and_command_spec_hide_no_good_dag(tmp_path):
     assert bag.import_errors == {}
     good = [f"{m}_{k}" for m in ("credit_default", "diabetes_progression")
             for k in ("retrain", "deploy", "monitor")]  # fmt: skip
+    good.append("credit_default_rollout_control")  # the shipped spec rolls out
     assert sorted(bag.dag_ids) == sorted([*good, "retrainer_spec_errors"])
     doc = bag.dags["retrainer_spec_errors"].doc_md
     assert "bomb.yaml" in doc and "more than 100,000 values" in doc

@@ -5,14 +5,12 @@ run in the MLflow UI, and roll back from the page. Screenshots go to docs/ (show
 """
 
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
-import yaml
+from e2e_platform import champion, running_platform, shipped_spec
 
 from retrainer.config.secrets import airflow_credentials
-from retrainer.config.settings import Settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,37 +18,14 @@ DOCS = ROOT / "docs"
 MODEL = "breast_cancer"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
-    from retrainer.platform import services
-
     if shutil.which("chromium") is None:
         pytest.skip("chromium is not installed: apt-get install chromium")
-    base = tmp_path_factory.mktemp("browser")
-    raw = yaml.safe_load((ROOT / "models" / "breast_cancer.yaml").read_text())
-    raw["data"]["train"] = str(ROOT / raw["data"]["train"])
-    raw["deployment"] = {"approval": "auto"}
+    raw = shipped_spec(MODEL, deployment={"approval": "auto"})
     raw.setdefault("monitoring", {})["schedule"] = None  # checks only when the test asks
-    (base / "models").mkdir()
-    (base / "models" / f"{MODEL}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    settings = Settings(
-        home=base / "state",
-        models_dir=base / "models",
-        airflow_port=free_port(),
-        mlflow_port=free_port(),
-        serving_port=free_port(),
-    )
-    try:
-        services.start(settings, say=print, timeout=240)
+    with running_platform(tmp_path_factory.mktemp("browser"), {MODEL: raw}) as settings:
         yield settings
-    finally:
-        services.stop(settings, say=print, timeout=10)
 
 
 def retrain(api, reason):
@@ -58,14 +33,6 @@ def retrain(api, reason):
     done = api.wait_for_run(f"{MODEL}_retrain", run["dag_run_id"], timeout=600)
     assert done["state"] == "success"
     return run["dag_run_id"]
-
-
-def champion(settings):
-    from retrainer.stores.registry import version_by_alias
-    from retrainer.stores.tracking import mlflow_client
-
-    mv = version_by_alias(mlflow_client(settings), MODEL, "champion")
-    return None if mv is None else str(mv.version)
 
 
 def wait_deploys(api, count, timeout=600):
@@ -95,7 +62,7 @@ def test_models_page_links_and_rollback_in_a_browser(platform):
     wait_deploys(api, 1)
     retrain(api, "second version")
     wait_deploys(api, 2)
-    assert champion(settings) == "2"
+    assert champion(settings, MODEL) == "2"
     monitor = api.trigger(f"{MODEL}_monitor", {})
     api.wait_for_run(f"{MODEL}_monitor", monitor["dag_run_id"], timeout=300)
     links = api.request(
@@ -145,4 +112,4 @@ def test_models_page_links_and_rollback_in_a_browser(platform):
         page.wait_for_selector("#msg:has-text('started')", timeout=30_000)
         browser.close()
     wait_deploys(api, 3)
-    assert champion(settings) == "1"
+    assert champion(settings, MODEL) == "1"

@@ -4,7 +4,6 @@ drifted window of its own; the first triggers, the others find that retrain in f
 cooldown it started) and say so."""
 
 import shutil
-import socket
 import threading
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from e2e_platform import running_platform
 
 from retrainer.config.secrets import airflow_credentials
 from retrainer.config.settings import RunContext, Settings
@@ -23,35 +23,17 @@ MODEL = "credit_default"
 RUNS = 5
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
-    from retrainer.platform import services
-
     base = tmp_path_factory.mktemp("dedup")
     raw = yaml.safe_load((ROOT / "models" / f"{MODEL}.yaml").read_text())
     raw["data"]["train"] = str(ROOT / "examples" / "credit" / "credit_data.csv")
     raw["model"]["params"]["max_iter"] = 60
     raw["monitoring"]["schedule"] = None  # only the runs this test starts
-    (base / "models").mkdir()
-    (base / "models" / f"{MODEL}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    settings = Settings(
-        home=base / "state",
-        models_dir=base / "models",
-        airflow_port=free_port(),
-        mlflow_port=free_port(),
-        serving_port=free_port(),
-    )
     try:
-        services.start(settings, say=print, timeout=240)
-        yield settings
+        with running_platform(base, {MODEL: raw}) as settings:
+            yield settings
     finally:
-        services.stop(settings, say=print, timeout=10)
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -1,34 +1,27 @@
 """The whole loop through the real Airflow scheduler, driven over the REST API as `make demo` does:
 retrain → deploy → served; base traffic → monitor ok; shifted traffic and its labelled batch →
-monitor retrain → v2 trained, gated against v1, deployed and served."""
+monitor retrain → v2 trained, gated against v1, rolled out under live traffic (shadow, canary
+steps: the shipped spec's rollout), promoted and served."""
 
 import shutil
-import socket
+import threading
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from e2e_platform import running_platform
 
 from retrainer import constants as C
 from retrainer.config.secrets import airflow_credentials, serving_admin_token
-from retrainer.config.settings import Settings
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 TRAFFIC = ROOT / "examples" / "credit" / "traffic"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
-    from retrainer.platform import services
-
     base = tmp_path_factory.mktemp("e2e")
     # The shipped credit_default spec, training on a folder of its own where batches can land.
     landing = base / "landing"
@@ -37,22 +30,8 @@ def platform(tmp_path_factory):
     )
     raw = yaml.safe_load((ROOT / "models" / "credit_default.yaml").read_text())
     raw["data"]["train"] = str(landing)
-    (base / "models").mkdir()
-    (base / "models" / "credit_default.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    settings = Settings(
-        home=base / "state",
-        models_dir=base / "models",
-        airflow_port=free_port(),
-        mlflow_port=free_port(),
-        serving_port=free_port(),
-    )
-    try:
-        services.start(settings, say=print, timeout=240)
+    with running_platform(base, {"credit_default": raw}, logs_on_exit=True) as settings:
         yield settings
-    finally:
-        services.stop(settings, say=print, timeout=10)
-        for name, _, _ in services.status(settings):
-            print(name, services.tail_log(settings, name, 5))
 
 
 def test_the_whole_loop_through_the_scheduler(platform):
@@ -177,11 +156,55 @@ def test_the_whole_loop_through_the_scheduler(platform):
     outcome = retrain_outcome("credit_default", "credit_default_retrain", retrain_id, settings)
     assert outcome.gate["decision"] == "passed" and outcome.version == "2", outcome.gate
     assert outcome.gate["champion_version"] == "1"  # gated against v1 on the same test split
-    redeployed = api.wait_for_run("credit_default_deploy", f"deploy__{retrain_id}", timeout=300)
-    assert redeployed["state"] == "success"
+    # The shipped spec rolls v2 out through shadow and canary: live traffic while it does.
+    stop = threading.Event()
+
+    def traffic():
+        rows = pd.read_csv(TRAFFIC / "shifted.csv")
+        while not stop.is_set():
+            sent = replay(
+                settings.serving_url,
+                "credit_default",
+                rows.sample(100),
+                target="Status",
+                rate=200,
+                batch=5,
+            )
+            failures.append(sent.failed)
+
+    failures: list[int] = []
+    sender = threading.Thread(target=traffic, daemon=True)
+    sender.start()
+    try:
+        redeploy_id = f"deploy__{retrain_id}"
+        redeployed = api.wait_for_run("credit_default_deploy", redeploy_id, timeout=400)
+    finally:
+        stop.set()
+        sender.join(30)
+    deploy_states = {
+        ti["task_id"]: ti["state"]
+        for ti in api.task_instances("credit_default_deploy", redeploy_id)
+    }
+    assert redeployed["state"] == "success", deploy_states
+    assert sum(failures) == 0  # clients never saw the challenger's shadow or canary as a fault
     info = httpx.get(f"{settings.serving_url}/models/credit_default", timeout=10).json()
     assert info["version"] == "2"
-    entry = history(client, "credit_default")[0]
+    entries = [
+        e for e in reversed(history(client, "credit_default")) if e.dag_run_id == redeploy_id
+    ]
+    assert [e.action for e in entries] == [
+        "rollout_started",
+        "shadow_passed",
+        "canary_step",
+        "canary_step",
+        "promote",
+    ], [(e.action, e.reason) for e in entries]
+    assert float(entries[1].metrics["agreement"]) >= 0.75
+    print(  # the figure for the README: what the rollout adds to the loop
+        f"rollout through the scheduler: {(entries[-1].time - entries[0].time) / 1000:.1f} s "
+        f"from rollout_started to promote; agreement {entries[1].metrics['agreement']}"
+    )
+    entry = entries[-1]
     assert (entry.action, entry.from_version, entry.to_version) == ("promote", "1", "2")
     v2_run = client.get_run(client.get_model_version("credit_default", "2").run_id)
     assert v2_run.data.params["rows.train"] != v1_rows  # the landed batch was learned

@@ -86,13 +86,16 @@ def s3_bucket(s3_endpoint):
     return name
 
 
-def register_version(name: str, run_id: str, **model_updates):
-    """Validate, train, evaluate, gate and register one candidate, as the retrain DAG's tasks do."""
+def register_version(name: str, run_id: str, spec_updates: dict | None = None, **model_updates):
+    """Validate, train, evaluate, gate and register one candidate, as the retrain DAG's tasks do
+    (`spec_updates`: top-level spec blocks replaced for this candidate, e.g. its features)."""
     from retrainer.config.settings import RunContext
-    from retrainer.spec import load_spec
+    from retrainer.spec import load_spec, parse_spec
     from retrainer.steps import retrain as pipeline
 
     spec = load_spec(testenv.MODELS / f"{name}.yaml")
+    if spec_updates:
+        spec = parse_spec({**spec.model_dump(), **spec_updates})
     if model_updates:
         spec = spec.model_copy(update={"model": spec.model.model_copy(update=model_updates)})
     ctx = RunContext(dag_id=spec.retrain_dag_id, run_id=run_id)
@@ -154,6 +157,21 @@ def start_server(
     return proc, url
 
 
+def credit_rows(url: str, model: str, n: int) -> list[dict]:
+    """The first `n` complete rows of the credit data, as the served version's signature names
+    its inputs (plain Python values, ready to post)."""
+    import httpx
+    import pandas as pd
+
+    info = httpx.get(f"{url}/models/{model}").json()
+    columns = [c["name"] for c in info["inputs"]]
+    data = pd.read_csv(testenv.ROOT / "examples" / "credit" / "credit_data.csv").dropna().head(n)
+    return [
+        {c: (r[c].item() if hasattr(r[c], "item") else r[c]) for c in columns}
+        for _, r in data.iterrows()
+    ]
+
+
 def stop_server(proc) -> str:
     proc.terminate()
     try:
@@ -170,3 +188,28 @@ def serving(served_model):
     proc, url = start_server(testenv.SETTINGS, served_model, testenv.SETTINGS.serving_port)
     yield url
     stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def webhook():
+    """A webhook receiver on loopback: (the requests it received, its port)."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append({"auth": self.headers.get("Authorization"), "body": json.loads(body)})
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield received, server.server_address[1]
+    server.shutdown()

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from email import message_from_bytes
 from email.policy import default
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pytest
@@ -61,26 +59,6 @@ def smtp_server():
     controller.start()
     yield box, port
     controller.stop()
-
-
-@pytest.fixture(scope="module")
-def webhook():
-    received: list[dict] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append({"auth": self.headers.get("Authorization"), "body": json.loads(body)})
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield received, server.server_address[1]
-    server.shutdown()
 
 
 @pytest.fixture

@@ -6,11 +6,10 @@ import time
 from pathlib import Path
 
 import httpx
-import pandas as pd
 import pytest
 
 # Imported at collection: at run time `conftest` may name another folder's conftest.
-from conftest import register_version, start_server, stop_server
+from conftest import credit_rows, register_version, start_server, stop_server
 from retrainer.config.secrets import serving_admin_token
 
 pytestmark = pytest.mark.integration
@@ -20,13 +19,7 @@ MODEL = "credit_srv"
 
 @pytest.fixture(scope="module")
 def rows(serving):
-    info = httpx.get(f"{serving}/models/{MODEL}").json()
-    columns = [c["name"] for c in info["inputs"]]
-    data = pd.read_csv(ROOT / "examples" / "credit" / "credit_data.csv").dropna().head(40)
-    return [
-        {c: (r[c].item() if hasattr(r[c], "item") else r[c]) for c in columns}
-        for _, r in data.iterrows()
-    ]
+    return credit_rows(serving, MODEL, 40)
 
 
 def test_every_payload_format_gives_the_same_answer(serving, rows):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 # Imported at collection: at run time `conftest` may name another folder's conftest.
-from conftest import start_server, stop_server
+from conftest import credit_rows, start_server, stop_server
 from retrainer.config.secrets import serving_admin_token
 
 pytestmark = pytest.mark.integration
@@ -19,13 +19,7 @@ TOKEN = "edge-token-456"
 
 @pytest.fixture(scope="module")
 def rows(serving):
-    info = httpx.get(f"{serving}/models/{MODEL}").json()
-    columns = [c["name"] for c in info["inputs"]]
-    data = pd.read_csv(ROOT / "examples" / "credit" / "credit_data.csv").dropna().head(10)
-    return [
-        {c: (r[c].item() if hasattr(r[c], "item") else r[c]) for c in columns}
-        for _, r in data.iterrows()
-    ]
+    return credit_rows(serving, MODEL, 10)
 
 
 @pytest.fixture(scope="module")

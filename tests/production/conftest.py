@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,76 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# A secret that must appear in no log, artifact, param or tag (test_production_profile checks).
+CANARY = f"canary-{uuid.uuid4().hex}"
+TEST_ENV = {
+    "RETRAINER_API_TOKEN": f"{CANARY}-token",
+    # A lost worker's task is failed (then retried) after 20 s without a heartbeat, not 5 min.
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
+    # A restarted scheduler adopts a dead one's tasks after 20 s, not 5 min.
+    "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL": "20",
+    "MLFLOW_TRACKING_USERNAME": "admin",
+    "MLFLOW_TRACKING_PASSWORD": f"{CANARY}-mlflow",
+}
+
+
+@contextmanager
+def production_platform(base: Path, databases: dict[str, str], redis_url: str):
+    """The production profile started natively under `base` (Airflow on PostgreSQL with Celery on
+    Redis, MLflow on PostgreSQL with S3 artifacts, auth everywhere) for the shipped credit_default
+    spec training from an S3 prefix of a fresh bucket; yields (settings, bucket); stops everything
+    and restores the environment afterwards."""
+    import yaml
+
+    from retrainer.config.settings import Settings
+    from retrainer.platform import services
+    from retrainer.stores import storage
+
+    root = Path(__file__).resolve().parents[2]
+    bucket = f"rt-{uuid.uuid4().hex[:10]}"
+    storage.s3_client().create_bucket(Bucket=bucket)
+    # The training data on S3: a prefix that grows as labelled batches land.
+    storage.write_bytes(
+        f"s3://{bucket}/data/credit_default/base.csv",
+        (root / "examples" / "credit" / "batches" / "base.csv").read_bytes(),
+    )
+    raw = yaml.safe_load((root / "models" / "credit_default.yaml").read_text())
+    raw["data"]["train"] = f"s3://{bucket}/data/credit_default/"
+    raw["monitoring"]["schedule"] = None
+    (base / "models").mkdir()
+    (base / "models" / "credit_default.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    saved = {k: os.environ.get(k) for k in TEST_ENV}
+    os.environ.update(TEST_ENV)
+    settings = Settings(
+        profile="production",
+        home=base / "state",
+        models_dir=base / "models",
+        airflow_port=free_port(),
+        mlflow_port=free_port(),
+        serving_port=free_port(),
+        airflow_database_url=databases["airflow"],
+        celery_broker_url=redis_url,
+        mlflow_database_url=databases["mlflow"],
+        mlflow_auth_database_url=databases["auth"],
+        mlflow_artifacts_uri=f"s3://{bucket}/mlflow",
+        mlflow_admin_password=f"{CANARY}-mlflow",
+        airflow_admin_password=f"{CANARY}-airflow",
+        s3_bucket=bucket,
+    )
+    try:
+        services.start(settings, say=print, timeout=300)
+        yield settings, bucket
+    finally:
+        services.stop(settings, say=print, timeout=10)
+        for name, _, _ in services.status(settings):
+            print(name, services.tail_log(settings, name, 8))
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 @pytest.fixture(scope="session")

@@ -11,17 +11,13 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
-import uuid
 from pathlib import Path
 
 import pytest
-import yaml
-from test_production_profile import CANARY, ROOT, api_for
+from test_production_profile import api_for, retrain_until_training
 
-from conftest import answers, free_port
+from conftest import answers, free_port, production_platform
 from retrainer import constants as C
-from retrainer.config.settings import Settings
 
 pytestmark = [pytest.mark.production, pytest.mark.slow]
 PG_BIN = (
@@ -79,57 +75,12 @@ def own_postgres():
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory, own_postgres, redis_url, s3):
-    from retrainer.platform import services
-    from retrainer.stores import storage
-
     urls, restart, port = own_postgres
-    base = tmp_path_factory.mktemp("pgrestart")
-    bucket = f"rt-{uuid.uuid4().hex[:10]}"
-    storage.s3_client().create_bucket(Bucket=bucket)
-    storage.write_bytes(
-        f"s3://{bucket}/data/credit_default/base.csv",
-        (ROOT / "examples" / "credit" / "batches" / "base.csv").read_bytes(),
-    )
-    raw = yaml.safe_load((ROOT / "models" / "credit_default.yaml").read_text())
-    raw["data"]["train"] = f"s3://{bucket}/data/credit_default/"
-    raw["monitoring"]["schedule"] = None
-    (base / "models").mkdir()
-    (base / "models" / "credit_default.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    os.environ["RETRAINER_API_TOKEN"] = f"{CANARY}-token"
-    os.environ["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = "20"
-    os.environ["AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL"] = "20"
-    settings = Settings(
-        profile="production",
-        home=base / "state",
-        models_dir=base / "models",
-        airflow_port=free_port(),
-        mlflow_port=free_port(),
-        serving_port=free_port(),
-        airflow_database_url=urls["airflow"],
-        celery_broker_url=redis_url,
-        mlflow_database_url=urls["mlflow"],
-        mlflow_auth_database_url=urls["auth"],
-        mlflow_artifacts_uri=f"s3://{bucket}/mlflow",
-        mlflow_admin_password=f"{CANARY}-mlflow",
-        airflow_admin_password=f"{CANARY}-airflow",
-        s3_bucket=bucket,
-    )
-    os.environ.update(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=f"{CANARY}-mlflow")
-    try:
-        services.start(settings, say=print, timeout=300)
+    with production_platform(tmp_path_factory.mktemp("pgrestart"), urls, redis_url) as (
+        settings,
+        _,
+    ):
         yield settings, restart, port
-    finally:
-        services.stop(settings, say=print, timeout=10)
-        for name, _, _ in services.status(settings):
-            print(name, services.tail_log(settings, name, 8))
-        for k in (
-            "RETRAINER_API_TOKEN",
-            "MLFLOW_TRACKING_USERNAME",
-            "MLFLOW_TRACKING_PASSWORD",
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT",
-            "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL",
-        ):
-            os.environ.pop(k, None)
 
 
 def test_postgresql_restarted_during_a_retrain_is_survived(platform):
@@ -139,18 +90,7 @@ def test_postgresql_restarted_during_a_retrain_is_survived(platform):
 
     settings, restart, port = platform
     api = api_for(settings)
-    api.wait_for_dag("credit_default_retrain", timeout=120)
-    run_id = api.trigger("credit_default_retrain", {"reason": "postgres restart"})["dag_run_id"]
-
-    def state(task):
-        return {
-            t["task_id"]: t["state"] for t in api.task_instances("credit_default_retrain", run_id)
-        }.get(task)
-
-    deadline = time.monotonic() + 300
-    while state("train_candidate") != "running":
-        assert time.monotonic() < deadline, "train_candidate never started"
-        time.sleep(1)
+    run_id, state = retrain_until_training(api, "postgres restart")
     before = {n: services.read_pid(settings, n) for n in ("airflow-scheduler", "mlflow")}
     restarted = restart()
     assert restarted.returncode == 0, restarted.stderr

@@ -7,72 +7,25 @@ MLflow server killed in the middle of a retrain are survived without registering
 import os
 import signal
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
-import yaml
 
+from conftest import CANARY, production_platform
 from retrainer import constants as C
 from retrainer.config.secrets import airflow_credentials
-from retrainer.config.settings import Settings
-from testenv import free_port
 
 pytestmark = pytest.mark.production
 ROOT = Path(__file__).resolve().parents[2]
 TRAFFIC = ROOT / "examples" / "credit" / "traffic"
-CANARY = f"canary-{uuid.uuid4().hex}"
 
 
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory, postgres, redis_url, s3):
-    from retrainer.platform import services
-    from retrainer.stores import storage
-
-    base = tmp_path_factory.mktemp("prod")
-    bucket = f"rt-{uuid.uuid4().hex[:10]}"
-    storage.s3_client().create_bucket(Bucket=bucket)
-    # The training data on S3: a prefix that grows as labelled batches land.
-    storage.write_bytes(
-        f"s3://{bucket}/data/credit_default/base.csv",
-        (ROOT / "examples" / "credit" / "batches" / "base.csv").read_bytes(),
-    )
-    raw = yaml.safe_load((ROOT / "models" / "credit_default.yaml").read_text())
-    raw["data"]["train"] = f"s3://{bucket}/data/credit_default/"
-    raw["monitoring"]["schedule"] = None
-    (base / "models").mkdir()
-    (base / "models" / "credit_default.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    os.environ["RETRAINER_API_TOKEN"] = f"{CANARY}-token"
-    # A lost worker's task is failed (then retried) after 20 s without a heartbeat, not 5 min.
-    os.environ["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = "20"
-    # A restarted scheduler adopts a dead one's tasks after 20 s, not 5 min.
-    os.environ["AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL"] = "20"
-    settings = Settings(
-        profile="production",
-        home=base / "state",
-        models_dir=base / "models",
-        airflow_port=free_port(),
-        mlflow_port=free_port(),
-        serving_port=free_port(),
-        airflow_database_url=postgres["airflow"],
-        celery_broker_url=redis_url,
-        mlflow_database_url=postgres["mlflow"],
-        mlflow_auth_database_url=postgres["auth"],
-        mlflow_artifacts_uri=f"s3://{bucket}/mlflow",
-        mlflow_admin_password=f"{CANARY}-mlflow",
-        airflow_admin_password=f"{CANARY}-airflow",
-        s3_bucket=bucket,
-    )
-    os.environ.update(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=f"{CANARY}-mlflow")
-    try:
-        services.start(settings, say=print, timeout=300)
-        yield settings, bucket
-    finally:
-        services.stop(settings, say=print, timeout=10)
-        for name, _, _ in services.status(settings):
-            print(name, services.tail_log(settings, name, 8))
+    with production_platform(tmp_path_factory.mktemp("prod"), postgres, redis_url) as running:
+        yield running
         for k in (
             "RETRAINER_API_TOKEN",
             "MLFLOW_TRACKING_USERNAME",
@@ -81,6 +34,24 @@ def platform(tmp_path_factory, postgres, redis_url, s3):
             "AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL",
         ):
             os.environ.pop(k, None)
+
+
+def retrain_until_training(api, reason: str):
+    """Trigger credit_default_retrain and return once train_candidate runs: (run id, a function
+    giving a task's current state)."""
+    api.wait_for_dag("credit_default_retrain", timeout=120)
+    run_id = api.trigger("credit_default_retrain", {"reason": reason})["dag_run_id"]
+
+    def state(task):
+        return {
+            t["task_id"]: t["state"] for t in api.task_instances("credit_default_retrain", run_id)
+        }.get(task)
+
+    deadline = time.monotonic() + 300
+    while state("train_candidate") != "running":
+        assert time.monotonic() < deadline, "train_candidate never started"
+        time.sleep(1)
+    return run_id, state
 
 
 def api_for(settings):
@@ -232,19 +203,7 @@ def test_scheduler_worker_and_mlflow_restarts_during_a_retrain_are_survived(plat
 
     settings, _ = platform
     api = api_for(settings)
-    api.wait_for_dag("credit_default_retrain", timeout=60)
-    run = api.trigger("credit_default_retrain", {"reason": "restart test"})
-    run_id = run["dag_run_id"]
-
-    def state(task):
-        return {
-            t["task_id"]: t["state"] for t in api.task_instances("credit_default_retrain", run_id)
-        }.get(task)
-
-    deadline = time.monotonic() + 300
-    while state("train_candidate") != "running":
-        assert time.monotonic() < deadline, "train_candidate never started"
-        time.sleep(1)
+    run_id, state = retrain_until_training(api, "restart test")
     # The scheduler, the worker running the task and the MLflow server die mid-task; then start.
     for name in ("airflow-scheduler", "airflow-celery-worker", "mlflow"):
         pid = services.read_pid(settings, name)

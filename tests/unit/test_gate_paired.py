@@ -1,5 +1,6 @@
 """The gate with paired statistics: the spec's rule, real models on the same test rows, slices."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -7,6 +8,8 @@ import pandas as pd
 import pytest
 from credit_spec import CAT, NUM, credit_spec
 
+from retrainer.config.links import decision_links, model_version
+from retrainer.config.settings import get_settings
 from retrainer.core.evaluation import compute_metrics, paired_comparison
 from retrainer.core.gate import GateDecision, decide
 from retrainer.core.training import fit_pipeline, split_frame
@@ -75,6 +78,30 @@ def test_retraining_to_the_same_model_passes_non_inferiority_but_not_superiority
     assert point.passed and point.checks[0].lower is None  # today's rule: 0 >= 0
 
 
+def test_the_record_holds_both_rules_outcomes_and_the_demo_prints_them(fitted):
+    from retrainer.cli.demo import gate_outcome
+
+    _, good, _ = fitted
+    for s in (spec(), spec(comparison="superiority")):
+        record = gate_for(s, fitted, good, good).to_dict()
+        test = record["extra"]["comparison"]["metrics"]["roc_auc"]
+        rules = test["rules"]
+        assert rules["superiority"]["margin"] == 0 and rules["non_inferiority"]["margin"] == 0.01
+        assert not rules["superiority"]["passed"] and rules["non_inferiority"]["passed"]
+        assert rules[test["comparison"]]["p_value"] == test["p_value"]  # the deciding rule
+        line = gate_outcome(record)
+        lo, hi = test["bootstrap_interval"]
+        assert f"95% lower bound {test['lower']:+.3f} (delong" in line
+        assert f"[{lo:+.3f}, {hi:+.3f}]" in line
+        assert "superiority (margin 0)" in line and ": rejects" in line
+        assert "non-inferiority (margin 0.01)" in line and ": passes" in line
+        assert (
+            f"{s.gate.rule.replace('_', '-')} (margin {s.gate.effective_margin:g}) in force" in line
+        )
+    explicit = gate_for(spec(margin=0.02), fitted, good, good).extra["comparison"]
+    assert {r["margin"] for r in explicit["metrics"]["roc_auc"]["rules"].values()} == {0.02}
+
+
 def test_a_clearly_worse_candidate_is_rejected_with_its_interval(fitted):
     _, good, weak = fitted
     d = gate_for(spec(), fitted, weak, good)
@@ -137,8 +164,18 @@ def test_decision_records_follow_the_published_schema(fitted):
     jsonschema.Draft202012Validator.check_schema(schema)
     _, good, weak = fitted
     s = spec(slices=[{"column": "Home"}], slice_min_rows=50)
+    settings = get_settings()
     for d in (gate_for(s, fitted, good, good), gate_for(s, fitted, weak, good)):
-        record = json.loads(json.dumps(d.to_dict()))  # as logged: plain JSON
+        links = decision_links(settings, "credit_retrain", "manual__1", "abc", "7", "credit", "1")
+        links["candidate_version"] = model_version(settings, "credit", "2")
+        record = json.loads(json.dumps(replace(d, links=links).to_dict()))  # as logged
         jsonschema.validate(record, schema)
+        assert record["links"]["airflow_run"].endswith("/dags/credit_retrain/runs/manual__1")
+        assert "/#/experiments/7/runs/abc" in record["links"]["mlflow_run"]
+        assert "/#/models/credit/versions/1" in record["links"]["model_version"]
+        record["links"]["mlflow_run"] = 7
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(record, schema)
     first = decide(s, {"roc_auc": 0.8}, None, None)  # no champion: no comparison
-    jsonschema.validate(json.loads(json.dumps(first.to_dict())), schema)
+    links = decision_links(settings, "credit_retrain", "r", "abc", None, "credit", None)
+    jsonschema.validate(json.loads(json.dumps(replace(first, links=links).to_dict())), schema)

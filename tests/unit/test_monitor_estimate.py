@@ -97,3 +97,30 @@ def test_delayed_labels_decide_over_the_estimate(champion):
     d2 = decide(spec(max_estimated_drop=0.05), drift, 300, labels=fine, estimate=optimistic)
     assert d2.decision == WARN and "labelled rows" in d2.reasons[-1]
     assert np.isfinite(d2.max_psi)
+
+
+def test_cross_fitted_calibration_is_the_default_and_estimates_the_shift_better(champion):
+    from sklearn.metrics import roc_auc_score
+
+    s, model, profile, test, shifted = champion
+    df = pd.read_csv(ROOT / "examples" / "credit" / "credit_data.csv")
+    train, _ = split_frame(df.drop(shifted.index), s)
+    assert s.monitoring.calibration == "cross_fitted"
+    crossed = reference_extras(s, model, test, NUM, CAT, train)["calibration"]
+    only_test = spec(calibration="test_split")
+    assert reference_extras(only_test, model, test, NUM, CAT, train)["calibration"] == (
+        profile.calibration
+    )
+    assert profile.calibration["rows"] == len(test)
+    assert crossed["rows"] == len(train) + len(test)  # out-of-fold scores on every training row
+    window = served(model, shifted)
+    bad = list(model.classes_).index("bad")
+    proba = model.predict_proba(window[NUM + CAT])[:, bad]
+    realised = roc_auc_score(shifted["Status"] == "bad", proba)
+    errors = {}
+    for name, calibration in (("crossed", crossed), ("test", profile.calibration)):
+        p = ReferenceProfile.from_dict({**profile.to_dict(), "calibration": calibration})
+        est = label_free_estimate(spec(min_rows=100), p, window)
+        errors[name] = abs(est["estimated"] - realised)
+    assert errors["crossed"] < errors["test"], errors
+    print(f"roc_auc on all {len(shifted)} shifted rows: realised {realised:.4f}, errors {errors}")

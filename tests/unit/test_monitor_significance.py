@@ -6,6 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from retrainer.config.links import decision_links
+from retrainer.config.settings import get_settings
+from retrainer.core.cbpe import estimated_drop
 from retrainer.core.drift import build_profile, compare_to_profile
 from retrainer.spec import parse_spec
 from retrainer.steps.monitor.decision import RETRAIN, WARN, decide
@@ -120,7 +123,31 @@ def test_monitor_decision_records_follow_the_published_schema(credit):
     )
     jsonschema.Draft202012Validator.check_schema(schema)
     profile, held_out, shifted = credit
+    links = decision_links(get_settings(), "credit_monitor", "m__1", "abc", "3", "credit", "2")
+    estimate = estimated_drop("roc_auc", 0.82, 0.79, 200).to_dict()
     for frame, rows in ((shifted, 200), (held_out, 200), (held_out, 50)):
         window = frame.sample(rows, random_state=4)
-        d = decide(spec(), compare_to_profile(profile, window), rows)
-        jsonschema.validate(json.loads(json.dumps(d.to_dict())), schema)
+        d = decide(spec(), compare_to_profile(profile, window), rows, estimate=estimate)
+        d.links = links
+        record = json.loads(json.dumps(d.to_dict()))  # as logged
+        jsonschema.validate(record, schema)
+        assert record["links"]["model_version"].split("?")[0].endswith("/models/credit/versions/2")
+    record["estimate"]["rows"] = "many"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(record, schema)
+
+
+def test_the_demo_prints_the_monitor_record(credit):
+    from retrainer.cli.demo import monitor_outcome
+
+    profile, _, shifted = credit
+    window = shifted.sample(200, random_state=1)
+    estimate = estimated_drop("roc_auc", 0.82, 0.79, 200).to_dict()
+    record = decide(spec(), compare_to_profile(profile, window), 200, estimate=estimate).to_dict()
+    line = monitor_outcome(record)
+    top = max(record["psi"], key=lambda k: record["psi"][k] or 0)
+    age = record["significance"]["features"][top]
+    assert line.startswith(f"retrain (max PSI {top} {record['psi'][top]:.2f}")
+    assert f"noise floor {age['noise_floor']:.3f}" in line
+    assert f"BH-adjusted p {age['p_adjusted']:.2g}" in line
+    assert "estimated roc_auc without labels 0.790 (reference 0.820, drop +0.030)" in line

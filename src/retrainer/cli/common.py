@@ -66,7 +66,7 @@ def trigger_and_wait(
     run_id = run["dag_run_id"]
     settings = _settings()
     console.print(
-        f"triggered {dag_id} run {run_id}\n  {settings.airflow_url}/dags/{dag_id}/runs/{run_id}"
+        f"triggered {dag_id} run {run_id}\n  {settings.airflow_ui_url}/dags/{dag_id}/runs/{run_id}"
     )
     if not wait:
         return run
@@ -89,12 +89,14 @@ def _report_run(name: str, dag_id: str, run: dict[str, Any], exit_on_failure: bo
     )
     for line in outcome.lines():
         console.print(line, highlight=False)
-    console.print(f"\nAirflow UI  {settings.airflow_url}/dags/{dag_id}  (login {_login(settings)})")
+    console.print(
+        f"\nAirflow UI  {settings.airflow_ui_url}/dags/{dag_id}  (login {_login(settings)})"
+    )
     if outcome.mlflow_run_id:
         console.print(
-            f"MLflow run  {settings.mlflow_url}/#/experiments/{outcome.experiment_id}/runs/{outcome.mlflow_run_id}"
+            f"MLflow run  {settings.mlflow_ui_url}/#/experiments/{outcome.experiment_id}/runs/{outcome.mlflow_run_id}"
         )
-    console.print(f"MLflow UI   {settings.mlflow_url}/#/models/{name}")
+    console.print(f"MLflow UI   {settings.mlflow_ui_url}/#/models/{name}")
     if state != "success" and exit_on_failure:
         raise typer.Exit(1)
 
@@ -142,6 +144,6 @@ def _print_check(spec: Any, run: dict[str, Any]) -> dict[str, Any] | None:
     if check["action"]:
         console.print(f"  action: {check['action']} {check['action_detail']}", highlight=False)
     console.print(
-        f"  MLflow: {settings.mlflow_url}/#/experiments/{check['experiment_id']}/runs/{check['mlflow_run_id']}"
+        f"  MLflow: {settings.mlflow_ui_url}/#/experiments/{check['experiment_id']}/runs/{check['mlflow_run_id']}"
     )
     return check

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,54 @@ from retrainer.errors import RetrainerError
 
 app = typer.Typer()
 DEMO_MODEL = "credit_default"
+
+
+@contextmanager
+def live_traffic(spec: Any, path: Path, enabled: bool) -> Iterator[None]:
+    """Replay `path`'s rows to serving in a loop while the block runs (a shadow needs mirrored
+    rows, a canary requests to judge). Not for a first deployment: there is no rollout then, and
+    the rows would land in the monitor's next window."""
+    import threading
+
+    from retrainer.platform.simulate import replay_to
+    from retrainer.stores import storage
+
+    if spec.deployment.rollout.strategy == "direct" or not enabled:
+        yield
+        return
+    rows = storage.read_table(str(path)).drop(columns=[spec.data.target], errors="ignore")
+    stop = threading.Event()
+
+    def send() -> None:
+        while not stop.is_set():
+            try:
+                replay_to(spec, rows.sample(100, random_state=len(rows)), rate=200, batch=5)
+            except Exception:  # no champion yet, or serving reloading: try again
+                stop.wait(1)
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def rollout_steps(model: str, since: float, settings: Any) -> list[tuple[str, str]]:
+    """The rollout's ledger entries since `since` as demo table rows, oldest first."""
+    from retrainer.stores.ledger import history
+    from retrainer.stores.tracking import mlflow_client
+
+    out = []
+    for e in reversed(history(mlflow_client(settings), model, limit=20)):
+        if e.time < since * 1000 or e.action in ("promote", "initial"):
+            continue
+        detail = e.reason[:90]
+        if e.action.startswith("shadow") and "agreement" in e.metrics:
+            detail = f"agreement {float(e.metrics['agreement']):.1%}; " + detail
+        out.append((f"rollout: {e.action} v{e.to_version}", detail))
+    return out
 
 
 @app.command()
@@ -51,16 +101,21 @@ def demo() -> None:
         )
         old.unlink()
     steps: list[tuple[str, str, str]] = []
+    deploy_seconds: list[float] = []
 
     def serving() -> str:
+        """The version serving answers with ("None" before a champion, "?" if unreachable)."""
         import httpx
 
+        from retrainer.config.secrets import api_token
+
+        token = api_token()  # serving behind a token (the production profile, containers)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            return str(
-                httpx.get(f"{settings.serving_url}/models/{spec.name}", timeout=10)
-                .json()
-                .get("version")
+            resp = httpx.get(
+                f"{settings.serving_url}/models/{spec.name}", headers=headers, timeout=10
             )
+            return str(resp.json().get("version")) if resp.status_code in (200, 503) else "?"
         except Exception:
             return "?"
 
@@ -69,18 +124,24 @@ def demo() -> None:
         from retrainer.stores.summaries import retrain_outcome
 
         outcome = retrain_outcome(spec.name, spec.retrain_dag_id, run["dag_run_id"], settings)
-        gate = (outcome.gate or {}).get("decision", run.get("state", "?"))
-        metric = spec.gate.primary_metric
-        value = (outcome.gate or {}).get("candidate_metrics", {}).get(metric)
-        detail = f"gate {gate}" + (f", {metric} {value:.3f}" if value is not None else "")
+        detail = gate_outcome(outcome.gate) if outcome.gate else f"gate {run.get('state', '?')}"
         steps.append(
             (label, detail + (f" → v{outcome.version}" if outcome.version else ""), serving())
         )
-        deployed = _follow_deploy(
-            spec.name, spec.retrain_dag_id, run["dag_run_id"], spec.deploy_dag_id
-        )
+        began = time.time()
+        served = serving() not in ("None", "?")
+        with live_traffic(
+            spec, traffic / "shifted.csv", served
+        ):  # a rollout needs requests to watch
+            deployed = _follow_deploy(
+                spec.name, spec.retrain_dag_id, run["dag_run_id"], spec.deploy_dag_id
+            )
+        took = time.time() - began
+        for step, detail in rollout_steps(spec.name, began, settings):
+            steps.append((step, detail, serving()))
         if deployed is not None:
-            steps.append((f"deploy ({spec.deploy_dag_id})", deployed, serving()))
+            steps.append((f"deploy ({spec.deploy_dag_id}, {took:.0f} s)", deployed, serving()))
+            deploy_seconds.append(took)
         return run.get("state") == "success" and deployed in (None, "success")
 
     def replay_and_check(label: str, path: Path) -> dict[str, Any] | None:
@@ -95,10 +156,7 @@ def demo() -> None:
         run = trigger_and_wait(spec.monitor_dag_id, {"ignore_cooldown": True})
         check = _print_check(spec, run)
         d = (check or {}).get("decision") or {}
-        top = max(((v, k) for k, v in d.get("psi", {}).items() if v is not None), default=None)
-        detail = d.get("decision", run.get("state", "?"))
-        if top:
-            detail += f" (max PSI {top[1]} {top[0]:.2f})"
+        detail = monitor_outcome(d) if d else str(run.get("state", "?"))
         steps.append((f"monitor: {label}", detail, serving()))
         return check
 
@@ -142,14 +200,79 @@ def demo() -> None:
         table.add_row(step, outcome, "none" if version in ("None", "?") else f"v{version}")
     console.print()
     console.print(table)
+    if len(deploy_seconds) == 2 and spec.deployment.rollout.strategy != "direct":
+        console.print(
+            f"the rollout ({spec.deployment.rollout.strategy}) added "
+            f"{deploy_seconds[1] - deploy_seconds[0]:.0f} s to the loop (v2's deploy "
+            f"{deploy_seconds[1]:.0f} s vs v1's direct first deployment {deploy_seconds[0]:.0f} s)"
+        )
     console.print(
-        f"Airflow UI  {settings.airflow_url}/dags/{spec.monitor_dag_id}  (login {_login(settings)})"
+        f"Airflow UI  {settings.airflow_ui_url}/dags/{spec.monitor_dag_id}  (login {_login(settings)})"
     )
     console.print(
-        f"MLflow UI   {settings.mlflow_url}/#/models/{spec.name}  (drift over time: experiment {spec.experiment_name}/monitor)"
+        f"MLflow UI   {settings.mlflow_ui_url}/#/models/{spec.name}  (drift over time: experiment {spec.experiment_name}/monitor)"
     )
     console.print(
         f"Serving API {settings.serving_url}/docs    ledger: retrainer history {spec.name}"
     )
     if not ok:
         raise typer.Exit(1)
+
+
+# The table's gate and monitor lines, read from the decision records as logged (nothing here
+# re-computes a statistic).
+
+RULE_WORDS = {"superiority": "superiority", "non_inferiority": "non-inferiority"}
+
+
+def gate_outcome(record: dict[str, Any]) -> str:
+    """'gate passed: roc_auc 0.831 vs v1 0.822: +0.008, 95% lower bound -0.004 (delong, 726
+    rows), 95% bootstrap interval [...]; non-inferiority (margin 0.01) in force: passes,
+    superiority (margin 0): rejects'."""
+    metric = record["primary_metric"]
+    value = record["candidate_metrics"].get(metric)
+    out = f"gate {record['decision']}" + (f": {metric} {value:.3f}" if value is not None else "")
+    test = ((record.get("extra") or {}).get("comparison") or {}).get("metrics", {}).get(metric)
+    if not test:
+        return out + (" (no champion yet)" if not record.get("champion_version") else "")
+    lo, hi = test["bootstrap_interval"]
+    level = f"{test['confidence']:.0%}"
+    out += (
+        f" vs v{record['champion_version']} {test['champion']:.3f}: {test['improvement']:+.3f}, "
+        f"{level} lower bound {test['lower']:+.3f} ({test['method']}, {test['rows']} rows), "
+        f"{level} bootstrap interval [{lo:+.3f}, {hi:+.3f}]"
+    )
+    rules = test.get("rules") or {test["comparison"]: test}
+    verdicts = [
+        f"{RULE_WORDS[r]} (margin {o['margin']:g}){' in force' if r == test['comparison'] else ''}"
+        f": {'passes' if o['passed'] else 'rejects'}"
+        for r, o in rules.items()
+    ]
+    return out + "; " + ", ".join(verdicts)
+
+
+def monitor_outcome(d: dict[str, Any]) -> str:
+    """'retrain (max PSI Age 6.21, noise floor 0.013, p < 1e-300); estimated roc_auc without
+    labels 0.851 (reference 0.846, drop -0.006); delayed labels: ...'."""
+    out = str(d["decision"])
+    sig = (d.get("significance") or {}).get("features") or {}
+    top = max(((v, k) for k, v in d.get("psi", {}).items() if v is not None), default=None)
+    if top:
+        value, name = top
+        f = sig.get(name) or {}
+        floor = f" noise floor {f['noise_floor']:.3f}" if f.get("noise_floor") is not None else ""
+        p_adj = f.get("p_adjusted")
+        p = "" if p_adj is None else f", BH-adjusted p {p_adj:.2g}" if p_adj else ", p < 1e-300"
+        out += f" (max PSI {name} {value:.2f}{',' if floor else ''}{floor}{p})"
+    e = d.get("estimate")
+    if e:
+        out += (
+            f"; estimated {e['metric']} without labels {e['estimated']:.3f} "
+            f"(reference {e['reference']:.3f}, drop {e['drop']:+.3f})"
+        )
+    labels = d.get("labels") or {}
+    if labels.get("value") is not None:
+        out += (
+            f"; delayed labels: {labels['metric']} {labels['value']:.3f} on {labels['rows']} rows"
+        )
+    return out

@@ -39,8 +39,8 @@ def up(
             services.start(settings, say=console.print)
     except RetrainerError as exc:
         fail(str(exc))
-    console.print(f"\nAirflow UI  {settings.airflow_url}  (login {_login(settings)})")
-    console.print(f"MLflow UI   {settings.mlflow_url}")
+    console.print(f"\nAirflow UI  {settings.airflow_ui_url}  (login {_login(settings)})")
+    console.print(f"MLflow UI   {settings.mlflow_ui_url}")
     console.print(f"Serving API {settings.serving_url}  (/models/<name>/predict, /metrics, /docs)")
     console.print(f"State       {settings.home}    stop with `retrainer down`")
 
@@ -94,7 +94,7 @@ def status() -> None:
         table.add_row(name, f"[{color}]{state}[/]", detail)
     console.print(table)
     console.print(
-        f"state folder {settings.home}; Airflow {settings.airflow_url}; MLflow {settings.mlflow_url}"
+        f"state folder {settings.home}; Airflow {settings.airflow_ui_url}; MLflow {settings.mlflow_ui_url}"
     )
 
 

@@ -71,8 +71,9 @@ def drift(
     warn, limit = 0.1, 0.25
     numeric = categorical = None
     try:
-        ref = storage.read_table(str(reference))
-        cur = storage.read_table(str(current))
+        # a local Parquet file is read column by column: two large files are never both in memory
+        ref = storage.read_columns(str(reference))
+        cur = storage.read_columns(str(current))
         if spec_name:
             from retrainer.core.validation import feature_columns
             from retrainer.spec import find_spec

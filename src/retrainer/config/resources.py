@@ -23,6 +23,7 @@ class Resources:
     inference_log_root: str
     feedback_root: str
     environment: dict[str, str]  # extra variables for every process of the profile
+    shadow_log_root: str = ""  # the challenger's mirrored predictions (serving's shadow log)
     # What the processes that `retrainer up` starts use to reach MLflow once its server runs:
     # through the server, each task process skips opening the SQLite store itself (SQLAlchemy,
     # alembic and a schema check: about 1 s of CPU per task).
@@ -47,6 +48,7 @@ def _embedded(s: Settings) -> Resources:
         work_root=s.work_uri or str(s.home / "work"),
         inference_log_root=s.inference_log_uri or str(s.home / "inference_log"),
         feedback_root=s.feedback_uri or str(s.home / "feedback"),
+        shadow_log_root=s.shadow_log_uri or str(s.home / "shadow_log"),
         service_tracking_uri=s.mlflow_tracking_uri or f"http://{s.host}:{s.mlflow_port}",
         environment={
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
@@ -105,6 +107,7 @@ def _production(s: Settings) -> Resources:
         work_root=s.work_uri or f"{bucket}/work",
         inference_log_root=s.inference_log_uri or f"{bucket}/inference_log",
         feedback_root=s.feedback_uri or f"{bucket}/feedback",
+        shadow_log_root=s.shadow_log_uri or f"{bucket}/shadow_log",
         environment={
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": s.airflow_database_url,

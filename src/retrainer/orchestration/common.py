@@ -110,11 +110,12 @@ def model_dag(
         start_date=START,
         catchup=False,
         max_active_runs=1,
-        tags=["retrainer", kind, spec.name],
+        tags=["retrainer", kind, spec.name, *([f"team:{spec.team}"] if spec.team else [])],
         default_args=default_args(spec),
         doc_md=doc_md,
         params=params,
         render_template_as_native_obj=True,
+        access_control=spec.access_control.dag_access_control() if spec.access_control else None,
     )
 
 

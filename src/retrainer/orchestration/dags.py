@@ -16,10 +16,10 @@ from airflow.sdk.exceptions import AirflowFailException
 from retrainer.config.settings import get_settings
 from retrainer.errors import SpecError
 from retrainer.orchestration.common import START
+from retrainer.orchestration.teams import KINDS
 from retrainer.spec import iter_specs
 
 SPEC_ERRORS_DAG_ID = "retrainer_spec_errors"
-KINDS = ("retrain", "deploy", "monitor")
 
 
 def spec_errors_dag(errors: list[tuple[Path, Exception]]) -> DAG:
@@ -45,24 +45,38 @@ def spec_errors_dag(errors: list[tuple[Path, Exception]]) -> DAG:
     return dag
 
 
-def build_dags(kind: str = "retrain", models_dir: str | Path | None = None) -> dict[str, DAG]:
-    """Every valid spec's DAG of one kind."""
+def multi_team() -> bool:
+    from airflow.configuration import conf
+
+    return conf.getboolean("core", "multi_team", fallback=False)
+
+
+def build_dags(
+    kind: str = "retrain", models_dir: str | Path | None = None, team: str | None = None
+) -> dict[str, DAG]:
+    """Every valid spec's DAG of one kind. In multi-team mode a bundle holds one team's models:
+    `team`'s, or (the default bundle, team None) those without a team; otherwise all of them."""
     if kind not in KINDS:
         raise ValueError(f"kind: expected one of {sorted(KINDS)}; found {kind!r}")
-    builder = getattr(importlib.import_module(f"retrainer.orchestration.{kind}"), f"{kind}_dag")
+    module = importlib.import_module(f"retrainer.orchestration.{kind}")
+    builder = getattr(module, f"{kind}_dag")
+    extra = getattr(module, f"{kind}_extra_dags", None)  # e.g. deploy: the rollout control
     root = Path(models_dir) if models_dir else get_settings().models_dir
     dags: dict[str, DAG] = {}
     errors: list[tuple[Path, Exception]] = []
+    by_team = team is not None or multi_team()
     for path, spec in iter_specs(root):
         if isinstance(spec, SpecError):
             errors.append((path, spec))
             continue
+        if by_team and spec.team != team:
+            continue
         try:
-            dag = builder(spec, path)
+            made = [builder(spec, path)] + (extra(spec) if extra is not None else [])
         except Exception as exc:  # one bad spec never hides the others
             errors.append((path, exc))
             continue
-        dags[dag.dag_id] = dag
-    if errors and kind == "retrain":
+        dags.update({dag.dag_id: dag for dag in made})
+    if errors and kind == "retrain" and team is None:  # once, in the default bundle
         dags[SPEC_ERRORS_DAG_ID] = spec_errors_dag(errors)
     return dags

@@ -37,7 +37,123 @@ def deploy_doc(spec: ModelSpec) -> str:
 
         Trigger with **version** to roll back or pin a version (`retrainer rollback {spec.name}`).
         """
+    ) + rollout_doc(spec)
+
+
+def rollout_doc(spec: ModelSpec) -> str:
+    r = spec.deployment.rollout
+    if r.strategy == "direct":
+        return ""
+    steps = " -> ".join(f"{f:.0%}" for f in r.canary_steps)
+    return textwrap.dedent(
+        f"""
+        #### Rollout: `{r.strategy}` (README: Safe rollout)
+        Before promotion: **start_rollout** puts the challenger beside the champion in serving;
+        """
+        + (
+            f"**wait_shadow** mirrors {r.shadow_fraction:.0%} of requests until {r.min_rows} rows "
+            f"or {r.max_duration}; **decide_shadow** passes or stops it (agreement, errors, p99, "
+            "paired labels); "
+            if r.shadow
+            else ""
+        )
+        + (
+            f"**canary_step_N** answers {steps} of traffic, {r.bake_time} each, rolling back at "
+            "once on an SLO breach; "
+            if r.canary
+            else ""
+        )
+        + f"every {r.check_interval}, without holding a worker slot. **end_rollout** ends it. "
+        f"Pause / resume / abort: `{spec.name}_rollout_control` or `retrainer rollout ... "
+        f"{spec.name}`. A newer version during a rollout: `{r.on_new_version}`.\n"
     )
+
+
+WAIT_TIMEOUT = 7 * 86400  # a waiting rollout task gives up after a week (pauses included)
+
+
+def _rollout_step(spec: ModelSpec, context: Any, step: Any, *args: Any) -> Any:
+    """Run a rollout step; a stopped rollout alerts (rollout_stopped) and fails the task with its
+    reason, a superseded one (on_new_version: replace) skips the rest of the run."""
+    from retrainer.steps.rollout import RolloutStopped, Superseded
+
+    try:
+        return run_step(step, spec, run_context(context), *args, skip_on=(Superseded,))
+    except AirflowFailException as exc:
+        cause = exc.__cause__
+        if (
+            isinstance(cause, RolloutStopped)
+            and cause.alert
+            and spec.alert_destinations("rollout_stopped")
+        ):
+            from retrainer.orchestration.notify import alert
+            from retrainer.steps.alerts import rollout_stopped_alert
+
+            alert(spec, rollout_stopped_alert(spec, *cause.alert, context["run_id"]))
+        raise
+
+
+def rollout_tasks(spec: ModelSpec) -> Any:
+    """start_rollout -> (wait_shadow -> decide_shadow) -> canary_step_1..n; the waits are
+    sensors in reschedule mode: between checks they hold no worker slot."""
+    rollout = spec.deployment.rollout
+    wait: dict[str, Any] = {
+        "mode": "reschedule",
+        "poke_interval": rollout.check_seconds,
+        "timeout": WAIT_TIMEOUT,
+        "retries": 0,
+    }
+
+    @task
+    def start_rollout(**context: Any) -> dict[str, Any]:
+        from retrainer.steps import rollout as steps
+
+        version = context["params"].get("version")
+        return _rollout_step(
+            spec, context, steps.start, str(version) if version not in (None, "") else None
+        )
+
+    @task.sensor(**wait)
+    def wait_shadow(state: dict[str, Any], **context: Any) -> bool:
+        from retrainer.steps import rollout as steps
+
+        return bool(_rollout_step(spec, context, steps.shadow_poke, state))
+
+    @task(retries=0)
+    def decide_shadow(state: dict[str, Any], **context: Any) -> dict[str, Any]:
+        from retrainer.steps import rollout as steps
+
+        return dict(_rollout_step(spec, context, steps.shadow_decide, state))
+
+    def canary_step(step: int) -> Any:
+        @task.sensor(task_id=f"canary_step_{step + 1}", **wait)
+        def check(state: dict[str, Any], **context: Any) -> bool:
+            from retrainer.steps import rollout as steps
+
+            return bool(_rollout_step(spec, context, steps.canary_poke, state, step))
+
+        return check
+
+    state = start_rollout()
+    last: Any = state
+    if rollout.shadow:
+        last = wait_shadow(state)  # type: ignore[arg-type]
+        last >> (last := decide_shadow(state))  # type: ignore[arg-type]
+    if rollout.canary:
+        for i in range(len(rollout.canary_steps)):
+            last >> (last := canary_step(i)(state))
+    return state, last
+
+
+def end_rollout_task(spec: ModelSpec) -> Any:
+    @task(trigger_rule="all_done", retries=2)
+    def end_rollout(**context: Any) -> dict[str, Any]:
+        from retrainer.steps import rollout as steps
+
+        started = context["ti"].xcom_pull(task_ids="start_rollout")
+        return dict(run_step(steps.end, spec, run_context(context), started))
+
+    return end_rollout()
 
 
 def deploy_dag(spec: ModelSpec, path: Path | None = None) -> DAG:
@@ -66,18 +182,25 @@ def deploy_dag(spec: ModelSpec, path: Path | None = None) -> DAG:
     ) as dag:
 
         @task
-        def promote_champion(**context: Any) -> dict[str, Any]:
+        def promote_champion(
+            rolled: dict[str, Any] | None = None, **context: Any
+        ) -> dict[str, Any]:
             from retrainer.steps import deploy
 
             params = context["params"]
             version = params.get("version")
+            origin = str(params.get("origin") or "manual")
+            if rolled is not None:  # exactly the version that went through the rollout
+                if version in (None, ""):
+                    origin = "retrain"  # the challenger: a promotion, not a pin
+                version = rolled["challenger"]
             return run_step(
                 deploy.promote,
                 spec,
                 run_context(context),
                 version=str(version) if version not in (None, "") else None,
                 reason=str(params.get("reason") or ""),
-                origin=str(params.get("origin") or "manual"),
+                origin=origin,
             )
 
         @task(retries=1)
@@ -98,6 +221,11 @@ def deploy_dag(spec: ModelSpec, path: Path | None = None) -> DAG:
 
             ti = context["ti"]
             promoted = ti.xcom_pull(task_ids="promote_champion")
+            if promoted is None and spec.deployment.rollout.strategy != "direct":
+                raise AirflowFailException(
+                    f"{spec.name}: the rollout stopped before promotion (see the red rollout task "
+                    "and `retrainer history`); the champion answers all traffic, aliases unchanged"
+                )
             done = run_step(
                 deploy.rollback, spec, run_context(context), promoted, "reload or smoke test failed"
             )
@@ -116,7 +244,11 @@ def deploy_dag(spec: ModelSpec, path: Path | None = None) -> DAG:
                 f"rolled back to v{done['to']}, which serving answers with"
             )
 
-        promoted = promote_champion()
+        rollout = spec.deployment.rollout
+        rolled, decided = rollout_tasks(spec) if rollout.strategy != "direct" else (None, None)
+        promoted = promote_champion(rolled)  # type: ignore[arg-type]
+        if decided is not None:
+            decided >> promoted
         if spec.deployment.approval == "manual":
             from airflow.providers.standard.operators.hitl import ApprovalOperator
 
@@ -124,11 +256,58 @@ def deploy_dag(spec: ModelSpec, path: Path | None = None) -> DAG:
                 task_id="approve",
                 subject=f"Deploy {spec.name}?",
                 body=f"Approve to make the challenger of `{spec.name}` the champion behind the serving API. "
-                f"See the gate decision in MLflow (experiment `{spec.experiment_name}`).",
+                f"See the gate decision in MLflow (experiment `{spec.experiment_name}`)"
+                + (" and the shadow decision (task decide_shadow)." if rollout.shadow else "."),
                 retries=0,
             )
-            approve >> promoted
+            # A person approves before clients first see the challenger: after the shadow.
+            first_live = dag.get_task("canary_step_1") if rollout.canary else promoted.operator  # type: ignore[attr-defined]
+            for upstream in list(first_live.upstream_list):
+                upstream >> approve
+            approve >> first_live
         reloaded = reload_serving(promoted)  # type: ignore[arg-type]
         checked = smoke_test(promoted, reloaded)  # type: ignore[arg-type]
         [reloaded, checked] >> rollback()
+        if rolled is not None:
+            [promoted, reloaded, checked] >> end_rollout_task(spec)
     return dag
+
+
+def rollout_control_dag(spec: ModelSpec) -> DAG:
+    """`<model>_rollout_control`: pause, resume or abort the rollout in progress from the Airflow
+    UI. Its own DAG, because the deploy DAG's one active run is the rollout it acts on (a second
+    deploy run carrying the control would queue behind it)."""
+    with model_dag(
+        spec,
+        "rollout_control",
+        f"Pause, resume or abort the rollout of {spec.name} in progress",
+        textwrap.dedent(
+            f"""\
+            ### Control the rollout of `{spec.name}`
+            Trigger with **action** `pause` (hold where it is: traffic unchanged, no step
+            advances; an SLO breach still rolls back), `resume`, or `abort` (the challenger out
+            of traffic at once; the waiting `{spec.deploy_dag_id}` run fails at its next check).
+            Each is recorded in the ledger. Same as `retrainer rollout pause|resume|abort {spec.name}`.
+            """
+        ),
+        params={
+            "action": Param(
+                "pause", enum=["pause", "resume", "abort"], title="Action", description=""
+            )
+        },
+    ) as dag:
+
+        @task(retries=0)
+        def control_rollout(**context: Any) -> dict[str, Any]:
+            from retrainer.steps import rollout as steps
+
+            action = str(context["params"]["action"])
+            return dict(run_step(steps.set_control, spec, run_context(context), action))
+
+        control_rollout()
+    return dag
+
+
+def deploy_extra_dags(spec: ModelSpec) -> list[DAG]:
+    """The DAGs beside `<model>_deploy`: its rollout control, when it rolls out."""
+    return [rollout_control_dag(spec)] if spec.deployment.rollout.strategy != "direct" else []

@@ -23,6 +23,7 @@ from retrainer.config.environment import process_environment
 from retrainer.config.secrets import airflow_credentials
 from retrainer.config.settings import Settings
 from retrainer.errors import ServiceError
+from retrainer.orchestration.teams import spec_teams, team_environment, write_team_bundles
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ def service_env(settings: Settings, through_server: bool = False) -> dict[str, s
     that `start` runs beside the MLflow server), MLflow reached through that server."""
     env = dict(os.environ)
     env.update(process_environment(settings))
+    env.update(team_environment(spec_teams(settings.models_dir), team_bundles_dir(settings)))
     if through_server:
         uri = settings.resources.service_tracking_uri
         env.update(MLFLOW_TRACKING_URI=uri, RETRAINER_MLFLOW_TRACKING_URI=uri)
@@ -99,6 +101,10 @@ def service_env(settings: Settings, through_server: bool = False) -> dict[str, s
     # worker processes; retrainer uses none of it.
     env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     return env
+
+
+def team_bundles_dir(settings: Settings) -> Path:
+    return settings.airflow_home / "team-bundles"
 
 
 def pid_file(settings: Settings, name: str) -> Path:
@@ -162,6 +168,17 @@ def init_state(settings: Settings, say: Callable[[str], None] = print) -> None:
             settings.logs_dir / "airflow-db-migrate.log",
         )
         marker.touch()
+    # Multi-team mode: each team's bundle of DAG files, and the teams in Airflow's database.
+    teams = spec_teams(settings.models_dir)
+    write_team_bundles(teams, team_bundles_dir(settings))
+    synced = team_bundles_dir(settings) / ".teams"
+    if teams and (not synced.exists() or synced.read_text() != ",".join(teams)):
+        run_logged(
+            [str(venv_bin() / "airflow"), "teams", "sync"],
+            env,
+            settings.logs_dir / "airflow-teams.log",
+        )
+        synced.write_text(",".join(teams))
     if settings.resources.mlflow_auth:
         write_mlflow_auth_config(settings)
     if settings.s3_bucket:

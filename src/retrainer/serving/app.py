@@ -25,7 +25,7 @@ from retrainer.config.settings import Settings
 from retrainer.serving import openapi
 from retrainer.serving.http import HTTPProblem, JSONResponse, authorize, problem_response
 from retrainer.serving.options import ServingOptions
-from retrainer.serving.routes import admin, feedback, ops, scoring
+from retrainer.serving.routes import admin, feedback, ops, rollout, scoring
 from retrainer.serving.state import ServingState
 
 log = logging.getLogger("retrainer.serving")
@@ -62,11 +62,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from threadpoolctl import threadpool_limits
-
         # Batches are small: OpenMP threads cost more to wake than they save, and they would
-        # compete with the event loop for the cores.
-        threadpool_limits(1)
+        # compete with the event loop for the cores: every thread that predicts holds itself to
+        # one (batcher.timed_predict).
         loop = asyncio.get_running_loop()
         for lg in state.logs:  # recovers what a killed process left in the spool
             await loop.run_in_executor(None, lg.open)
@@ -85,6 +83,8 @@ def create_app(
         gc.collect()
         gc.freeze()
         yield
+        for name in list(state.rollouts):
+            state.end_rollout(name)
         for b in state.batchers.values():
             if b.task:
                 b.task.cancel()
@@ -110,6 +110,7 @@ def create_app(
     app.include_router(scoring.router)
     app.include_router(feedback.router)
     app.include_router(admin.router)
+    app.include_router(rollout.router)
     if default_model:
         app.include_router(scoring.invocations_router(default_model))
     if options.docs is not False:

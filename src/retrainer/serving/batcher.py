@@ -9,7 +9,10 @@ prediction.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +35,44 @@ class Pending:
 LogBatch = Callable[
     [LoadedModel, list[tuple[Pending, list[Any], list[dict[str, float]] | None]]], None
 ]
+# Told of each predict call: the version, rows, wall seconds and CPU seconds, whether it worked.
+ObservePredict = Callable[[LoadedModel, int, float, float, bool], None]
+
+
+_one_thread = threading.local()
+
+
+def one_openmp_thread() -> None:
+    """One OpenMP/BLAS thread for the calling thread, set at its first predict call. OpenMP's
+    thread count is per thread, and the model's OpenMP runtime is only there once the model is
+    loaded: a thread predicting without it starts a team of one thread per core, whose workers
+    busy-wait after each call (measured on two cores: one core kept spinning by the champion,
+    another by a shadow predicting 45 rows/s, which halved the champion's throughput)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
+def timed_predict(
+    handle: LoadedModel, rows: list[dict[str, Any]], observe: ObservePredict
+) -> Prediction:
+    """`handle.predict`, its wall and CPU time reported. CPU time is the calling thread's
+    (`time.thread_time`): predict runs with one BLAS/OpenMP thread, in the thread that calls it."""
+    if not getattr(_one_thread, "set", False):
+        one_openmp_thread()
+        _one_thread.set = True
+    wall, cpu = time.perf_counter(), time.thread_time()
+    ok = False
+    try:
+        result = handle.predict(rows)
+        ok = True
+        return result
+    finally:
+        observe(handle, len(rows), time.perf_counter() - wall, time.thread_time() - cpu, ok)
+
+
+def _ignore(handle: LoadedModel, rows: int, wall: float, cpu: float, ok: bool) -> None:
+    return None
 
 
 @dataclass
@@ -43,11 +84,20 @@ class Batcher:
     max_rows: int = 512
     inline_rows: int = 64
     gather_rounds: int = 2
-    queue: asyncio.Queue[Pending] = field(default_factory=asyncio.Queue)
+    observe_predict: ObservePredict = _ignore
+    executor: Executor | None = None  # where predict calls too big to run inline go
+    queue: asyncio.Queue[Pending | None] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
+    closed: bool = False
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
+
+    def close(self) -> None:
+        """Take no more requests; those already queued are still predicted and answered."""
+        if not self.closed:
+            self.closed = True
+            self.queue.put_nowait(None)
 
     async def submit(
         self,
@@ -56,6 +106,8 @@ class Batcher:
         request_id: str,
         client_id: str | None,
     ) -> Prediction:
+        if self.closed:
+            raise RuntimeError(f"{self.name}: this version was taken out of traffic")
         fut: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
         await self.queue.put(Pending(handle, rows, request_id, client_id, fut))
         return await fut
@@ -63,6 +115,8 @@ class Batcher:
     async def _run(self) -> None:
         while True:
             first = await self.queue.get()
+            if first is None:
+                return
             # Let the loop parse the requests already waiting in the sockets, so they join this
             # batch instead of each paying for a predict call of its own.
             for _ in range(self.gather_rounds):
@@ -71,6 +125,9 @@ class Batcher:
             n = len(first.rows)
             while n < self.max_rows and not self.queue.empty():
                 item = self.queue.get_nowait()
+                if item is None:  # closed: finish this batch, then stop
+                    self.queue.put_nowait(None)
+                    break
                 batch.append(item)
                 n += len(item.rows)
             # Rows checked against one version are predicted by that version (a reload may swap
@@ -87,9 +144,11 @@ class Batcher:
         rows = [r for it in items for r in it.rows]
         try:
             if len(rows) <= self.inline_rows:  # ~1 ms: cheaper than a thread hop
-                labels, probs = handle.predict(rows)
+                labels, probs = timed_predict(handle, rows, self.observe_predict)
             else:
-                labels, probs = await loop.run_in_executor(None, handle.predict, rows)
+                labels, probs = await loop.run_in_executor(
+                    self.executor, timed_predict, handle, rows, self.observe_predict
+                )
         except Exception as exc:
             if len(items) > 1:  # one request's rows never fail the others': score each alone
                 for it in items:

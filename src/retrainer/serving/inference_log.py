@@ -19,6 +19,7 @@ __all__ = [
     "feedback_schema",
     "inference_records",
     "inference_schema",
+    "shadow_schema",
     "now_iso",
 ]
 
@@ -35,7 +36,26 @@ def inference_schema(handle: LoadedModel) -> Schema:
     ]
     if handle.classes is not None:
         meta.append(("_score", "double"))
+    meta.append(
+        ("_role", "string")
+    )  # champion or challenger (a canary's share); older files lack it
     return cols + meta
+
+
+def shadow_schema(champion: LoadedModel, challenger: LoadedModel) -> Schema:
+    """One mirrored row: both versions' answers, joinable to the feedback on (request, row)."""
+    schema = [
+        ("_request_id", "string"),
+        ("_row", "long"),
+        ("_ts", "string"),
+        ("_champion_version", "string"),
+        ("_challenger_version", "string"),
+        ("_champion_prediction", champion.label_type),
+        ("_prediction", challenger.label_type),
+    ]
+    if champion.classes is not None and challenger.classes is not None:
+        schema += [("_champion_score", "double"), ("_score", "double")]
+    return schema
 
 
 def feedback_schema(handle: LoadedModel) -> Schema:
@@ -55,6 +75,7 @@ def inference_records(
     labels: list[Any],
     probs: list[dict[str, float]] | None,
     ts: str,
+    role: str = "champion",
 ) -> list[dict[str, Any]]:
     records = []
     for i, (row, label) in enumerate(zip(rows, labels, strict=True)):
@@ -67,6 +88,7 @@ def inference_records(
         rec["_prediction"] = label
         if probs is not None:
             rec["_score"] = probs[i][str(label)]
+        rec["_role"] = role
         records.append(rec)
     return records
 

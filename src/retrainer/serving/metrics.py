@@ -18,6 +18,8 @@ MAX_CLASS_LABELS = 50
 
 
 SCORING_ENDPOINTS = ("predict", "invocations")
+ROLES = ("champion", "challenger")
+SHADOW_OUTCOMES = ("mirrored", "dropped", "agree", "disagree")
 ERROR_REASONS = ("input", "request", "predict", "log_full")
 # The monitor's decisions (steps/monitor/decision.py; tests/unit/test_infra.py keeps them equal).
 MONITOR_DECISIONS = ("ok", "warn", "retrain", "insufficient_data", "schema_changed", "no_champion")
@@ -96,6 +98,63 @@ class Metrics:
             ["log"],
             registry=r,
         )
+        # Two versions of one model (shadow, canary): the role is the label, the version sits in
+        # one info gauge, so the label sets stay bounded whatever versions come and go.
+        self.role_version = Gauge(
+            "retrainer_model_role_version",
+            "Version number loaded in each role",
+            ["model", "role"],
+            registry=r,
+        )
+        self.role_requests = Counter(
+            "retrainer_role_requests",
+            "Requests answered by each role",
+            ["model", "role"],
+            registry=r,
+        )
+        self.role_rows = Counter(
+            "retrainer_role_rows",
+            "Rows predicted by each role (the challenger's mirrored rows included)",
+            ["model", "role"],
+            registry=r,
+        )
+        self.role_errors = Counter(
+            "retrainer_role_errors",
+            "Rows a role failed to score or log (never shown to clients for the challenger)",
+            ["model", "role"],
+            registry=r,
+        )
+        self.predict_seconds = Histogram(
+            "retrainer_predict_seconds",
+            "Wall time of one predict call",
+            ["model", "role"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.predict_cpu = Counter(
+            "retrainer_predict_cpu_seconds",
+            "CPU seconds spent in predict calls (thread CPU time of the calling thread)",
+            ["model", "role"],
+            registry=r,
+        )
+        self.loaded_bytes = Gauge(
+            "retrainer_model_loaded_bytes",
+            "Size of the loaded estimator (its pickle, in bytes)",
+            ["model", "role"],
+            registry=r,
+        )
+        self.shadow_rows = Counter(
+            "retrainer_shadow_rows",
+            "Rows mirrored to the shadow challenger, by outcome",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.canary_fallbacks = Counter(
+            "retrainer_canary_fallbacks",
+            "Canary requests the challenger failed, answered by the champion",
+            ["model"],
+            registry=r,
+        )
         # Reported by the monitor DAG after each check (POST /models/<name>/drift), so one
         # scrape target carries traffic, drift and retrain events for dashboards and alerts.
         self.psi = Gauge(
@@ -138,6 +197,12 @@ class Metrics:
         for decision in MONITOR_DECISIONS:
             self.checks.labels(model, decision)
         self.retrains.labels(model)
+        for role in ROLES:
+            for counter in (self.role_requests, self.role_rows, self.role_errors, self.predict_cpu):
+                counter.labels(model, role)
+        for outcome in SHADOW_OUTCOMES:
+            self.shadow_rows.labels(model, outcome)
+        self.canary_fallbacks.labels(model)
 
     def feature(self, model: str, feature: str) -> str:
         return feature if feature in self.features.get(model, ()) else OTHER

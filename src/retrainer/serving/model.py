@@ -6,6 +6,7 @@ Concurrent requests are predicted together as one DataFrame (or one numpy matrix
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +93,7 @@ class LoadedModel:
     run_id: str | None = None
     schema: Any = None  # the signature's mlflow Schema (CSV bodies are parsed with it)
     fast: FastPath | None = None
+    loaded_bytes: int = 0  # the fitted pipeline's pickle size: what it holds in memory, roughly
 
     def compile(self, sample_rows: list[dict[str, Any]]) -> bool:
         """Use the numpy fast path if it reproduces the pipeline exactly on these rows."""
@@ -199,7 +201,16 @@ def load_version(name: str, version: str, tracking_uri: str) -> LoadedModel:
         else None
     )
     return LoadedModel(
-        name, str(version), model, columns, numeric, categorical, classes, info.run_id, schema
+        name,
+        str(version),
+        model,
+        columns,
+        numeric,
+        categorical,
+        classes,
+        info.run_id,
+        schema,
+        loaded_bytes=len(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)),
     )
 
 

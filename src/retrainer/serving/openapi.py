@@ -11,6 +11,7 @@ from typing import Any
 
 from retrainer.serving.metrics import DECISIONS
 from retrainer.serving.model import LoadedModel
+from retrainer.serving.rollout import MODES
 from retrainer.serving.routes.feedback import MAX_LABELS
 from retrainer.serving.signature import json_schema
 from retrainer.serving.state import ServingState
@@ -32,7 +33,7 @@ WHY = {
     413: "Body over the size limit",
     415: "Content-Type not accepted here",
     422: "Well-formed JSON the model or route cannot take (the message names the field)",
-    500: "A version failed to load (the old one keeps serving)",
+    500: "A version failed to load (the old one keeps serving; a challenger is not installed)",
     503: "Model not loaded, or the log spool is full (Retry-After)",
 }
 
@@ -152,6 +153,7 @@ def _model_paths(state: ServingState, h: LoadedModel) -> dict[str, Any]:
         "additionalProperties": False,
     }
     accepted = {"type": "object", "properties": {"accepted": {}}, "required": ["accepted"]}
+    rollout_status = _json(ROLLOUT_STATUS)
     return {
         f"/models/{name}": {
             "get": {
@@ -185,7 +187,94 @@ def _model_paths(state: ServingState, h: LoadedModel) -> dict[str, Any]:
                 "responses": _responses(_json(accepted), 400, 401, 404, 413, 415, 422),
             }
         },
+        f"/models/{name}/rollout": {
+            "get": {
+                "summary": f"The rollout of {name} in progress (mode none if there is none)",
+                "operationId": f"rollout_{name}",
+                "responses": _responses(rollout_status, 401, 404),
+            },
+            "put": {
+                "summary": f"Start a shadow or canary step of a {name} challenger (admin token)",
+                "operationId": f"start_rollout_{name}",
+                "requestBody": _body(_rollout_body(h)),
+                "responses": _responses(rollout_status, 400, 401, 404, 413, 415, 422, 500, 503),
+            },
+            "delete": {
+                "summary": f"End the rollout of {name}: its final stats, the challenger out",
+                "operationId": f"end_rollout_{name}",
+                "responses": _responses(rollout_status, 401, 404),
+            },
+        },
     }
+
+
+def _rollout_body(h: LoadedModel) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "challenger": {
+                "type": "string",
+                "pattern": "^[A-Za-z0-9_.-]{1,255}$",
+                "description": "a version number or an alias of this model",
+                "examples": ["champion"],
+            },
+            "mode": {"enum": list(MODES)},
+            "fraction": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "key": {
+                "anyOf": [{"enum": h.column_names}, {"type": "null"}],
+                "description": "the column the canary split hashes (null: the request id)",
+            },
+        },
+        "required": ["challenger", "mode", "fraction"],
+        "additionalProperties": False,
+    }
+
+
+_ROLE = {
+    "type": "object",
+    "properties": {
+        "requests": {"type": "integer"},
+        "rows": {"type": "integer"},
+        "errors": {"type": "integer"},
+        "fallbacks": {"type": "integer"},
+        "predict_p99_ms": {"type": ["number", "null"]},
+    },
+    "required": ["requests", "rows", "errors", "predict_p99_ms"],
+}
+ROLLOUT_STATUS = {
+    "type": "object",
+    "properties": {
+        "model": {"type": "string"},
+        "mode": {"enum": ["none", *MODES]},
+        "champion": {"type": ["string", "null"]},
+        "challenger": {"type": ["string", "null"]},
+        "fraction": {"type": "number"},
+        "key": {"type": ["string", "null"]},
+        "step_started": {"type": ["string", "null"]},
+        "stats": {
+            "type": "object",
+            "properties": {
+                "champion": _ROLE,
+                "challenger": _ROLE,
+                "mirrored": {
+                    "type": "object",
+                    "properties": {
+                        "rows": {"type": "integer"},
+                        "dropped": {"type": "integer"},
+                        "agree": {"type": "integer"},
+                        "disagree_by_class": {
+                            "type": "object",
+                            "additionalProperties": {"type": "integer"},
+                        },
+                        "mean_abs_rel_diff": {"type": ["number", "null"]},
+                    },
+                },
+            },
+            "required": ["champion", "challenger", "mirrored"],
+        },
+    },
+    "required": ["model", "mode", "champion", "challenger", "fraction", "key", "stats"],
+}
 
 
 def _client_id_header() -> dict[str, Any]:
@@ -313,7 +402,8 @@ def build(state: ServingState, default_model: str | None) -> dict[str, Any]:
     if state.tokens():
         doc["security"] = [{"bearer": []}]
     admin = ("/reload", "/flush")
-    for path in (*admin, *(f"/models/{n}/drift" for n in state.models)):
+    models = state.models
+    for path in (*admin, *(f"/models/{n}/{op}" for n in models for op in ("drift", "rollout"))):
         for op in paths.get(path, {}).values():
             op["security"] = [{"bearer": []}]
     return doc

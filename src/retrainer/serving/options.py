@@ -27,6 +27,7 @@ class ServingOptions:
     upload_retry_max_seconds: float = 30.0  # back-off cap between upload attempts
     max_body_bytes: int = 2_000_000
     docs: bool | None = None  # /docs and /openapi.json; default: on, behind the token if set
+    shadow_queue_rows: int = 20_000  # mirrored rows waiting for a shadow; beyond, dropped
     log_enabled: bool = True  # False only to measure the log's cost (bench): answers unlogged
 
     @classmethod

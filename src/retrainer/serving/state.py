@@ -11,18 +11,34 @@ import asyncio
 import logging
 import re
 from collections import OrderedDict
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import suppress
 from typing import Any
 
 from retrainer.config.secrets import api_token, serving_admin_token
 from retrainer.config.settings import Settings
-from retrainer.serving.batcher import Batcher, Pending
+from retrainer.serving.batcher import Batcher, ObservePredict, Pending, timed_predict
 from retrainer.serving.durable_log import DurableLog, now_iso
 from retrainer.serving.http import HTTPProblem, RequestIds
-from retrainer.serving.inference_log import feedback_schema, inference_records, inference_schema
+from retrainer.serving.inference_log import (
+    feedback_schema,
+    inference_records,
+    inference_schema,
+    shadow_schema,
+)
 from retrainer.serving.metrics import Metrics
 from retrainer.serving.model import LoadedModel, load_version
 from retrainer.serving.options import ServingOptions
+from retrainer.serving.rollout import (
+    CHALLENGER,
+    CHAMPION,
+    SHADOW_BATCH_ROWS,
+    Challenger,
+    Mirror,
+    Rollout,
+    Step,
+    compare,
+)
 
 log = logging.getLogger("retrainer.serving")
 VERSION_OR_ALIAS = re.compile(r"[A-Za-z0-9_.-]{1,255}")
@@ -54,6 +70,8 @@ class ServingState:
         self.recent_labels: OrderedDict[tuple[str, int], Any] = OrderedDict()
         self.inference_log = self._log(settings.inference_log_root, "requests")
         self.feedback_log = self._log(settings.feedback_root, "feedback")
+        self.shadow_log = self._log(settings.shadow_log_root, "shadow")
+        self.rollouts: dict[str, Rollout] = {}
 
     def _log(self, root: str, kind: str) -> DurableLog:
         o, m = self.options, self.metrics
@@ -80,8 +98,8 @@ class ServingState:
         )
 
     @property
-    def logs(self) -> tuple[DurableLog, DurableLog]:
-        return self.inference_log, self.feedback_log
+    def logs(self) -> tuple[DurableLog, DurableLog, DurableLog]:
+        return self.inference_log, self.feedback_log, self.shadow_log
 
     def tokens(self, admin: bool = False) -> list[str]:
         return [t for t in (self.token, self.admin_token if admin else None) if t]
@@ -126,7 +144,14 @@ class ServingState:
         if resolved is None:
             self.load_errors[name] = "no champion registered yet"
             return None
+        for loaded in self._loaded(name):  # a promotion reuses the challenger's handle
+            if loaded.version == resolved:
+                return loaded
         return load_version(name, resolved, self.settings.tracking_uri)
+
+    def _loaded(self, name: str) -> list[LoadedModel]:
+        rollout = self.rollouts.get(name)
+        return [rollout.challenger.handle] if rollout is not None else []
 
     def install(self, handle: LoadedModel) -> None:
         self.models[handle.name] = handle  # one reference swap: in-flight requests keep theirs
@@ -135,15 +160,249 @@ class ServingState:
         self.metrics.known(handle.name, handle.column_names, classes)
         with suppress(ValueError):
             self.metrics.version.labels(handle.name).set(float(handle.version))
+        self._show_role(handle, CHAMPION)
         if handle.name not in self.batchers:
-            batcher = Batcher(
-                handle.name,
-                self._log_batch,
-                self.metrics.batch_rows.labels(handle.name).observe,
-                log_in_thread=self.options.fsync,
+            self.batchers[handle.name] = self._batcher(handle.name, CHAMPION)
+
+    def _show_role(self, handle: LoadedModel, role: str) -> None:
+        m = self.metrics
+        with suppress(ValueError):
+            m.role_version.labels(handle.name, role).set(float(handle.version))
+        m.loaded_bytes.labels(handle.name, role).set(handle.loaded_bytes)
+
+    def _observer(self, name: str, role: str, step: Step | None = None) -> ObservePredict:
+        """Predict calls into the metrics and (the current or the given) step's timings."""
+        seconds = self.metrics.predict_seconds.labels(name, role)
+        cpu = self.metrics.predict_cpu.labels(name, role)
+
+        def observe(handle: LoadedModel, rows: int, wall: float, cpu_s: float, ok: bool) -> None:
+            seconds.observe(wall)
+            cpu.inc(cpu_s)
+            self._step_time(name, role, wall, step)
+
+        return observe
+
+    def _batcher(self, name: str, role: str, executor: Executor | None = None) -> Batcher:
+        """The champion's batcher predicts small batches inline; a challenger's always in its
+        own thread (`executor`), so a slow challenger never stalls the event loop."""
+
+        def log_batch(
+            handle: LoadedModel,
+            parts: list[tuple[Pending, list[Any], list[dict[str, float]] | None]],
+        ) -> None:
+            self._log_batch(handle, parts, role)
+
+        batcher = Batcher(
+            name,
+            log_batch,
+            self.metrics.batch_rows.labels(name).observe,
+            log_in_thread=self.options.fsync,
+            observe_predict=self._observer(name, role),
+            executor=executor,
+            inline_rows=64 if executor is None else 0,
+        )
+        batcher.start()
+        return batcher
+
+    # --- rollout (shadow, canary) ------------------------------------------------------------
+
+    def _step_time(self, name: str, role: str, wall: float, step: Step | None = None) -> None:
+        step = step or self._step(name)
+        if step is not None:
+            with step.lock:
+                step.role(role).times_ms.append(wall * 1000)
+
+    def _step(self, name: str) -> Step | None:
+        rollout = self.rollouts.get(name)
+        return rollout.step if rollout is not None else None
+
+    def start_rollout(
+        self, handle: LoadedModel, mode: str, fraction: float, key: str | None
+    ) -> Rollout:
+        """A new step (stats from zero); the challenger's runtime is kept if it is the same."""
+        name = handle.name
+        old = self.rollouts.get(name)
+        if old is not None and old.challenger.handle is handle:
+            challenger = old.challenger
+        else:
+            executor = ThreadPoolExecutor(1, thread_name_prefix=f"challenger-{name}")
+            challenger = Challenger(handle, self._batcher(name, CHALLENGER, executor), executor)
+            challenger.worker = asyncio.get_running_loop().create_task(
+                self._shadow_worker(challenger)
             )
-            batcher.start()
-            self.batchers[handle.name] = batcher
+        rollout = Rollout(challenger, Step(mode, fraction, key))
+        self.rollouts[name] = rollout
+        if old is not None and old.challenger is not challenger:
+            old.challenger.close()
+        self._show_role(handle, CHALLENGER)
+        return rollout
+
+    def end_rollout(self, name: str) -> Rollout | None:
+        """The challenger out of traffic at once; the ended rollout (its final stats)."""
+        rollout = self.rollouts.pop(name, None)
+        if rollout is not None:
+            rollout.challenger.close()
+            for gauge in (self.metrics.role_version, self.metrics.loaded_bytes):
+                with suppress(KeyError):
+                    gauge.remove(name, CHALLENGER)
+        return rollout
+
+    def canary(self, name: str, rows: list[dict[str, Any]], request_id: str) -> Rollout | None:
+        """The rollout that answers this request with its challenger, if it is routed there."""
+        rollout = self.rollouts.get(name)
+        if rollout is None or rollout.step.mode != "canary":
+            return None
+        return rollout if rollout.step.routes(rows, request_id) else None
+
+    def challenger_failed(self, rollout: Rollout, exc: BaseException) -> None:
+        """A canary request the challenger could not answer: the champion answers it."""
+        name = rollout.challenger.handle.name
+        with rollout.step.lock:
+            rollout.step.challenger.errors += 1
+            rollout.step.challenger.fallbacks += 1
+        self.metrics.role_errors.labels(name, CHALLENGER).inc()
+        self.metrics.canary_fallbacks.labels(name).inc()
+        log.warning(
+            "canary: challenger %s v%s failed a request (%s: %s); answered by the champion",
+            name,
+            rollout.challenger.handle.version,
+            type(exc).__name__,
+            str(exc)[:300],
+        )
+
+    def champion_failed(self, name: str) -> None:
+        step = self._step(name)
+        if step is not None:
+            with step.lock:
+                step.champion.errors += 1
+        self.metrics.role_errors.labels(name, CHAMPION).inc()
+
+    def mirror(
+        self,
+        champion: LoadedModel,
+        request_id: str,
+        rows: list[dict[str, Any]],
+        labels: list[Any],
+        probs: list[dict[str, float]] | None,
+    ) -> None:
+        """After the champion answered: queue the request for the shadow, or drop it if the
+        queue is full (never wait)."""
+        rollout = self.rollouts.get(champion.name)
+        if rollout is None or rollout.step.mode != "shadow":
+            return
+        step, challenger = rollout.step, rollout.challenger
+        if not step.routes(rows, request_id):
+            return
+        m = self.metrics
+        if challenger.queued_rows + len(rows) > self.options.shadow_queue_rows:
+            with step.lock:
+                step.mirrored.dropped += len(rows)
+            m.shadow_rows.labels(champion.name, "dropped").inc(len(rows))
+            return
+        challenger.queued_rows += len(rows)
+        challenger.queue.put_nowait(Mirror(request_id, champion, rows, labels, probs, step))
+
+    async def _shadow_worker(self, challenger: Challenger) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            items = [await challenger.queue.get()]
+            n = len(items[0].rows)
+            while n < SHADOW_BATCH_ROWS and not challenger.queue.empty():
+                items.append(challenger.queue.get_nowait())
+                n += len(items[-1].rows)
+            try:
+                await loop.run_in_executor(
+                    challenger.executor, self._score_mirrors, challenger, items
+                )
+            except Exception:  # never let the worker die: the next items are scored
+                log.exception("shadow: scoring mirrored rows of %s failed", challenger.handle.name)
+            finally:
+                challenger.queued_rows -= n
+
+    def _score_mirrors(self, challenger: Challenger, items: list[Mirror]) -> None:
+        """In the shadow's thread: check, predict (one call; each request alone if it fails),
+        compare with the champion, log; a request the challenger fails is counted, not retried."""
+        handle, name = challenger.handle, challenger.handle.name
+        checked: list[Mirror] = []
+        for it in items:
+            try:
+                handle.check_rows(it.rows, self.max_rows)
+                checked.append(it)
+            except Exception:
+                self._mirror_failed(it)
+        groups = [checked] if checked else []
+        while groups:
+            group = groups.pop()
+            try:
+                labels, probs = timed_predict(
+                    handle,
+                    [r for it in group for r in it.rows],
+                    self._observer(name, CHALLENGER, group[0].step),
+                )
+            except Exception:
+                if len(group) > 1:
+                    groups += [[it] for it in group]
+                else:
+                    self._mirror_failed(group[0])
+                continue
+            self._log_mirrors(handle, group, labels, probs)
+
+    def _log_mirrors(
+        self,
+        handle: LoadedModel,
+        group: list[Mirror],
+        labels: list[Any],
+        probs: list[dict[str, float]] | None,
+    ) -> None:
+        ts = now_iso()
+        start = 0
+        m = self.metrics
+        for it in group:
+            end = start + len(it.rows)
+            mine, my_probs = labels[start:end], probs[start:end] if probs is not None else None
+            start = end
+            both = it.probs is not None and my_probs is not None
+            records = []
+            for i, (theirs, ours) in enumerate(zip(it.labels, mine, strict=True)):
+                rec = {
+                    "_request_id": it.request_id,
+                    "_row": i,
+                    "_ts": ts,
+                    "_champion_version": it.champion.version,
+                    "_challenger_version": handle.version,
+                    "_champion_prediction": theirs,
+                    "_prediction": ours,
+                }
+                if both:
+                    assert it.probs is not None and my_probs is not None
+                    rec["_champion_score"] = it.probs[i][str(theirs)]
+                    rec["_score"] = my_probs[i][str(ours)]
+                records.append(rec)
+            try:
+                self.shadow_log.append(
+                    handle.name, handle.version, shadow_schema(it.champion, handle), records
+                )
+            except Exception:
+                self._mirror_failed(it)
+                continue
+            classification = handle.classes is not None
+            with it.step.lock:
+                before = it.step.mirrored.agree
+                it.step.challenger.requests += 1
+                it.step.challenger.rows += len(records)
+                compare(it.labels, mine, classification, it.step.mirrored)
+                agreed = it.step.mirrored.agree - before
+            m.role_requests.labels(handle.name, CHALLENGER).inc()
+            m.role_rows.labels(handle.name, CHALLENGER).inc(len(records))
+            m.shadow_rows.labels(handle.name, "mirrored").inc(len(records))
+            if classification:
+                m.shadow_rows.labels(handle.name, "agree").inc(agreed)
+                m.shadow_rows.labels(handle.name, "disagree").inc(len(records) - agreed)
+
+    def _mirror_failed(self, it: Mirror) -> None:
+        with it.step.lock:
+            it.step.challenger.errors += 1
+        self.metrics.role_errors.labels(it.champion.name, CHALLENGER).inc()
 
     def handle_for(self, name: str) -> LoadedModel:
         handle = self.models.get(name)
@@ -160,13 +419,14 @@ class ServingState:
         self,
         handle: LoadedModel,
         parts: list[tuple[Pending, list[Any], list[dict[str, float]] | None]],
+        role: str = CHAMPION,
     ) -> None:
         """One micro-batch into the durable log (before it is answered), then the metrics."""
         ts = now_iso()
         records = []
         for it, labels, probs in parts:
             records += inference_records(
-                handle, it.request_id, it.client_id, it.rows, labels, probs, ts
+                handle, it.request_id, it.client_id, it.rows, labels, probs, ts, role
             )
         if self.options.log_enabled:
             self.inference_log.append(
@@ -174,6 +434,14 @@ class ServingState:
             )
         m = self.metrics
         m.rows.labels(handle.name).inc(len(records))
+        m.role_requests.labels(handle.name, role).inc(len(parts))
+        m.role_rows.labels(handle.name, role).inc(len(records))
+        step = self._step(handle.name)
+        if step is not None:
+            with step.lock:
+                stats = step.role(role)
+                stats.requests += len(parts)
+                stats.rows += len(records)
         if handle.classes is None:
             values = m.values.labels(handle.name)
             for rec in records:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from retrainer import constants as C
+from retrainer.config import links as ui
 from retrainer.config.settings import Settings, get_settings
 from retrainer.spec import ModelSpec
 
@@ -88,16 +88,9 @@ def _links(
 ) -> dict[str, str]:
     links: dict[str, str] = {}
     if dag_id and dag_run_id:
-        links["airflow run"] = (
-            f"{settings.airflow_url}/dags/{quote(dag_id)}/runs/{quote(dag_run_id, safe='')}"
-        )
+        links["airflow run"] = ui.airflow_run(settings, dag_id, dag_run_id)
     if mlflow_run_id:
-        mlflow = settings.mlflow_url
-        links["mlflow run"] = (
-            f"{mlflow}/#/experiments/{experiment_id}/runs/{mlflow_run_id}"
-            if experiment_id
-            else f"{mlflow}/#/runs/{mlflow_run_id}"
-        ) + C.MLFLOW_UI_TRAINING
+        links["mlflow run"] = ui.mlflow_run(settings, mlflow_run_id, experiment_id)
     grafana = os.environ.get("RETRAINER_GRAFANA_URL", "").rstrip("/")
     if grafana and panel:
         links["dashboard"] = f"{grafana}/d/retrainer/retrainer?viewPanel={PANEL[panel]}"
@@ -105,7 +98,7 @@ def _links(
     links["runbook"] = f"{docs}#{RUNBOOK[event]}"
     if dag_id:
         model = dag_id.rsplit("_", 1)[0]
-        links["models page"] = f"{settings.airflow_url}/retrainer/models?model={quote(model)}"
+        links["models page"] = f"{settings.airflow_ui_url}/retrainer/models?model={quote(model)}"
     return links
 
 

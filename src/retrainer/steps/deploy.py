@@ -31,14 +31,15 @@ def _client(settings: Settings) -> MlflowClient:
     return mlflow_client(settings)
 
 
-def _version(client: MlflowClient, name: str, alias: str) -> str | None:
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version number an alias of `name` points to, or None."""
     from retrainer.stores.registry import version_by_alias
 
     mv = version_by_alias(client, name, alias)
     return None if mv is None else str(mv.version)
 
 
-def _ledger(
+def ledger(
     client: MlflowClient,
     settings: Settings,
     spec: ModelSpec,
@@ -47,7 +48,9 @@ def _ledger(
     from_version: str | None,
     to_version: str,
     reason: str,
+    metrics: dict[str, str] | None = None,
 ) -> str:
+    """Write one ledger entry for `to_version` (its gate metrics unless `metrics` are given)."""
     from retrainer.stores.ledger import LedgerEntry, record
 
     mv = client.get_model_version(spec.name, to_version)
@@ -61,10 +64,12 @@ def _ledger(
         reason=reason,
         dag_id=ctx.dag_id,
         dag_run_id=ctx.run_id,
-        dag_run_url=f"{settings.airflow_url}/dags/{ctx.dag_id}/runs/{ctx.run_id}",
+        dag_run_url=f"{settings.airflow_ui_url}/dags/{ctx.dag_id}/runs/{ctx.run_id}",
         mlflow_run_id=mv.run_id or "",
         data_digest=tags.get(C.TAG_DATA_DIGEST, ""),
-        metrics={k[len("metric.") :]: v for k, v in tags.items() if k.startswith("metric.")},
+        metrics=metrics
+        if metrics is not None
+        else {k[len("metric.") :]: v for k, v in tags.items() if k.startswith("metric.")},
     )
     return record(client, entry, settings.artifact_location("ledger"))
 
@@ -85,7 +90,9 @@ def promote(
     client = _client(settings)
     manual = version is not None and origin != "retrain"
     target = (
-        str(version) if version is not None else _version(client, spec.name, C.ALIAS_CHALLENGER)
+        str(version)
+        if version is not None
+        else alias_version(client, spec.name, C.ALIAS_CHALLENGER)
     )
     if target is None:
         raise DeployError(
@@ -99,9 +106,11 @@ def promote(
         raise DeployError(
             f"{spec.name}: there is no version {target} in the registry; see `retrainer models`"
         ) from None
-    current = _version(client, spec.name, C.ALIAS_CHAMPION)
+    current = alias_version(client, spec.name, C.ALIAS_CHAMPION)
     if current == target:
-        action = "initial" if _version(client, spec.name, C.ALIAS_PREVIOUS) is None else "confirm"
+        action = (
+            "initial" if alias_version(client, spec.name, C.ALIAS_PREVIOUS) is None else "confirm"
+        )
     else:
         if manual:
             action = "rollback" if current is not None and int(target) < int(current) else "pin"
@@ -111,7 +120,7 @@ def promote(
             client.set_registered_model_alias(spec.name, C.ALIAS_PREVIOUS, current)
         client.set_registered_model_alias(spec.name, C.ALIAS_CHAMPION, target)
     from_version = None if action == "initial" else current
-    ledger_id = _ledger(client, settings, spec, ctx, action, from_version, target, reason)
+    ledger_id = ledger(client, settings, spec, ctx, action, from_version, target, reason)
     _update_cards(spec, [target, current], settings)
     log.info(
         "%s: %s v%s -> v%s (%s)", spec.name, action, current, target, reason or "no reason given"
@@ -272,7 +281,7 @@ def rollback(
         reload_serving(spec, back, settings)
     except DeployError as exc:  # serving still has the old model if its reload had failed
         reload_error = str(exc)
-    ledger_id = _ledger(
+    ledger_id = ledger(
         client,
         settings,
         spec,

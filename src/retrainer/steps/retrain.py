@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from retrainer import constants as C
+from retrainer.config.links import decision_links, model_version
 from retrainer.config.settings import RunContext, Settings, get_settings
 from retrainer.errors import DataError, DataValidationError
 from retrainer.spec import ModelSpec
@@ -182,7 +184,7 @@ def train_candidate(
         # as the registered model does.
         smoke = prepare_features(test.head(50), numeric, categorical)
         mlflow.log_text(smoke.to_json(orient="records"), C.ARTIFACT_SMOKE_ROWS)
-        _log_reference(spec, X_train, numeric, categorical, model, test)
+        _log_reference(spec, X_train, numeric, categorical, model, test, train)
         mlflow.set_tags(
             {
                 C.TAG_TEST_URI: test_uri,
@@ -301,6 +303,18 @@ def gate_candidate(
         slices=evaluated.get("slices"),
     )
     run_id = evaluated["mlflow_run_id"]
+    decision = replace(
+        decision,
+        links=decision_links(
+            settings,
+            ctx.dag_id,
+            ctx.run_id,
+            run_id,
+            evaluated.get("experiment_id"),
+            spec.name,
+            evaluated["champion_version"],
+        ),
+    )
     client.log_text(run_id, json.dumps(decision.to_dict(), indent=2), C.ARTIFACT_GATE_JSON)
     client.set_tag(run_id, C.TAG_GATE_DECISION, decision.decision)
     client.set_tag(run_id, C.TAG_GATE_REASONS, " | ".join(decision.reasons)[:5000])
@@ -353,6 +367,10 @@ def register_candidate(
     )
     client.set_tag(run_id, C.TAG_STAGE, "registered")
     client.set_tag(run_id, C.TAG_MODEL_VERSION, reg.version)
+    links = decision.links | {"candidate_version": model_version(settings, spec.name, reg.version)}
+    client.log_text(
+        run_id, json.dumps(replace(decision, links=links).to_dict(), indent=2), C.ARTIFACT_GATE_JSON
+    )
     client.set_terminated(run_id, status="FINISHED")
     what = "registered" if reg.created else "already registered by this DAG run:"
     log.info("%s %s version %s (aliases: %s)", what, spec.name, reg.version, ", ".join(reg.aliases))
@@ -478,6 +496,7 @@ def _log_reference(
     categorical: list[str],
     model: Any = None,
     test: Any = None,
+    train: Any = None,
 ) -> None:
     """What the monitor compares traffic with: the profile (with the model's feature importance,
     its calibration and its primary metric on the test split), and a sample for Evidently."""
@@ -492,7 +511,7 @@ def _log_reference(
         from retrainer.core.evaluation import reference_extras
 
         try:
-            extras = reference_extras(spec, model, test, numeric, categorical)
+            extras = reference_extras(spec, model, test, numeric, categorical, train)
         except ValueError as exc:  # e.g. one class only in a tiny test split: no estimate later
             log.warning("no importance/calibration for the reference profile: %s", exc)
         else:

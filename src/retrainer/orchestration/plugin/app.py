@@ -4,7 +4,8 @@ Airflow does not authenticate a plugin's routes, so every route here resolves th
 Airflow's auth manager (the session cookie the UI sets, or a bearer token) and answers 401
 without one; the models listed are those whose DAGs the user may read. The page's actions
 (trigger a retrain, roll back, approve) call Airflow's own REST API from the browser, with the
-user's own session: Airflow checks each against the user's permissions.
+user's own session: Airflow checks each against the user's permissions. In multi-team mode a
+team's models (spec `access_control.team`) are listed only for the team's users and admins.
 """
 
 from __future__ import annotations
@@ -37,11 +38,34 @@ async def current_user(request: Request) -> Any:
         raise
 
 
-def visible_dags(user: Any, dag_ids: set[str], method: str = "GET") -> set[str]:
-    from airflow.api_fastapi.app import get_auth_manager
+def visible_dags(user: Any, teams: dict[str, str | None], method: str = "GET") -> set[str]:
+    """The DAGs of `teams` (DAG id -> its team, as the specs declare it) that the auth manager
+    lets `user` read (GET) or run (PUT). A DAG's team is its bundle's in Airflow's database
+    where it was parsed already, else the spec's in multi-team mode (a team's model is never
+    shown to everyone), else none (Airflow enforces no team then, so neither does the page)."""
+    from collections import defaultdict
 
-    return set(
-        get_auth_manager().filter_authorized_dag_ids(dag_ids=dag_ids, user=user, method=method)  # type: ignore[arg-type]
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.models.dag import DagModel
+
+    from retrainer.orchestration.dags import multi_team
+
+    declared = multi_team()
+    known = DagModel.get_dag_id_to_team_name_mapping(sorted(teams))
+    by_team: dict[str | None, set[str]] = defaultdict(set)
+    for dag_id, team in teams.items():
+        by_team[known.get(dag_id) or (team if declared else None)].add(dag_id)
+    manager = get_auth_manager()
+    return set().union(
+        *(
+            manager.filter_authorized_dag_ids(
+                dag_ids=dag_ids,
+                user=user,
+                method=method,  # type: ignore[arg-type]
+                team_name=team,
+            )
+            for team, dag_ids in by_team.items()
+        )
     )
 
 
@@ -64,10 +88,10 @@ def create_app() -> FastAPI:
 
         settings = get_settings()
         specs, _ = load_specs(settings.models_dir)
-        wanted = {d for s in specs for d in dag_ids(s).values()}
-        readable = visible_dags(user, wanted)
+        teams = {d: s.team for s in specs for d in dag_ids(s).values()}
+        readable = visible_dags(user, teams)
         data = model_rows(readable, settings, only=model)
-        can_run = visible_dags(user, readable, "PUT")
+        can_run = visible_dags(user, {d: teams[d] for d in readable}, "PUT")
         for row in data["models"]:
             row["can_act"] = bool(can_run & set(row["dags"].values()))
         data["user"] = str(getattr(user, "get_name", lambda: "")() or "")

@@ -145,7 +145,7 @@ def model_rows(
         specs = [s for s in specs if s.name == only]
     if visible is not None:
         specs = [s for s in specs if visible & set(dag_ids(s).values())]
-    mlflow = settings.mlflow_url.rstrip("/")
+    mlflow = settings.mlflow_ui_url
     known = overview(settings, sorted(s.name for s in load_specs(settings.models_dir)[0]))
     rows = []
     for spec in specs:

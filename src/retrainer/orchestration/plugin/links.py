@@ -34,7 +34,7 @@ def dag_kind(dag_id: str) -> str | None:
 def mlflow_ui() -> str:
     from retrainer.config.settings import get_settings
 
-    return get_settings().mlflow_url.rstrip("/")
+    return get_settings().mlflow_ui_url
 
 
 def run_url(run_id: str, experiment_id: str | None, artifact: str = "") -> str:

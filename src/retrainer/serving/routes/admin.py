@@ -135,19 +135,23 @@ async def drift(name: str, request: Request) -> dict[str, Any]:
 
 @router.post("/flush")
 async def flush(request: Request) -> dict[str, int]:
-    """Compact the spooled inference log and feedback now; the rows actually written."""
+    """Compact the spooled inference, feedback and shadow logs now; the rows actually written."""
     state = state_of(request)
     authorize(request, state.tokens(admin=True))
     loop = asyncio.get_running_loop()
     rows = await loop.run_in_executor(None, state.inference_log.flush)
     labels = await loop.run_in_executor(None, state.feedback_log.flush)
+    shadow = await loop.run_in_executor(None, state.shadow_log.flush)
+    logs = state.logs
     return {
         "inference_rows": rows.written,
         "feedback_rows": labels.written,
-        "quarantined_rows": rows.quarantined + labels.quarantined,
-        "pending_segments": rows.pending + labels.pending,
+        "shadow_rows": shadow.written,
+        "quarantined_rows": rows.quarantined + labels.quarantined + shadow.quarantined,
+        "pending_segments": rows.pending + labels.pending + shadow.pending,
         # Since start-up, the background compaction's rows included.
         "inference_rows_total": state.inference_log.written,
         "feedback_rows_total": state.feedback_log.written,
-        "quarantined_rows_total": state.inference_log.quarantined + state.feedback_log.quarantined,
+        "shadow_rows_total": state.shadow_log.written,
+        "quarantined_rows_total": sum(lg.quarantined for lg in logs),
     }

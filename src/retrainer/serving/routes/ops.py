@@ -38,7 +38,10 @@ async def ready(request: Request) -> Response:
         }
         for lg in state.logs
     }
-    ok = bool(state.models) and all(lg.state != "full" for lg in state.logs)
+    # A full shadow spool only stops mirroring (counted as the challenger's errors).
+    ok = bool(state.models) and all(
+        lg.state != "full" for lg in state.logs if lg is not state.shadow_log
+    )
     body = {
         "ready": ok,
         "models": {n: h.version for n, h in state.models.items()},

@@ -24,6 +24,7 @@ from retrainer.serving.http import (
 from retrainer.serving.model import LoadedModel
 from retrainer.serving.routes.deps import state_of
 from retrainer.serving.signature import InputError, parse_csv, parse_payload
+from retrainer.serving.state import ServingState
 
 log = logging.getLogger("retrainer.serving")
 router = APIRouter(include_in_schema=False)
@@ -47,10 +48,8 @@ async def score(
         mime = media_type(request, (JSON, CSV) if csv else (JSON,))
         body = await read_body(request, state.options.max_body_bytes)
         rows = parse_csv(body, handle.schema) if mime == CSV else parse_payload(parse_json(body))
-        handle.check_rows(rows, state.max_rows)
-        state.inference_log.check_capacity()
         request_id = state.request_ids.issue(name, len(rows))
-        labels, probs = await state.batchers[name].submit(handle, rows, request_id, client_id)
+        handle, labels, probs = await answer(state, handle, rows, request_id, client_id)
     except InputError as exc:
         status = "400" if endpoint == "invocations" else "422"
         m.errors.labels(label, endpoint, "input").inc()
@@ -71,12 +70,49 @@ async def score(
     except Exception as exc:
         status = "500"
         m.errors.labels(label, endpoint, "predict").inc()
+        state.champion_failed(name)
         log.exception("prediction failed for %s", name)
         raise HTTPProblem(500, f"prediction failed: {type(exc).__name__}: {exc}") from None
     finally:
         m.requests.labels(label, endpoint, status).inc()
         m.latency.labels(label, endpoint).observe(time.perf_counter() - started)
     return handle, request_id, labels, probs
+
+
+async def answer(
+    state: ServingState,
+    champion: LoadedModel,
+    rows: list[Any],
+    request_id: str,
+    client_id: str | None,
+) -> tuple[LoadedModel, list[Any], list[dict[str, float]] | None]:
+    """The version that answers (a canary's challenger, else the champion), checked against
+    that version's signature. Whatever the challenger fails is answered by the champion, once:
+    a failed request was not logged, so each answered request is logged exactly once."""
+    rollout = state.canary(champion.name, rows, request_id)
+    if rollout is not None:
+        challenger = rollout.challenger
+        try:
+            challenger.handle.check_rows(rows, state.max_rows)
+        except InputError as exc:
+            champion.check_rows(rows, state.max_rows)  # both refuse: the client's to fix (4xx)
+            state.challenger_failed(rollout, exc)
+        else:
+            state.inference_log.check_capacity()
+            try:
+                labels, probs = await challenger.batcher.submit(
+                    challenger.handle, rows, request_id, client_id
+                )
+                return challenger.handle, labels, probs
+            except Exception as exc:
+                state.challenger_failed(rollout, exc)
+    champion.check_rows(rows, state.max_rows)
+    state.inference_log.check_capacity()
+    labels, probs = await state.batchers[champion.name].submit(
+        champion, rows, request_id, client_id
+    )
+    state.mirror(champion, request_id, rows, labels, probs)
+    return champion, labels, probs
 
 
 def _headers(handle: LoadedModel, request_id: str, request: Request) -> dict[str, str]:

@@ -16,7 +16,7 @@ INSUFFICIENT = "insufficient_data"
 SCHEMA_CHANGED = "schema_changed"
 NO_CHAMPION = "no_champion"
 DECIDED = (OK, WARN, RETRAIN, SCHEMA_CHANGED)  # decisions that consume their window
-META_COLUMNS = ("_request_id", "_row", "_ts", "_model_version", "_prediction", "_score")
+META_COLUMNS = ("_request_id", "_row", "_ts", "_model_version", "_prediction", "_score", "_role")
 
 
 @dataclass
@@ -51,6 +51,8 @@ class MonitorDecision:
     drifted: list[str] = field(default_factory=list)  # PSI and significance in this window
     estimate: dict[str, Any] | None = None  # label-free estimate of the primary metric (CBPE)
     weighted_psi: float | None = None  # PSI averaged with the champion's feature importances
+    # airflow_run, mlflow_run, model_version (the champion monitored): set by measure_drift
+    links: dict[str, str | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from retrainer import constants as C
+from retrainer.config.links import decision_links
 from retrainer.config.settings import RunContext, Settings, get_settings
 from retrainer.errors import NoChampion
 from retrainer.spec import ModelSpec
@@ -124,6 +125,9 @@ def measure_drift(
         w = weighted_drift(drift.psi, profile.importance)
         weighted = w if w == w else None  # NaN: no importance above 0
     decision = decide(spec, drift, len(df), labels, window, version, previous, estimate, weighted)
+    decision.links = decision_links(
+        settings, ctx.dag_id, ctx.run_id, run_id, read.get("experiment_id"), spec.name, version
+    )
 
     end_ms = int(datetime.fromisoformat(window["end"]).timestamp() * 1000)
     metrics = {"rows": float(len(df)), "drift_share": decision.drift_share}

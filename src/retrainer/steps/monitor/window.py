@@ -25,7 +25,9 @@ META_COLUMNS = (
     "_model_version",
     "_prediction",
     "_score",
+    "_role",
 )
+CHAMPION = "champion"
 
 
 def _days(start: datetime, end: datetime) -> list[str]:
@@ -74,6 +76,16 @@ def read_log(root: str, model: str, start: datetime | None, end: datetime) -> pd
     return df[keep.to_numpy()].reset_index(drop=True)
 
 
+def champion_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows the champion answered: drift and label-free estimates describe the champion,
+    not a canary's challenger. Files written before the `_role` column count as the champion's."""
+    if "_role" not in df.columns:
+        return df
+    role = df["_role"]
+    keep = role.isna() | (role == CHAMPION)
+    return df[keep.to_numpy()].reset_index(drop=True)
+
+
 def window_start(
     client: MlflowClient, spec: ModelSpec, settings: Settings, exclude_run: str = ""
 ) -> datetime | None:
@@ -108,7 +120,7 @@ def read_window(
         client.set_tag(run_id, C.TAG_WINDOW_START, start.isoformat() if start else "")
     else:
         start = parse_ts(run.data.tags.get(C.TAG_WINDOW_START))
-    df = read_log(settings.inference_log_root, spec.name, start, end)
+    df = champion_rows(read_log(settings.inference_log_root, spec.name, start, end))
     uri = storage.join(settings.work_root, spec.name, run_key(ctx), "window.parquet")
     if len(df):
         storage.write_table(_parquet_safe(df), uri)
