@@ -428,8 +428,9 @@ def log_cost(env: dict[str, str], body: str, seconds: int, rounds: int, home: Pa
 def shadow_cost(env: dict[str, str], body: str, seconds: int, rounds: int, home: Path) -> None:
     """The champion alone vs with a shadow at 10% and at 100% of the requests, alternating rounds.
 
-    The challenger is the same registered version (an A/A shadow): the mirrored rows cost one
-    more predict call each, in the challenger's thread, and one append to the shadow log."""
+    The challenger is the same registered version (an A/A shadow): the mirrored rows cost their
+    pickling to the shadow's process (which predicts a quarter second of them per call, and
+    times both versions on a share of those batches) and one shadow-log append per batch."""
     from retrainer.config.secrets import serving_admin_token
     from retrainer.config.settings import Settings
 

@@ -182,6 +182,10 @@ def test_shadow_under_load_answers_with_the_champion_and_measures_agreement(serv
     assert mirrored["rows"] + mirrored["dropped"] + challenger["errors"] == len(bodies)
     assert 0 < challenger["errors"] <= len(faulty)
     assert stats["champion"]["requests"] == len(bodies) and challenger["predict_p99_ms"] >= 20
+    # The shadow's process timed both versions on the same rows: the sleeping challenger shows.
+    paired = stats["paired_latency"]
+    assert paired["calls"] >= 1 and paired["challenger_p99_ms"] >= 20, paired
+    assert paired["champion_p99_ms"] < paired["challenger_p99_ms"] - 10, paired
     flushed = httpx.post(f"{server}/flush", headers=admin()).json()
     assert flushed["shadow_rows_total"] >= mirrored["rows"]
     shadow = read_shadow(get_settings(), MODEL, since)

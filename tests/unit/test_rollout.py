@@ -38,6 +38,7 @@ def status(
     chal=(100, 0, 1.0),
     fallbacks=0,
     rel=None,
+    paired=(0, None, None),
 ) -> RolloutStatus:
     return RolloutStatus.from_dict(
         {
@@ -68,6 +69,11 @@ def status(
                     "agree": agree,
                     "disagree_by_class": by_class or {},
                     "mean_abs_rel_diff": rel,
+                },
+                "paired_latency": {
+                    "calls": paired[0],
+                    "challenger_p99_ms": paired[1],
+                    "champion_p99_ms": paired[2],
                 },
             },
         }
@@ -142,20 +148,29 @@ def test_challenger_errors_and_latency_stop_the_shadow():
     r = rollout()
     d = decide_shadow("classification", r, status(chal=(90, 10, 1.0)), 60)
     assert d.outcome == "stop" and any("error_rate" in x for x in d.reasons)
-    slow = decide_shadow("classification", r, status(champ=(100, 0, 4.0), chal=(100, 0, 40.0)), 60)
+    slow = decide_shadow("classification", r, status(paired=(100, 40.0, 4.0)), 60)
     assert slow.outcome == "stop" and any("p99_ratio" in x for x in slow.reasons)
-    # too few calls for a p99: not judged
-    few = decide_shadow("classification", r, status(champ=(99, 0, 4.0), chal=(99, 0, 40.0)), 60)
-    assert few.outcome == "pass" and "not judged" in next(
+    assert "paired calls on the same rows" in slow.checks[-2].note
+    # too few paired calls for a p99: not judged
+    few = decide_shadow("classification", r, status(paired=(99, 40.0, 4.0)), 60)
+    assert few.outcome == "pass" and "not judged: 99 paired" in next(
         c.note for c in few.checks if c.name == "p99_ratio"
     )
     # a sub-floor difference is timer noise, not a breach
-    assert (
-        decide_shadow(
-            "classification", r, status(champ=(100, 0, 0.2), chal=(100, 0, 0.9)), 60
-        ).outcome
-        == "pass"
-    )
+    assert decide_shadow("classification", r, status(paired=(100, 0.9, 0.2)), 60).outcome == "pass"
+
+
+def test_shadow_latency_is_judged_on_paired_calls_not_on_unlike_batches():
+    """In shadow the challenger predicts batches of mirrored rows (hundreds), the champion live
+    requests (a few rows): their own p99s are not comparable, the paired ones are."""
+    r = rollout()
+    unlike = status(champ=(500, 0, 4.0), chal=(500, 0, 40.0), paired=(300, 12.0, 11.0))
+    d = decide_shadow("classification", r, unlike, 60)
+    check = next(c for c in d.checks if c.name == "p99_ratio")
+    assert d.outcome == "pass" and check.value == pytest.approx(12.0 / 11.0)
+    # in canary both answer live requests: their own p99s are what is judged
+    live = decide_canary(r, status(mode="canary", champ=(500, 0, 4.0), chal=(500, 0, 40.0)), 0, 1)
+    assert live.outcome == "rollback" and any("p99_ratio" in x for x in live.reasons)
 
 
 def test_paired_labels_use_the_gate_statistics():

@@ -50,6 +50,15 @@ class Mirrored:
 
 
 @dataclass(frozen=True)
+class PairedLatency:
+    """Shadow: both versions timed on the same mirrored rows, in the shadow's process."""
+
+    calls: int = 0
+    challenger_p99_ms: float | None = None
+    champion_p99_ms: float | None = None
+
+
+@dataclass(frozen=True)
 class RolloutStatus:
     """Serving's answer to GET /models/{name}/rollout (README: Shadow and canary in serving)."""
 
@@ -63,19 +72,16 @@ class RolloutStatus:
     champion_stats: RoleStats
     challenger_stats: RoleStats
     mirrored: Mirrored
+    paired_latency: PairedLatency = field(default_factory=PairedLatency)
 
     @classmethod
     def from_dict(cls, body: dict[str, Any]) -> RolloutStatus:
         stats = body.get("stats") or {}
 
-        def role(name: str) -> RoleStats:
-            known = RoleStats.__dataclass_fields__
-            return RoleStats(**{k: v for k, v in (stats.get(name) or {}).items() if k in known})
+        def part(kind: type[Any], name: str) -> Any:
+            known = kind.__dataclass_fields__
+            return kind(**{k: v for k, v in (stats.get(name) or {}).items() if k in known})
 
-        known = Mirrored.__dataclass_fields__
-        mirrored = Mirrored(
-            **{k: v for k, v in (stats.get("mirrored") or {}).items() if k in known}
-        )
         return cls(
             model=str(body.get("model", "")),
             mode=str(body.get("mode", "none")),
@@ -84,9 +90,10 @@ class RolloutStatus:
             fraction=body.get("fraction"),
             key=body.get("key"),
             step_started=body.get("step_started"),
-            champion_stats=role("champion"),
-            challenger_stats=role("challenger"),
-            mirrored=mirrored,
+            champion_stats=part(RoleStats, "champion"),
+            challenger_stats=part(RoleStats, "challenger"),
+            mirrored=part(Mirrored, "mirrored"),
+            paired_latency=part(PairedLatency, "paired_latency"),
         )
 
 
@@ -166,25 +173,48 @@ def shadow_ready(rollout: RolloutSpec, status: RolloutStatus, elapsed_seconds: f
     )
 
 
-def _p99_check(champion: RoleStats, challenger: RoleStats, max_ratio: float) -> Check:
-    ours, theirs = challenger.predict_p99_ms, champion.predict_p99_ms
+def _p99_check(
+    ours: float | None, theirs: float | None, calls: int, max_ratio: float, how: str
+) -> Check:
     if ours is None or theirs is None:
         return Check("p99_ratio", None, max_ratio, True, "no predict calls timed for one role yet")
-    calls = min(champion.requests, challenger.requests)
     if calls < P99_MIN_CALLS:
         return Check(
             "p99_ratio",
             None,
             max_ratio,
             True,
-            f"not judged: {calls} requests < {P99_MIN_CALLS} for one role in this step",
+            f"not judged: {calls} {how} < {P99_MIN_CALLS} in this step",
         )
     ratio = ours / theirs if theirs > 0 else math.inf
     passed = ratio <= max_ratio or ours - theirs <= P99_FLOOR_MS
-    note = f"challenger {ours:.2f} ms vs champion {theirs:.2f} ms"
+    note = f"challenger {ours:.2f} ms vs champion {theirs:.2f} ms, {calls} {how}"
     if ratio > max_ratio and passed:
         note += f" (within the {P99_FLOOR_MS:g} ms floor)"
     return Check("p99_ratio", ratio if math.isfinite(ratio) else None, max_ratio, passed, note)
+
+
+def _latency_check(status: RolloutStatus, max_ratio: float) -> Check:
+    """Shadow: the paired timings (same rows, same process, in turns); the challenger's own
+    mirrored batches are larger than the champion's live calls, so not comparable. Canary:
+    both versions' live predict calls."""
+    if status.mode == "shadow":
+        p = status.paired_latency
+        return _p99_check(
+            p.challenger_p99_ms,
+            p.champion_p99_ms,
+            p.calls,
+            max_ratio,
+            "paired calls on the same rows",
+        )
+    champion, challenger = status.champion_stats, status.challenger_stats
+    return _p99_check(
+        challenger.predict_p99_ms,
+        champion.predict_p99_ms,
+        min(champion.requests, challenger.requests),
+        max_ratio,
+        "requests for the rarer role",
+    )
 
 
 def _error_check(challenger: RoleStats, max_rate: float) -> Check:
@@ -322,7 +352,7 @@ def _slo_checks(
 ) -> None:
     for check in (
         _error_check(status.challenger_stats, rollout.slo.max_error_rate),
-        _p99_check(status.champion_stats, status.challenger_stats, rollout.slo.max_p99_ratio),
+        _latency_check(status, rollout.slo.max_p99_ratio),
     ):
         checks.append(check)
         if not check.passed:

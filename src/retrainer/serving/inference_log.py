@@ -58,6 +58,34 @@ def shadow_schema(champion: LoadedModel, challenger: LoadedModel) -> Schema:
     return schema
 
 
+def shadow_records(
+    request_id: str,
+    champion: tuple[str, list[Any], list[dict[str, float]] | None],
+    challenger: tuple[str, list[Any], list[dict[str, float]] | None],
+    ts: str,
+) -> list[dict[str, Any]]:
+    """One mirrored request's rows: (version, labels, probabilities) of each side."""
+    (their_version, theirs, their_probs), (our_version, ours, our_probs) = champion, challenger
+    both = their_probs is not None and our_probs is not None
+    records = []
+    for i, (a, b) in enumerate(zip(theirs, ours, strict=True)):
+        rec = {
+            "_request_id": request_id,
+            "_row": i,
+            "_ts": ts,
+            "_champion_version": their_version,
+            "_challenger_version": our_version,
+            "_champion_prediction": a,
+            "_prediction": b,
+        }
+        if both:
+            assert their_probs is not None and our_probs is not None
+            rec["_champion_score"] = their_probs[i][str(a)]
+            rec["_score"] = our_probs[i][str(b)]
+        records.append(rec)
+    return records
+
+
 def feedback_schema(handle: LoadedModel) -> Schema:
     return [
         ("_request_id", "string"),

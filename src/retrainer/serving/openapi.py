@@ -269,6 +269,15 @@ ROLLOUT_STATUS = {
                         "mean_abs_rel_diff": {"type": ["number", "null"]},
                     },
                 },
+                "paired_latency": {
+                    "type": "object",
+                    "description": "shadow: both versions timed on the same mirrored rows",
+                    "properties": {
+                        "calls": {"type": "integer"},
+                        "challenger_p99_ms": {"type": ["number", "null"]},
+                        "champion_p99_ms": {"type": ["number", "null"]},
+                    },
+                },
             },
             "required": ["champion", "challenger", "mirrored"],
         },

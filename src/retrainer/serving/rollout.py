@@ -2,8 +2,9 @@
 
 Shadow: after the champion has answered, a `fraction` of requests is queued for the challenger
 (a bounded queue, RETRAINER_SERVING_SHADOW_QUEUE_ROWS: when it is full the rows are dropped and counted, never waited for), scored in
-a thread of the challenger's own, compared with the champion's answers and written to the
-`shadow` log. Canary: a `fraction` of requests, chosen by a hash of the key (an entity column or
+a process of the challenger's own (`serving.shadow`: off the serving process's GIL), compared
+with the champion's answers and written to the `shadow` log; on a share of the batches that
+process also times both versions on the same rows, for a like-for-like latency check. Canary: a `fraction` of requests, chosen by a hash of the key (an entity column or
 the request id), is answered by the challenger through a batcher of its own; any fault of the
 challenger sends the request back to the champion (a fallback). Every PUT starts a new step whose
 statistics start from zero; the rollout lives in the serving process only.
@@ -24,11 +25,13 @@ from typing import Any
 from retrainer.serving.batcher import Batcher
 from retrainer.serving.durable_log import now_iso
 from retrainer.serving.model import LoadedModel
+from retrainer.serving.shadow import PAIRED_EVERY, PAIRED_WARM, ShadowProcess
 
 log = logging.getLogger("retrainer.serving")
 MODES = ("shadow", "canary")
 CHAMPION, CHALLENGER = "champion", "challenger"
 SHADOW_BATCH_ROWS = 512
+SHADOW_GATHER_SECONDS = 0.25  # mirrors gather this long into one batch (the shadow can wait)
 TIMING_SAMPLES = 100_000  # predict times kept per role and step for the p99
 MAX_DISAGREE_KEYS = 200  # champion->challenger label pairs reported (classes are bounded anyway)
 
@@ -56,10 +59,7 @@ class RoleStats:
     times_ms: deque[float] = field(default_factory=lambda: deque(maxlen=TIMING_SAMPLES))
 
     def p99_ms(self) -> float | None:
-        if not self.times_ms:
-            return None
-        ordered = sorted(self.times_ms)
-        return round(ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)], 3)
+        return p99(self.times_ms)
 
     def as_dict(self, fallbacks: bool) -> dict[str, Any]:
         out: dict[str, Any] = {"requests": self.requests, "rows": self.rows, "errors": self.errors}
@@ -67,6 +67,38 @@ class RoleStats:
             out["fallbacks"] = self.fallbacks
         out["predict_p99_ms"] = self.p99_ms()
         return out
+
+
+def p99(times: deque[float]) -> float | None:
+    if not times:
+        return None
+    ordered = sorted(times)
+    return round(ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)], 3)
+
+
+@dataclass
+class PairedTimes:
+    """Shadow only: both versions timed on the same mirrored rows, back to back, in turns."""
+
+    challenger_ms: deque[float] = field(default_factory=lambda: deque(maxlen=TIMING_SAMPLES))
+    champion_ms: deque[float] = field(default_factory=lambda: deque(maxlen=TIMING_SAMPLES))
+    calls: int = 0
+
+    def add(self, challenger_s: float, champion_s: float) -> None:
+        self.calls += 1
+        self.challenger_ms.append(challenger_s * 1000)
+        self.champion_ms.append(champion_s * 1000)
+
+    def due(self) -> bool:
+        """Time this batch? Every batch until PAIRED_WARM pairs, then one in PAIRED_EVERY."""
+        return self.calls < PAIRED_WARM or self.calls % PAIRED_EVERY == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "challenger_p99_ms": p99(self.challenger_ms),
+            "champion_p99_ms": p99(self.champion_ms),
+        }
 
 
 @dataclass
@@ -116,6 +148,7 @@ class Step:
     champion: RoleStats = field(default_factory=RoleStats)
     challenger: RoleStats = field(default_factory=RoleStats)
     mirrored: MirrorStats = field(default_factory=MirrorStats)
+    paired: PairedTimes = field(default_factory=PairedTimes)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def role(self, name: str) -> RoleStats:
@@ -127,6 +160,7 @@ class Step:
                 "champion": self.champion.as_dict(fallbacks=False),
                 "challenger": self.challenger.as_dict(fallbacks=True),
                 "mirrored": self.mirrored.as_dict(),
+                "paired_latency": self.paired.as_dict(),
             }
 
     def routes(self, rows: list[dict[str, Any]], request_id: str) -> bool:
@@ -146,17 +180,27 @@ class Mirror:
 
 
 class Challenger:
-    """A loaded challenger at work: the batcher answering its canary share, and the shadow
-    queue; both predict in the challenger's own thread, so a slow challenger never holds up the
-    event loop or the champion's threads."""
+    """A loaded challenger at work: the batcher answering its canary share (predicting in the
+    challenger's own thread, so a slow challenger never holds up the event loop), and the shadow
+    queue (scored in a process of its own, started at the first mirrored request)."""
 
     def __init__(self, handle: LoadedModel, batcher: Batcher, executor: ThreadPoolExecutor) -> None:
         self.handle = handle
         self.batcher = batcher  # predicts in `executor`
         self.queue: asyncio.Queue[Mirror] = asyncio.Queue()
         self.queued_rows = 0
-        self.executor = executor
+        self.executor = executor  # also writes the shadow log (an fsync'd append blocks)
         self.worker: asyncio.Task[None] | None = None
+        self.shadow: ShadowProcess | None = None
+
+    def shadow_process(self, champion: LoadedModel) -> ShadowProcess:
+        """The shadow's process, holding this champion (a new one if the champion changed)."""
+        if self.shadow is not None and self.shadow.champion is not champion:
+            self.shadow.close()
+            self.shadow = None
+        if self.shadow is None:
+            self.shadow = ShadowProcess(self.handle, champion)
+        return self.shadow
 
     def close(self) -> None:
         """Out of traffic at once: no new request reaches it; queued mirrors are dropped."""
@@ -164,6 +208,8 @@ class Challenger:
         if self.worker is not None:
             self.worker.cancel()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.shadow is not None:
+            self.shadow.close()
 
 
 @dataclass
@@ -208,6 +254,9 @@ __all__ = [
     "Challenger",
     "Mirror",
     "MirrorStats",
+    "PairedTimes",
+    "SHADOW_BATCH_ROWS",
+    "SHADOW_GATHER_SECONDS",
     "RoleStats",
     "Rollout",
     "Step",

@@ -12,18 +12,20 @@ import logging
 import re
 from collections import OrderedDict
 from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import suppress
 from typing import Any
 
 from retrainer.config.secrets import api_token, serving_admin_token
 from retrainer.config.settings import Settings
-from retrainer.serving.batcher import Batcher, ObservePredict, Pending, timed_predict
+from retrainer.serving.batcher import Batcher, ObservePredict, Pending
 from retrainer.serving.durable_log import DurableLog, now_iso
 from retrainer.serving.http import HTTPProblem, RequestIds
 from retrainer.serving.inference_log import (
     feedback_schema,
     inference_records,
     inference_schema,
+    shadow_records,
     shadow_schema,
 )
 from retrainer.serving.metrics import Metrics
@@ -33,12 +35,14 @@ from retrainer.serving.rollout import (
     CHALLENGER,
     CHAMPION,
     SHADOW_BATCH_ROWS,
+    SHADOW_GATHER_SECONDS,
     Challenger,
     Mirror,
     Rollout,
     Step,
     compare,
 )
+from retrainer.serving.shadow import Answer, Scored
 
 log = logging.getLogger("retrainer.serving")
 VERSION_OR_ALIAS = re.compile(r"[A-Za-z0-9_.-]{1,255}")
@@ -303,101 +307,115 @@ class ServingState:
         challenger.queue.put_nowait(Mirror(request_id, champion, rows, labels, probs, step))
 
     async def _shadow_worker(self, challenger: Challenger) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             items = [await challenger.queue.get()]
             n = len(items[0].rows)
+            if challenger.queued_rows < SHADOW_BATCH_ROWS:
+                # A predict call costs about the same for 1 row as for 100 (a model's fixed
+                # cost per call, e.g. a Python loop over its trees): let mirrors gather.
+                await asyncio.sleep(SHADOW_GATHER_SECONDS)
             while n < SHADOW_BATCH_ROWS and not challenger.queue.empty():
                 items.append(challenger.queue.get_nowait())
                 n += len(items[-1].rows)
             try:
-                await loop.run_in_executor(
-                    challenger.executor, self._score_mirrors, challenger, items
-                )
+                await self._score_mirrors(challenger, items)
+            except asyncio.CancelledError:
+                raise
             except Exception:  # never let the worker die: the next items are scored
                 log.exception("shadow: scoring mirrored rows of %s failed", challenger.handle.name)
             finally:
                 challenger.queued_rows -= n
 
-    def _score_mirrors(self, challenger: Challenger, items: list[Mirror]) -> None:
-        """In the shadow's thread: check, predict (one call; each request alone if it fails),
-        compare with the champion, log; a request the challenger fails is counted, not retried."""
-        handle, name = challenger.handle, challenger.handle.name
-        checked: list[Mirror] = []
-        for it in items:
-            try:
-                handle.check_rows(it.rows, self.max_rows)
-                checked.append(it)
-            except Exception:
-                self._mirror_failed(it)
-        groups = [checked] if checked else []
-        while groups:
-            group = groups.pop()
-            try:
-                labels, probs = timed_predict(
-                    handle,
-                    [r for it in group for r in it.rows],
-                    self._observer(name, CHALLENGER, group[0].step),
-                )
-            except Exception:
-                if len(group) > 1:
-                    groups += [[it] for it in group]
-                else:
-                    self._mirror_failed(group[0])
-                continue
-            self._log_mirrors(handle, group, labels, probs)
+    async def _score_mirrors(self, challenger: Challenger, items: list[Mirror]) -> None:
+        """Score in the shadow's process (checks, one predict call, each request alone if it
+        fails), then compare with the champion and log, in the challenger's thread; a request
+        the challenger fails is counted, not retried."""
+        champion, step = items[0].champion, items[0].step
+        shadow = challenger.shadow_process(champion)
+        with step.lock:
+            pair = step.paired.due()
+        try:
+            scored = await asyncio.wrap_future(
+                shadow.score([it.rows for it in items], self.max_rows, pair)
+            )
+        except BrokenProcessPool:
+            log.error(
+                "shadow: the process scoring %s v%s died; %d mirrored requests counted as "
+                "failed, a new one starts with the next",
+                challenger.handle.name,
+                challenger.handle.version,
+                len(items),
+            )
+            challenger.shadow = None
+            scored = Scored([None] * len(items))
+        await asyncio.get_running_loop().run_in_executor(
+            challenger.executor, self._record_mirrors, challenger, items, scored
+        )
 
-    def _log_mirrors(
-        self,
-        handle: LoadedModel,
-        group: list[Mirror],
-        labels: list[Any],
-        probs: list[dict[str, float]] | None,
-    ) -> None:
+    def _record_mirrors(self, challenger: Challenger, items: list[Mirror], scored: Scored) -> None:
+        handle, step = challenger.handle, items[0].step
+        observe = self._observer(handle.name, CHALLENGER, step)
+        for call in scored.calls:
+            observe(handle, call.rows, call.wall, call.cpu, call.ok)
+        if scored.paired is not None:
+            with step.lock:
+                step.paired.add(*scored.paired)
+        answered = []
+        for it, answer in zip(items, scored.answers, strict=True):
+            if answer is None:
+                self._mirror_failed(it)
+            else:
+                answered.append((it, answer))
+        if answered:
+            self._log_mirrors(handle, answered)
+
+    def _log_mirrors(self, handle: LoadedModel, scored: list[tuple[Mirror, Answer]]) -> None:
+        """One shadow-log append for the batch (per champion version in it), then the step's
+        statistics; if the append fails, the batch's mirrors are counted as failed."""
         ts = now_iso()
-        start = 0
-        m = self.metrics
-        for it in group:
-            end = start + len(it.rows)
-            mine, my_probs = labels[start:end], probs[start:end] if probs is not None else None
-            start = end
-            both = it.probs is not None and my_probs is not None
-            records = []
-            for i, (theirs, ours) in enumerate(zip(it.labels, mine, strict=True)):
-                rec = {
-                    "_request_id": it.request_id,
-                    "_row": i,
-                    "_ts": ts,
-                    "_champion_version": it.champion.version,
-                    "_challenger_version": handle.version,
-                    "_champion_prediction": theirs,
-                    "_prediction": ours,
-                }
-                if both:
-                    assert it.probs is not None and my_probs is not None
-                    rec["_champion_score"] = it.probs[i][str(theirs)]
-                    rec["_score"] = my_probs[i][str(ours)]
-                records.append(rec)
+        by_champion: dict[int, list[tuple[Mirror, Answer]]] = {}
+        for pair in scored:
+            by_champion.setdefault(id(pair[0].champion), []).append(pair)
+        for pairs in by_champion.values():
+            champion = pairs[0][0].champion
             try:
                 self.shadow_log.append(
-                    handle.name, handle.version, shadow_schema(it.champion, handle), records
+                    handle.name,
+                    handle.version,
+                    shadow_schema(champion, handle),
+                    [
+                        rec
+                        for it, (labels, probs) in pairs
+                        for rec in shadow_records(
+                            it.request_id,
+                            (champion.version, it.labels, it.probs),
+                            (handle.version, labels, probs),
+                            ts,
+                        )
+                    ],
                 )
             except Exception:
-                self._mirror_failed(it)
+                for it, _ in pairs:
+                    self._mirror_failed(it)
                 continue
-            classification = handle.classes is not None
-            with it.step.lock:
-                before = it.step.mirrored.agree
-                it.step.challenger.requests += 1
-                it.step.challenger.rows += len(records)
-                compare(it.labels, mine, classification, it.step.mirrored)
-                agreed = it.step.mirrored.agree - before
-            m.role_requests.labels(handle.name, CHALLENGER).inc()
-            m.role_rows.labels(handle.name, CHALLENGER).inc(len(records))
-            m.shadow_rows.labels(handle.name, "mirrored").inc(len(records))
-            if classification:
-                m.shadow_rows.labels(handle.name, "agree").inc(agreed)
-                m.shadow_rows.labels(handle.name, "disagree").inc(len(records) - agreed)
+            for it, (labels, _) in pairs:
+                self._count_mirror(handle, it, labels)
+
+    def _count_mirror(self, handle: LoadedModel, it: Mirror, labels: list[Any]) -> None:
+        m = self.metrics
+        classification = handle.classes is not None
+        with it.step.lock:
+            before = it.step.mirrored.agree
+            it.step.challenger.requests += 1
+            it.step.challenger.rows += len(labels)
+            compare(it.labels, labels, classification, it.step.mirrored)
+            agreed = it.step.mirrored.agree - before
+        m.role_requests.labels(handle.name, CHALLENGER).inc()
+        m.role_rows.labels(handle.name, CHALLENGER).inc(len(labels))
+        m.shadow_rows.labels(handle.name, "mirrored").inc(len(labels))
+        if classification:
+            m.shadow_rows.labels(handle.name, "agree").inc(agreed)
+            m.shadow_rows.labels(handle.name, "disagree").inc(len(labels) - agreed)
 
     def _mirror_failed(self, it: Mirror) -> None:
         with it.step.lock:
