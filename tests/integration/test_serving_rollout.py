@@ -341,3 +341,37 @@ def test_promotion_reloads_the_challenger_then_ends_the_rollout(server, versions
     answers = load(server, [{"rows": rows[:2]}] * 20, clients=4)
     assert {a.headers["x-model-version"] for a in answers} == {v2}
     assert rollout(server, "DELETE").json()["mode"] == "none"  # idempotent
+
+
+def test_a_killed_server_leaves_no_child_process(versions, rows, tmp_path):
+    """The shadow's process and the logs' compaction processes go with a SIGKILLed server (a
+    benchmark once left a shadow's worker waiting on its queue for good)."""
+    import signal
+    import time
+
+    import psutil
+
+    from retrainer.config.settings import get_settings
+    from testenv import free_port
+
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        "RETRAINER_SERVING_SPOOL_DIR": str(tmp_path / "spool"),
+    }
+    proc, url = start_server(get_settings(), MODEL, free_port(), env)
+    try:
+        put = rollout(url, "PUT", {"challenger": versions[0], "mode": "shadow", "fraction": 1.0})
+        assert put.status_code == 200, put.text
+        load(url, [{"rows": [r]} for r in rows[:40]], clients=4)
+        deadline = time.monotonic() + 60  # the shadow's process is spawned at the first mirror
+        while rollout(url).json()["stats"]["mirrored"]["rows"] < 40:
+            assert time.monotonic() < deadline, rollout(url).json()
+            time.sleep(0.2)
+        httpx.post(f"{url}/flush", headers=admin()).raise_for_status()  # compaction processes
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 2, children
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    gone, alive = psutil.wait_procs(children, timeout=15)
+    assert not alive, [(p.pid, p.cmdline()[-3:]) for p in alive]

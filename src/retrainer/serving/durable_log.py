@@ -20,7 +20,6 @@ import fcntl
 import hashlib
 import io
 import logging
-import multiprocessing
 import os
 import re
 import struct
@@ -36,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from retrainer.serving.child import child_pool
 
 log = logging.getLogger("retrainer.serving.log")
 
@@ -412,10 +413,8 @@ class DurableLog:
     def _start_pool(self) -> None:
         """The compaction process, niced (requests come first when the cores are busy) and
         warmed (its imports take seconds: not on the first /flush)."""
-        self._pool = ProcessPoolExecutor(
-            1, mp_context=multiprocessing.get_context("spawn"), initializer=_child_init
-        )
-        self._pool.submit(_child_init, False).result()
+        self._pool = child_pool(_child_init)
+        self._pool.submit(_child_init).result()
 
     def _run(self) -> None:
         if self.processes:
@@ -498,9 +497,7 @@ def _partitions(root: str) -> Iterator[tuple[str, str]]:
                     yield storage.join(base, part), part[5:]
 
 
-def _child_init(nice: bool = True) -> None:
-    if nice:
-        os.nice(10)
+def _child_init() -> None:
     import pyarrow.parquet  # noqa: F401
 
     from retrainer.stores import storage  # noqa: F401

@@ -25,7 +25,7 @@ from typing import Any
 from retrainer.serving.batcher import Batcher
 from retrainer.serving.durable_log import now_iso
 from retrainer.serving.model import LoadedModel
-from retrainer.serving.shadow import PAIRED_EVERY, PAIRED_WARM, ShadowProcess
+from retrainer.serving.shadow import PAIRED_EVERY, ShadowProcess
 
 log = logging.getLogger("retrainer.serving")
 MODES = ("shadow", "canary")
@@ -89,9 +89,12 @@ class PairedTimes:
         self.challenger_ms.append(challenger_s * 1000)
         self.champion_ms.append(champion_s * 1000)
 
+    batches: int = 0
+
     def due(self) -> bool:
-        """Time this batch? Every batch until PAIRED_WARM pairs, then one in PAIRED_EVERY."""
-        return self.calls < PAIRED_WARM or self.calls % PAIRED_EVERY == 0
+        """Time this batch? One in PAIRED_EVERY, from the first."""
+        self.batches += 1
+        return (self.batches - 1) % PAIRED_EVERY == 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
