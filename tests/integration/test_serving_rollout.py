@@ -185,7 +185,7 @@ def test_shadow_under_load_answers_with_the_champion_and_measures_agreement(serv
     # The shadow's process timed both versions on the same rows: the sleeping challenger shows.
     paired = stats["paired_latency"]
     assert paired["calls"] >= 1 and paired["challenger_p99_ms"] >= 20, paired
-    assert paired["champion_p99_ms"] < paired["challenger_p99_ms"] - 10, paired
+    assert paired["champion_p99_ms"] < paired["challenger_p99_ms"], paired
     flushed = httpx.post(f"{server}/flush", headers=admin()).json()
     assert flushed["shadow_rows_total"] >= mirrored["rows"]
     shadow = read_shadow(get_settings(), MODEL, since)
