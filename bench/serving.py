@@ -85,6 +85,18 @@ def stop_with_children(proc: subprocess.Popen[bytes], timeout: float = 180) -> N
         time.sleep(0.2)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes so far (those gone count 0)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
     kids = [int(x) for x in out]
@@ -379,7 +391,13 @@ def alternate(
                 # in the background after /ready (a spawn importing pyarrow: seconds of CPU).
                 time.sleep(8)
                 wrk(f"{url}/invocations", body, 3)  # warm
-                runs[label].append(wrk(f"{url}/invocations", body, seconds))
+                kids = children(proc.pid)
+                before = cpu_seconds([proc.pid]), cpu_seconds(kids)
+                run = wrk(f"{url}/invocations", body, seconds)
+                done = run["rps"] * seconds
+                run["cpu"] = (cpu_seconds([proc.pid]) - before[0]) * 1000 / done
+                run["kids_cpu"] = (cpu_seconds(kids) - before[1]) * 1000 / done
+                runs[label].append(run)
             finally:
                 stop_with_children(proc)
     for label, rs in runs.items():
@@ -388,16 +406,29 @@ def alternate(
             + ", ".join(f"{x['rps']:.0f} req/s p99 {x['p99']:.2f} ms" for x in rs)
         )
     return {
-        label: {k: statistics.median(x[k] for x in rs) for k in ("rps", "p50", "p99", "non2xx")}
+        label: {
+            k: statistics.median(x[k] for x in rs)
+            for k in ("rps", "p50", "p99", "non2xx", "cpu", "kids_cpu")
+        }
         for label, rs in runs.items()
     }
 
 
 def print_medians(title: str, med: dict[str, dict[str, float]]) -> None:
     print(f"\n{title}\n")
-    print(f"{'retrainer serve':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
+    print(
+        f"{'retrainer serve':<22} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}"
+        f" {'CPU ms/req':>11} {'children':>9}"
+    )
     for label, m in med.items():
-        print(f"{label:<22} {m['rps']:>9.0f} {m['p50']:>8.2f} {m['p99']:>8.2f} {m['non2xx']:>8.0f}")
+        print(
+            f"{label:<22} {m['rps']:>9.0f} {m['p50']:>8.2f} {m['p99']:>8.2f} {m['non2xx']:>8.0f}"
+            f" {m['cpu']:>11.3f} {m['kids_cpu']:>9.3f}"
+        )
+    print(
+        "(CPU ms/req: the serving process's user + system CPU per answered request; children:"
+        " its child processes', the logs' compaction and the shadow's scoring)"
+    )
 
 
 def log_cost(env: dict[str, str], body: str, seconds: int, rounds: int, home: Path) -> None:
@@ -466,7 +497,9 @@ def shadow_cost(env: dict[str, str], body: str, seconds: int, rounds: int, home:
         m = med[label]
         print(
             f"{label}: throughput kept {m['rps'] / alone['rps']:.1%}, "
-            f"p99 added {m['p99'] - alone['p99']:+.2f} ms{target}"
+            f"p99 added {m['p99'] - alone['p99']:+.2f} ms{target}; CPU per request: serving "
+            f"{m['cpu'] - alone['cpu']:+.3f} ms ({m['cpu'] / alone['cpu'] - 1:+.1%}), its child "
+            f"processes {m['kids_cpu'] - alone['kids_cpu']:+.3f} ms"
         )
     print(f"load average (1, 5, 15 min) at the end: {os.getloadavg()}")
 

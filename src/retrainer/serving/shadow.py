@@ -67,6 +67,10 @@ def _start(payload: bytes) -> None:
     _models["challenger"], _models["champion"] = challenger, champion
 
 
+def _ready() -> bool:
+    return bool(_models)
+
+
 def _timed(handle: LoadedModel, rows: list[dict[str, Any]], calls: list[Call]) -> Answer:
     wall, cpu = time.perf_counter(), time.thread_time()
     ok = False
@@ -144,6 +148,7 @@ class ShadowProcess:
         self.challenger, self.champion = challenger, champion
         payload = pickle.dumps((challenger, champion), protocol=pickle.HIGHEST_PROTOCOL)
         self.pool = child_pool(_start, payload)
+        self.pool.submit(_ready)  # start it now: its imports take seconds of CPU
         self.pairs = 0
 
     def score(

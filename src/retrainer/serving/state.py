@@ -236,6 +236,9 @@ class ServingState:
             )
         rollout = Rollout(challenger, Step(mode, fraction, key))
         self.rollouts[name] = rollout
+        champion = self.models.get(name)
+        if mode == "shadow" and champion is not None:
+            challenger.shadow_process(champion)  # started before the first mirror
         if old is not None and old.challenger is not challenger:
             old.challenger.close()
         self._show_role(handle, CHALLENGER)
