@@ -196,6 +196,7 @@ def test_bad_traffic_is_a_schema_alert_not_a_retrain(champion, mangle, expect):
         ).read_text()
     )
     assert decision["decision"] == "schema_changed"
+    assert decision["automation"]["action"] == "none", decision["automation"]
 
 
 def test_unseen_categories_are_their_own_bucket(champion):

@@ -118,6 +118,11 @@ def test_large_drift_retrains_only_when_significant(airflow_db):
     assert links["airflow_run"].endswith(f"/dags/{MODEL}_monitor/runs/{quote(dr.run_id, safe='')}")
     assert f"/runs/{check['mlflow_run_id']}" in links["mlflow_run"]
     assert f"/#/models/{MODEL}/versions/{version}" in links["model_version"]
+    # ... and what the automation did about it, and why, in the same document.
+    done = record["automation"]
+    assert done["action"] == "triggered" and done["retrain_run_id"] == f"drift__{dr.run_id}"
+    retrain_page = f"/dags/{MODEL}_retrain/runs/{quote(done['retrain_run_id'], safe='')}"
+    assert done["retrain_run"].endswith(retrain_page) and done["detail"], done
 
 
 def test_the_gate_record_as_logged_follows_its_schema(airflow_db):

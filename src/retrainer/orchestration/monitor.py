@@ -110,6 +110,8 @@ def monitor_dag(spec: ModelSpec, path: Path | None = None) -> DAG:
                 plan.detail,
                 plan.retrain_run_id,
                 model=spec.name,
+                record=measured["decision"],
+                retrain_dag_id=spec.retrain_dag_id,
             )
             if spec.alerts:
                 from retrainer.orchestration.notify import alert

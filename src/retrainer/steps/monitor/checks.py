@@ -85,6 +85,25 @@ def champion_reference(client: MlflowClient, spec: ModelSpec) -> tuple[str, str,
     return str(champion.version), run_id, profile
 
 
+def automation(
+    action: str, detail: str, retrain_run: str, settings: Settings, retrain_dag_id: str
+) -> dict[str, Any]:
+    """The decision record's `automation` block: what was done about the decision, and why."""
+    from retrainer.config.links import airflow_run
+
+    block: dict[str, Any] = {
+        "action": action,
+        "detail": detail,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if retrain_run:
+        block |= {
+            "retrain_run_id": retrain_run,
+            "retrain_run": airflow_run(settings, retrain_dag_id, retrain_run),
+        }
+    return block
+
+
 def record_action(
     run_id: str,
     action: str,
@@ -92,11 +111,20 @@ def record_action(
     retrain_run: str = "",
     settings: Settings | None = None,
     model: str | None = None,
+    record: dict[str, Any] | None = None,
+    retrain_dag_id: str = "",
 ) -> None:
-    """What the automation did about a check: on its run, and on the model's summary."""
+    """What the automation did about a check: on its run, on the model's summary, and (given the
+    check's decision `record`) in the decision record itself, logged again with an `automation`
+    block so the one document says what was decided, what was done, and why."""
     from retrainer.stores.tracking import mlflow_client
 
-    client = mlflow_client(settings or get_settings())
+    settings = settings or get_settings()
+    client = mlflow_client(settings)
+    if record is not None:
+        done = automation(action, detail, retrain_run, settings, retrain_dag_id)
+        text = json.dumps(record | {"automation": done}, indent=2)
+        client.log_text(run_id, text, C.ARTIFACT_MONITOR_DECISION)
     if model:
         from retrainer.stores import overview
 
