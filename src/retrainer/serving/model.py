@@ -103,7 +103,10 @@ class LoadedModel:
             fast = FastPath(self.model, self.numeric, self.categorical)
         except (ValueError, KeyError, AttributeError, TypeError):
             return False
-        reference = self._predict_pipeline(sample_rows)
+        try:
+            reference = self._predict_pipeline(sample_rows)
+        except Exception:  # a model that cannot predict these rows is not compiled
+            return False
         self.fast = fast
         try:
             same = self._predict_fast(sample_rows) == reference
@@ -174,6 +177,50 @@ class LoadedModel:
         return self._labels(self.model.predict_proba(frame))
 
 
+def probe_rows(handle: LoadedModel) -> list[dict[str, Any]]:
+    """Rows that reach every input of the fitted preprocessing, for `LoadedModel.compile`: each
+    numeric feature at its imputed value, +-0.5 and +-2 standard deviations away, zero and missing;
+    each categorical feature at every category it was fitted on, missing and an unseen value."""
+    try:
+        ct = handle.model.named_steps["features"]
+    except (AttributeError, KeyError, TypeError):
+        return []
+    numbers: list[list[Any]] = []
+    if handle.numeric:
+        try:
+            imputer, scaler = (step for _, step in ct.named_transformers_["numeric"].steps)
+            fills = [float(v) for v in imputer.statistics_]
+            scale = getattr(scaler, "scale_", None)
+            scales = [1.0] * len(fills) if scale is None else [float(v) for v in scale]
+        except (AttributeError, KeyError, ValueError, TypeError):
+            return []
+        numbers = [
+            [f, f + 0.5 * s, f - 0.5 * s, f + 2 * s, f - 2 * s, 0.0, None]
+            for f, s in zip(fills, scales, strict=False)
+        ]
+    levels: list[list[Any]] = []
+    if handle.categorical:
+        try:
+            cats = ct.named_transformers_["categorical"].categories_
+        except (AttributeError, KeyError):
+            return []
+        levels = [
+            [plain(c) for c in cs if not (isinstance(c, float) and c != c)]
+            + [None, "retrainer-probe-unseen"]
+            for cs in cats
+        ]
+    n = max([len(v) for v in numbers + levels] + [1])
+    rows = []
+    for i in range(n):
+        row: dict[str, Any] = {}
+        for j, col in enumerate(handle.numeric):
+            row[col] = numbers[j][(i + j) % len(numbers[j])] if j < len(numbers) else None
+        for j, col in enumerate(handle.categorical):
+            row[col] = levels[j][(i + j) % len(levels[j])]
+        rows.append(row)
+    return rows
+
+
 def load_version(name: str, version: str, tracking_uri: str) -> LoadedModel:
     """Load `models:/name/version` with its signature; raises on a broken artifact."""
     import mlflow
@@ -200,7 +247,7 @@ def load_version(name: str, version: str, tracking_uri: str) -> LoadedModel:
         if hasattr(model, "predict_proba") and hasattr(model, "classes_")
         else None
     )
-    return LoadedModel(
+    handle = LoadedModel(
         name,
         str(version),
         model,
@@ -212,6 +259,10 @@ def load_version(name: str, version: str, tracking_uri: str) -> LoadedModel:
         schema,
         loaded_bytes=len(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)),
     )
+    # The numpy fast path, only where it gives exactly the pipeline's answers on rows that reach
+    # every fitted input; any other model (another layout, a custom step) keeps the pipeline.
+    handle.compile(probe_rows(handle))
+    return handle
 
 
 def _type_name(t: Any) -> str:
