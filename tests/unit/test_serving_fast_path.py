@@ -72,9 +72,9 @@ def test_a_pipeline_of_another_layout_keeps_the_pipeline():
     features = ColumnTransformer(
         [("categorical", OneHotEncoder(drop="first", handle_unknown="ignore"), ["Home"])]
     )
-    model = Pipeline(
-        [("features", features), ("estimator", LogisticRegression(max_iter=300))]
-    ).fit(frame[["Home"]], frame["Status"])
+    model = Pipeline([("features", features), ("estimator", LogisticRegression(max_iter=300))]).fit(
+        frame[["Home"]], frame["Status"]
+    )
     handle = loaded(model, [], ["Home"])
     assert not handle.compile(probe_rows(handle)) and handle.fast is None
     assert handle.predict([{"Home": "rent"}])[0][0] in {"good", "bad"}
