@@ -12,7 +12,6 @@ unmapped counter under the name statsd-exporter gives it."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -26,19 +25,13 @@ import pytest
 import yaml
 
 import testenv
+from debian_tools import debian_tool as tool
 from retrainer.config.environment import process_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PROM = Path(__file__).resolve().parents[2] / "infra" / "prometheus"
 RULE = "RetrainerSchedulerDown"
 HOOK_TOKEN = "canary-alertmanager-token-93be1"
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed: apt-get install prometheus prometheus-alertmanager")
-    return path
 
 
 class StatsdBridge:
