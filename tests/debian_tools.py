@@ -82,6 +82,39 @@ def fetch(package: str, cache: Path = CACHE) -> Path:
     return tree
 
 
+# Debian's Alertmanager reads its default templates from /usr/share/prometheus/alertmanager/
+# (a path built into the binary): a fetched one runs in its own mount namespace where the
+# package's usr/share is laid over /usr/share (read-only overlay; nothing changes outside it).
+# `exec` keeps one process: signals to the Popen reach Alertmanager itself.
+_OVERLAY = 'mount -t overlay overlay -o "lowerdir=$0/usr/share:/usr/share" /usr/share && exec "$@"'
+
+
+def debian_command(name: str, cache: Path = CACHE) -> list[str]:
+    """The argv prefix that runs `name` as its package installed would; skips loudly when
+    impossible (see debian_tool)."""
+    binary = debian_tool(name, cache)
+    if name != "prometheus-alertmanager" or not binary.startswith(str(cache)):
+        return [binary]
+    tree = str(Path(binary).parents[2])
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", _OVERLAY, tree]
+    probe = subprocess.run(
+        [*argv, "test", "-f", "/usr/share/prometheus/alertmanager/default.tmpl"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if probe.returncode != 0:
+        reason = (
+            "NOT TESTED: Debian's Alertmanager (fetched into "
+            f"{tree}) needs its templates at /usr/share/prometheus/alertmanager, and laying them "
+            f"there in a private mount namespace failed: {probe.stderr.strip()[-300:]}. "
+            "Install it (apt-get install prometheus-alertmanager) to run this test."
+        )
+        print(reason, file=sys.stderr)
+        pytest.skip(reason)
+    return [*argv, binary]
+
+
 def debian_tool(name: str, cache: Path = CACHE) -> str:
     """The path of `name` (promtool, amtool, prometheus, prometheus-alertmanager); skips the
     calling test, loudly, only when it can be neither found nor fetched."""
