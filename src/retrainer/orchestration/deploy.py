@@ -89,7 +89,13 @@ def _rollout_step(spec: ModelSpec, context: Any, step: Any, *args: Any) -> Any:
             from retrainer.orchestration.notify import alert
             from retrainer.steps.alerts import rollout_stopped_alert
 
-            alert(spec, rollout_stopped_alert(spec, *cause.alert, context["run_id"]))
+            stage, measured, action, version = cause.alert
+            alert(
+                spec,
+                rollout_stopped_alert(
+                    spec, stage, measured, action, context["run_id"], version=version
+                ),
+            )
         raise
 
 

@@ -83,10 +83,65 @@ def send_webhook(conn: Any, alert: Alert) -> None:
         raise RuntimeError(f"the webhook answered {resp.status_code}")
 
 
-def send_apprise(conn: Any, alert: Alert) -> None:
+def apprise_urls(conn: Any) -> list[str]:
+    """The Apprise URLs of an `apprise` connection (extra.config, as Airflow's provider reads it:
+    {"path": URL, "tag": ...} or a list of them)."""
     from airflow.providers.apprise.hooks.apprise import AppriseHook
 
-    AppriseHook(apprise_conn_id=conn.conn_id).notify(body=alert.text(), title=alert.title)
+    config = AppriseHook(apprise_conn_id=conn.conn_id).get_config_from_conn(conn=conn)
+    entries = config if isinstance(config, list) else [config]
+    return [str(e["path"]) for e in entries if isinstance(e, dict) and e.get("path")]
+
+
+def apprise_secrets(conn: Any) -> list[str]:
+    """What of an Apprise URL may be a secret: the URL, its password, its path segments and
+    query values (Slack, Teams and most services carry their tokens there)."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    secrets: list[str] = []
+    try:
+        urls = apprise_urls(conn)
+    except Exception:
+        return secrets
+    for url in urls:
+        secrets.append(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            continue
+        secrets += [parts.password] if parts.password else []
+        secrets += [seg for seg in parts.path.split("/") if len(seg) >= 8]
+        secrets += [v for _, v in parse_qsl(parts.query) if len(v) >= 8]
+    # Longest first: a token inside a URL is replaced after the whole URL was.
+    return sorted(set(secrets), key=len, reverse=True)
+
+
+def send_apprise(conn: Any, alert: Alert) -> None:
+    """Through Apprise, with the destinations of the connection's extra.config (Airflow's
+    Apprise provider reads the same field). Apprise reports a failed delivery in its result,
+    not as an exception (and Airflow's `AppriseHook.notify` drops that result): a destination
+    that did not take the alert raises here, naming it by Apprise's privacy URL."""
+    import apprise
+    from airflow.providers.apprise.hooks.apprise import AppriseHook
+
+    destinations = apprise.Apprise()
+    AppriseHook(apprise_conn_id=conn.conn_id).set_config_from_conn(
+        conn=conn, apprise_obj=destinations
+    )
+    if not len(destinations):
+        raise ValueError(f"connection {conn.conn_id}: extra.config holds no URL Apprise accepts")
+    kind = (
+        apprise.NotifyType.FAILURE if alert.severity == "critical" else apprise.NotifyType.WARNING
+    )
+    result = destinations.notify(
+        body=alert.text(), title=alert.title, notify_type=kind, timeout=TIMEOUT
+    )
+    if not result:
+        failed = [f"{r.name} {r.url} ({r.status.name.lower()})" for r in result if not r]
+        raise RuntimeError(
+            f"Apprise did not deliver ({result.status.name.lower()}): "
+            + ("; ".join(failed) or "no destination was notified")
+        )
 
 
 SENDERS: dict[str, Callable[[Any, Alert], None]] = {
@@ -120,8 +175,10 @@ def send(alert: Alert | None, conn_ids: list[str]) -> dict[str, str]:
                 "alert %s for %s sent through connection %s", alert.event, alert.model, conn_id
             )
         except Exception as exc:
-            secret = getattr(conn, "password", None)
-            why = _redact(f"{type(exc).__name__}: {exc}", secret)[:300]
+            secrets = [getattr(conn, "password", None)]
+            if conn is not None and str(conn.conn_type).lower() == "apprise":
+                secrets += apprise_secrets(conn)
+            why = _redact(f"{type(exc).__name__}: {exc}", *secrets)[:300]
             outcome[conn_id] = why
             log.warning(
                 "alert %s for %s NOT sent through connection %s: %s (check the connection: "

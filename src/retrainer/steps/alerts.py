@@ -36,7 +36,7 @@ RUNBOOK = {
     "monitor_schema_changed": "drift-alarm",
     "gate_rejected": "the-gate-rejected-the-candidate",
     "deploy_rolled_back": "a-deployment-failed",
-    "rollout_stopped": "a-deployment-failed",
+    "rollout_stopped": "a-rollout-stopped",
     "task_failed": "a-task-failed",
 }
 # Panels of infra/grafana/dashboards/retrainer.json.
@@ -266,15 +266,19 @@ def rollout_stopped_alert(
     action: str,
     dag_run_id: str,
     settings: Settings | None = None,
+    version: str | None = None,
 ) -> Alert:
-    """For the rollout (shadow -> canary -> promote) when it exists: a stage that stopped."""
+    """A rollout (shadow -> canary -> promote) that stopped at `stage`: what was measured
+    against which limit, what the automation did; `version` is the challenger it stopped."""
     settings = settings or get_settings()
     return Alert(
         event="rollout_stopped",
         model=spec.name,
-        title=f"[{spec.name}] rollout stopped at {stage}",
+        title=f"[{spec.name}] rollout"
+        + (f" of v{version}" if version else "")
+        + f" stopped at {stage}",
         severity=SEVERITY["rollout_stopped"],
-        version=None,
+        version=version,
         measured=measured,
         features=[],
         action=action,

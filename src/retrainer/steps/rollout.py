@@ -43,9 +43,10 @@ SEGMENT_MIN_ROWS = 20
 
 class RolloutStopped(DeployError):
     """The rollout ended without promotion (stopped in shadow, rolled back, aborted); `alert`
-    holds what the rollout_stopped alert says (stage, measured, action) when one is due."""
+    holds what the rollout_stopped alert says (stage, measured, action, the challenger version)
+    when one is due."""
 
-    def __init__(self, message: str, alert: tuple[str, list[str], str] | None = None) -> None:
+    def __init__(self, message: str, alert: tuple[str, list[str], str, str] | None = None) -> None:
         super().__init__(message)
         self.alert = alert
 
@@ -183,7 +184,12 @@ def _stop(
         f"{spec.name}: rollout of v{state['challenger']} {action.replace('_', ' ')} at {stage}: "
         f"{'; '.join(decision.reasons)}. The champion {where} answers all traffic. "
         f"See `retrainer history {spec.name}` and README: Runbook, A rollout stopped.",
-        (stage, decision.reasons, f"v{state['challenger']} out of traffic; {where} answers all"),
+        (
+            stage,
+            decision.reasons,
+            f"v{state['challenger']} out of traffic; {where} answers all",
+            str(state["challenger"]),
+        ),
     )
 
 
