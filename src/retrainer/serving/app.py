@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -66,7 +65,6 @@ def create_app(
         # Batches are small: OpenMP threads cost more to wake than they save, and they would
         # compete with the event loop for the cores: every thread that predicts holds itself to
         # one (batcher.timed_predict).
-        sys.setswitchinterval(options.switch_interval_ms / 1000)
         loop = asyncio.get_running_loop()
         for lg in state.logs:  # recovers what a killed process left in the spool
             await loop.run_in_executor(None, lg.open)

@@ -29,9 +29,6 @@ class ServingOptions:
     docs: bool | None = None  # /docs and /openapi.json; default: on, behind the token if set
     shadow_queue_rows: int = 20_000  # mirrored rows waiting for a shadow; beyond, dropped
     log_enabled: bool = True  # False only to measure the log's cost (bench): answers unlogged
-    # How long a thread may hold the GIL while others wait (Python's default: 5 ms). Serving's
-    # background threads (the shadow's, the logs') take it from the event loop for that long.
-    switch_interval_ms: float = 5.0
 
     @classmethod
     def from_env(
@@ -61,8 +58,6 @@ class ServingOptions:
                     f"{key}: expected {kind.replace(' | None', '')}; found {raw!r}"
                 ) from None
         opts = cls(**values)  # type: ignore[arg-type]
-        if not 0.05 <= opts.switch_interval_ms <= 100:
-            raise ValueError("RETRAINER_SERVING_SWITCH_INTERVAL_MS must be in [0.05, 100]")
         if opts.spool_max_mb <= 0 or not 0 < opts.spool_warn_fraction <= 1:
             raise ValueError(
                 "RETRAINER_SERVING_SPOOL_MAX_MB must be > 0 and "
