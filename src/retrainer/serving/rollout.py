@@ -32,6 +32,7 @@ MODES = ("shadow", "canary")
 CHAMPION, CHALLENGER = "champion", "challenger"
 SHADOW_BATCH_ROWS = 512
 SHADOW_GATHER_SECONDS = 0.25  # mirrors gather this long into one batch (the shadow can wait)
+SHADOW_SLICE = 16  # scored mirrors compared, logged and counted per turn of the event loop
 TIMING_SAMPLES = 100_000  # predict times kept per role and step for the p99
 MAX_DISAGREE_KEYS = 200  # champion->challenger label pairs reported (classes are bounded anyway)
 
@@ -260,6 +261,7 @@ __all__ = [
     "PairedTimes",
     "SHADOW_BATCH_ROWS",
     "SHADOW_GATHER_SECONDS",
+    "SHADOW_SLICE",
     "RoleStats",
     "Rollout",
     "Step",
