@@ -37,6 +37,9 @@ LogBatch = Callable[
 ]
 # Told of each predict call: the version, rows, wall seconds and CPU seconds, whether it worked.
 ObservePredict = Callable[[LoadedModel, int, float, float, bool], None]
+# Run in the executor after a predict call there (the client already has its answer): the version
+# and the rows it predicted.
+AfterPredict = Callable[[LoadedModel, list[dict[str, Any]]], None]
 
 
 _one_thread = threading.local()
@@ -86,6 +89,7 @@ class Batcher:
     gather_rounds: int = 2
     observe_predict: ObservePredict = _ignore
     executor: Executor | None = None  # where predict calls too big to run inline go
+    after_predict: AfterPredict | None = None  # e.g. the canary's paired timings
     queue: asyncio.Queue[Pending | None] = field(default_factory=asyncio.Queue)
     task: asyncio.Task[None] | None = None
     closed: bool = False
@@ -149,6 +153,8 @@ class Batcher:
                 labels, probs = await loop.run_in_executor(
                     self.executor, timed_predict, handle, rows, self.observe_predict
                 )
+                if self.after_predict is not None:  # queued behind it, never awaited
+                    loop.run_in_executor(self.executor, self.after_predict, handle, rows)
         except Exception as exc:
             if len(items) > 1:  # one request's rows never fail the others': score each alone
                 for it in items:

@@ -133,7 +133,22 @@ def _pair(
 ) -> tuple[float, float]:
     if not _warm:  # a version's first call pays one-off costs (validation set-up, caches)
         champion.predict(rows)
+        challenger.predict(rows)  # in canary, nothing else has called it in this process
         _warm.append(True)
+    return pair_times(challenger, champion, rows, champion_first)
+
+
+def paired(rows: list[dict[str, Any]], turn: int) -> tuple[float, float]:
+    """In the child: both versions timed on rows the challenger answered in canary (the champion
+    first on odd turns)."""
+    return _pair(_models["challenger"], _models["champion"], rows, champion_first=turn % 2 == 1)
+
+
+def pair_times(
+    challenger: LoadedModel, champion: LoadedModel, rows: list[dict[str, Any]], champion_first: bool
+) -> tuple[float, float]:
+    """(challenger, champion) wall seconds of one predict call each on the same rows, back to
+    back in the calling thread, in the order given (callers alternate it)."""
     if champion_first:
         theirs = _clock(champion, rows)
         return _clock(challenger, rows), theirs
@@ -158,6 +173,11 @@ class ShadowProcess:
         if pair:
             self.pairs += 1
         return self.pool.submit(score, requests, max_rows, self.pairs if pair else 0)
+
+    def pair(self, rows: list[dict[str, Any]]) -> Future[tuple[float, float]]:
+        """Time both versions on these rows (in turns): canary rows the challenger answered."""
+        self.pairs += 1
+        return self.pool.submit(paired, rows, self.pairs)
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)

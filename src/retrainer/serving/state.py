@@ -11,14 +11,14 @@ import asyncio
 import logging
 import re
 from collections import OrderedDict
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import suppress
 from typing import Any
 
 from retrainer.config.secrets import api_token, serving_admin_token
 from retrainer.config.settings import Settings
-from retrainer.serving.batcher import Batcher, ObservePredict, Pending
+from retrainer.serving.batcher import AfterPredict, Batcher, ObservePredict, Pending
 from retrainer.serving.durable_log import DurableLog, now_iso
 from retrainer.serving.http import HTTPProblem, RequestIds
 from retrainer.serving.inference_log import (
@@ -43,7 +43,7 @@ from retrainer.serving.rollout import (
     Step,
     compare,
 )
-from retrainer.serving.shadow import Answer, Scored
+from retrainer.serving.shadow import PAIRED_ROWS, Answer, Scored
 
 log = logging.getLogger("retrainer.serving")
 VERSION_OR_ALIAS = re.compile(r"[A-Za-z0-9_.-]{1,255}")
@@ -205,11 +205,41 @@ class ServingState:
             observe_predict=self._observer(name, role),
             executor=executor,
             inline_rows=64 if executor is None else 0,
+            after_predict=self._canary_pair(name) if role == CHALLENGER else None,
         )
         batcher.start()
         return batcher
 
     # --- rollout (shadow, canary) ------------------------------------------------------------
+
+    def _canary_pair(self, name: str) -> AfterPredict:
+        """After one canary batch in PAIRED_EVERY (at most PAIRED_ROWS rows): both versions timed
+        on its rows in the shadow's process, as in shadow. The versions' own live calls are not
+        comparable: the challenger's run in a thread (a slow one must never stall the event
+        loop), the champion's on the loop, and a thread's calls include waits for the GIL."""
+
+        def pair(handle: LoadedModel, rows: list[dict[str, Any]]) -> None:
+            rollout = self.rollouts.get(name)
+            if rollout is None or rollout.step.mode != "canary" or len(rows) > PAIRED_ROWS:
+                return
+            step, shadow = rollout.step, rollout.challenger.shadow
+            if shadow is None or rollout.challenger.handle is not handle:
+                return
+            with step.lock:
+                due = step.paired.due()
+            if not due:
+                return
+
+            def record(done: Future[tuple[float, float]]) -> None:
+                if done.cancelled() or done.exception() is not None:
+                    return  # the champion refused the rows, or the process is gone: no pair
+                with step.lock:
+                    step.paired.add(*done.result())
+
+            with suppress(Exception):  # a broken pool: no pair (serving goes on)
+                shadow.pair(rows).add_done_callback(record)
+
+        return pair
 
     def _step_time(self, name: str, role: str, wall: float, step: Step | None = None) -> None:
         step = step or self._step(name)
@@ -238,8 +268,9 @@ class ServingState:
         rollout = Rollout(challenger, Step(mode, fraction, key))
         self.rollouts[name] = rollout
         champion = self.models.get(name)
-        if mode == "shadow" and champion is not None:
-            challenger.shadow_process(champion)  # started before the first mirror
+        if champion is not None and champion is not handle:
+            # shadow: scores the mirrors; both modes: the paired timings of the latency check
+            challenger.shadow_process(champion)  # started before the first request
         if old is not None and old.challenger is not challenger:
             old.challenger.close()
         self._show_role(handle, CHALLENGER)
