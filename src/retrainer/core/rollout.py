@@ -198,8 +198,8 @@ def _p99_check(
 
 
 def _latency_check(status: RolloutStatus, max_ratio: float) -> Check:
-    """The paired timings: both versions on the same rows, back to back, in turns, in one place
-    (the shadow's process; in canary, the challenger's thread). The versions' own live p99s are
+    """The paired timings: both versions on the same rows, back to back, in turns, in the
+    shadow's process (mirrored rows in shadow, canary rows in canary). The versions' own p99s are
     not comparable: in shadow the challenger predicts mirrored batches of many rows while the
     champion answers live requests of a few; in canary the challenger predicts in a thread
     (isolated, so a slow one never stalls the event loop) while the champion runs on the loop,

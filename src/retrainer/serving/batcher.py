@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,7 +155,8 @@ class Batcher:
                     self.executor, timed_predict, handle, rows, self.observe_predict
                 )
                 if self.after_predict is not None:  # queued behind it, never awaited
-                    loop.run_in_executor(self.executor, self.after_predict, handle, rows)
+                    with suppress(RuntimeError):  # the executor shut down meanwhile
+                        loop.run_in_executor(self.executor, self.after_predict, handle, rows)
         except Exception as exc:
             if len(items) > 1:  # one request's rows never fail the others': score each alone
                 for it in items:

@@ -79,8 +79,8 @@ def p99(times: deque[float]) -> float | None:
 
 @dataclass
 class PairedTimes:
-    """Both versions timed on the same rows, back to back, in turns: in the shadow's process on
-    mirrored rows, in the challenger's thread on canary rows."""
+    """Both versions timed on the same rows, back to back, in turns, in the shadow's process:
+    mirrored rows in shadow, rows the challenger answered in canary."""
 
     challenger_ms: deque[float] = field(default_factory=lambda: deque(maxlen=TIMING_SAMPLES))
     champion_ms: deque[float] = field(default_factory=lambda: deque(maxlen=TIMING_SAMPLES))
