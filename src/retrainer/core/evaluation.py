@@ -214,8 +214,8 @@ def reference_extras(
     calibration is fitted on the test split plus out-of-fold predictions on the training rows
     (several times the rows: on the demo's shifted traffic the estimate's error fell from 7.0 to
     about 2.2 points, partly because the out-of-fold map is flatter than the champion's scores
-    warrant, which also makes it err 1-2 points low without a shift: README); where the folds cannot be made (a class with fewer rows than folds), on the
-    test split alone."""
+    warrant, which also makes it err 1-2 points low without a shift: README); where the folds
+    cannot be made (a class with fewer rows than folds), on the test split alone."""
     from sklearn.inspection import permutation_importance
 
     from retrainer.core.cbpe import ESTIMABLE, fit_calibration
