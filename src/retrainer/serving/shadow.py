@@ -135,25 +135,17 @@ def _pair(
         champion.predict(rows)
         challenger.predict(rows)  # in canary, nothing else has called it in this process
         _warm.append(True)
-    return pair_times(challenger, champion, rows, champion_first)
+    if champion_first:
+        theirs = _clock(champion, rows)
+        return _clock(challenger, rows), theirs
+    ours = _clock(challenger, rows)
+    return ours, _clock(champion, rows)
 
 
 def paired(rows: list[dict[str, Any]], turn: int) -> tuple[float, float]:
     """In the child: both versions timed on rows the challenger answered in canary (the champion
     first on odd turns)."""
     return _pair(_models["challenger"], _models["champion"], rows, champion_first=turn % 2 == 1)
-
-
-def pair_times(
-    challenger: LoadedModel, champion: LoadedModel, rows: list[dict[str, Any]], champion_first: bool
-) -> tuple[float, float]:
-    """(challenger, champion) wall seconds of one predict call each on the same rows, back to
-    back in the calling thread, in the order given (callers alternate it)."""
-    if champion_first:
-        theirs = _clock(champion, rows)
-        return _clock(challenger, rows), theirs
-    ours = _clock(challenger, rows)
-    return ours, _clock(champion, rows)
 
 
 class ShadowProcess:
