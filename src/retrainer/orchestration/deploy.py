@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,9 @@ def rollout_doc(spec: ModelSpec) -> str:
 
 
 WAIT_TIMEOUT = 7 * 86400  # a waiting rollout task gives up after a week (pauses included)
+# Retries of the tasks that wait across scheduler loops (rollout sensors, approve): the scheduler
+# may fail them on a stale executor event (see rollout_tasks); their own failures never retry.
+STALE_EVENT_RETRIES = 2
 
 
 def _rollout_step(spec: ModelSpec, context: Any, step: Any, *args: Any) -> Any:
@@ -101,13 +105,21 @@ def _rollout_step(spec: ModelSpec, context: Any, step: Any, *args: Any) -> Any:
 
 def rollout_tasks(spec: ModelSpec) -> Any:
     """start_rollout -> (wait_shadow -> decide_shadow) -> canary_step_1..n; the waits are
-    sensors in reschedule mode: between checks they hold no worker slot."""
+    sensors in reschedule mode: between checks they hold no worker slot.
+
+    The waits retry (STALE_EVENT_RETRIES): Airflow's scheduler can fail a reschedule-mode sensor
+    whose next check was queued before the executor's report of the previous check was read
+    ("finished with state success, but the task instance's state attribute is queued",
+    apache/airflow#71172, open in 3.3). A stopped rollout never retries: its steps raise
+    AirflowFailException."""
     rollout = spec.deployment.rollout
     wait: dict[str, Any] = {
         "mode": "reschedule",
         "poke_interval": rollout.check_seconds,
         "timeout": WAIT_TIMEOUT,
-        "retries": 0,
+        "retries": STALE_EVENT_RETRIES,
+        "retry_delay": timedelta(seconds=max(5.0, rollout.check_seconds)),
+        "retry_exponential_backoff": False,
     }
 
     @task
@@ -264,7 +276,11 @@ def deploy_dag(spec: ModelSpec, path: Path | None = None) -> DAG:
                 body=f"Approve to make the challenger of `{spec.name}` the champion behind the serving API. "
                 f"See the gate decision in MLflow (experiment `{spec.experiment_name}`)"
                 + (" and the shadow decision (task decide_shadow)." if rollout.shadow else "."),
-                retries=0,
+                # The scheduler can fail it on a stale executor event when the answer comes
+                # within seconds of the question (see rollout_tasks): then it asks again.
+                retries=STALE_EVENT_RETRIES,
+                retry_delay=timedelta(seconds=5),
+                retry_exponential_backoff=False,
             )
             # A person approves before clients first see the challenger: after the shadow.
             first_live = dag.get_task("canary_step_1") if rollout.canary else promoted.operator  # type: ignore[attr-defined]
