@@ -144,6 +144,12 @@ def test_the_loop_runs_on_the_celery_worker(platform):
     assert retrained["state"] == "success"
     client = mlflow_client(settings)
     assert client.get_model_version_by_alias("credit_default", C.ALIAS_CHALLENGER).version == "2"
+    # Each version's description is its card, cut to what MLflow's PostgreSQL column holds (a
+    # longer one was refused there, and the card update only logged a warning).
+    for version in ("1", "2"):
+        description = client.get_model_version("credit_default", version).description
+        assert f"# Model card: credit_default v{version}" in description, description[:300]
+        assert len(description) <= 5000
 
     # Every task ran on the Celery worker: each successful task instance carries the id of a
     # Celery task, and PostgreSQL (the result backend) holds that task's result.

@@ -241,3 +241,16 @@ def test_time_range_reads_the_spec_time_column():
     assert time_range(spec, df) == "2026-01-01 .. 2026-01-03 (day)"
     assert time_range(spec, df.drop(columns=["day"])) is None
     assert seeds(spec) == "split=42,estimator=7"
+
+
+def test_a_long_description_is_cut_at_a_line_end_to_fit_mlflow():
+    from retrainer.steps.card import MAX_DESCRIPTION, TRUNCATED, fit_description
+
+    short = "summary\n\n# Model card: m v1\n"
+    assert fit_description(short) == short
+    lines = [f"| slice {i} | {i / 7:.4f} | {'x' * 40} |" for i in range(400)]
+    long = "summary\n\n" + "\n".join(lines)
+    cut = fit_description(long)
+    assert len(long) > MAX_DESCRIPTION >= len(cut) and cut.endswith(TRUNCATED)
+    kept = cut.removesuffix(TRUNCATED)
+    assert long.startswith(kept) and kept.split("\n")[-1] in lines  # whole lines only

@@ -62,6 +62,11 @@ class Settings:
     mlflow_artifacts_uri: str | None = None  # s3://bucket/prefix, proxied by the server
     mlflow_admin_user: str = "admin"
     mlflow_admin_password: str | None = None
+    # MLflow's basic-auth app checks each request's password against its slow hash (0.29 s of
+    # the server's CPU per request in the containers): a checked credential is trusted for this
+    # long (MLflow's auth_cache_ttl_seconds; a changed or deleted user is dropped at once on the
+    # server process that changed it, on others within this time). 0: check every request.
+    mlflow_auth_cache_seconds: int = 60
     airflow_admin_password: str | None = None
     s3_bucket: str | None = None  # default home of work/, inference_log/, feedback/
     # How many tasks run at once on a worker (Celery concurrency, the LocalExecutor's

@@ -203,6 +203,7 @@ def write_mlflow_auth_config(settings: Settings) -> Path:
         f"admin_username = {settings.mlflow_admin_user}\n"
         f"admin_password = {settings.mlflow_admin_password}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        f"auth_cache_ttl_seconds = {max(0, settings.mlflow_auth_cache_seconds)}\n"
     )
     path.chmod(0o600)
     return path

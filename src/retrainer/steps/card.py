@@ -25,7 +25,10 @@ log = logging.getLogger(__name__)
 ARTIFACT_CARD_MD = "card/model_card.md"
 ARTIFACT_CARD_JSON = "card/model_card.json"
 ARTIFACT_CARD_HF = "card/README.md"
-MAX_DESCRIPTION = 60_000
+# MLflow's SQL store keeps a version's description in VARCHAR(5000): PostgreSQL refuses a longer
+# one (SQLite does not check), so the card's Markdown is cut to fit; the whole card is an artifact.
+MAX_DESCRIPTION = 5000
+TRUNCATED = "\n\n_(cut to fit MLflow's description; the whole card: card/model_card.md)_"
 
 
 def resolve_version(client: MlflowClient, ref: str) -> tuple[str, str]:
@@ -201,6 +204,15 @@ def gather_facts(spec: ModelSpec, version: str, settings: Settings | None = None
     }
 
 
+def fit_description(text: str, limit: int = MAX_DESCRIPTION) -> str:
+    """The description as MLflow can store it: whole, or cut at a line end with a pointer."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - len(TRUNCATED)]
+    end = cut.rfind("\n")
+    return (cut[:end] if end > 0 else cut).rstrip() + TRUNCATED
+
+
 def build_card(spec: ModelSpec, version: str, settings: Settings | None = None) -> dict[str, Any]:
     """The card in every form: facts, Markdown, Model Card Toolkit JSON, Hugging Face YAML."""
     from retrainer.core import card
@@ -221,8 +233,7 @@ def publish_card(spec: ModelSpec, version: str, settings: Settings | None = None
     built = build_card(spec, version, settings)
     summary = client.get_model_version(spec.name, version).tags.get(C.TAG_VERSION_SUMMARY)
     description = (f"{summary}\n\n" if summary else "") + built["markdown"]
-    if len(description) > MAX_DESCRIPTION:
-        description = description[:MAX_DESCRIPTION] + "\n\n_(truncated; see card/model_card.md)_"
+    description = fit_description(description)
     client.update_model_version(spec.name, version, description=description)
     run_id = built["facts"]["training"]["mlflow_run_id"]
     if run_id:
