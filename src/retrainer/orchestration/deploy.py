@@ -73,7 +73,8 @@ def rollout_doc(spec: ModelSpec) -> str:
 WAIT_TIMEOUT = 7 * 86400  # a waiting rollout task gives up after a week (pauses included)
 # Retries of the tasks that wait across scheduler loops (rollout sensors, approve): the scheduler
 # may fail them on a stale executor event (see rollout_tasks); their own failures never retry.
-# Five: in the production test's worker restart one wait_shadow met three such failures.
+# Five: in the production test's worker restart one wait_shadow used three tries (the kill,
+# then this race twice).
 STALE_EVENT_RETRIES = 5
 
 
