@@ -78,6 +78,15 @@ WAIT_TIMEOUT = 7 * 86400  # a waiting rollout task gives up after a week (pauses
 STALE_EVENT_RETRIES = 5
 
 
+def stale_event_retries(delay_seconds: float) -> dict[str, Any]:
+    """Task arguments: STALE_EVENT_RETRIES retries, a fixed delay between them."""
+    return {
+        "retries": STALE_EVENT_RETRIES,
+        "retry_delay": timedelta(seconds=delay_seconds),
+        "retry_exponential_backoff": False,
+    }
+
+
 def _rollout_step(spec: ModelSpec, context: Any, step: Any, *args: Any) -> Any:
     """Run a rollout step; a stopped rollout alerts (rollout_stopped) and fails the task with its
     reason, a superseded one (on_new_version: replace) skips the rest of the run."""
@@ -119,9 +128,7 @@ def rollout_tasks(spec: ModelSpec) -> Any:
         "mode": "reschedule",
         "poke_interval": rollout.check_seconds,
         "timeout": WAIT_TIMEOUT,
-        "retries": STALE_EVENT_RETRIES,
-        "retry_delay": timedelta(seconds=max(5.0, rollout.check_seconds)),
-        "retry_exponential_backoff": False,
+        **stale_event_retries(max(5.0, rollout.check_seconds)),
     }
 
     @task
@@ -280,9 +287,7 @@ def deploy_dag(spec: ModelSpec, path: Path | None = None) -> DAG:
                 + (" and the shadow decision (task decide_shadow)." if rollout.shadow else "."),
                 # The scheduler can fail it on a stale executor event when the answer comes
                 # within seconds of the question (see rollout_tasks): then it asks again.
-                retries=STALE_EVENT_RETRIES,
-                retry_delay=timedelta(seconds=5),
-                retry_exponential_backoff=False,
+                **stale_event_retries(5),
             )
             # A person approves before clients first see the challenger: after the shadow.
             first_live = dag.get_task("canary_step_1") if rollout.canary else promoted.operator  # type: ignore[attr-defined]

@@ -28,7 +28,7 @@ ARTIFACT_CARD_HF = "card/README.md"
 # MLflow's SQL store keeps a version's description in VARCHAR(5000): PostgreSQL refuses a longer
 # one (SQLite does not check), so the card's Markdown is cut to fit; the whole card is an artifact.
 MAX_DESCRIPTION = 5000
-TRUNCATED = "\n\n_(cut to fit MLflow's description; the whole card: card/model_card.md)_"
+TRUNCATED = f"\n\n_(cut to fit MLflow's description; the whole card: {ARTIFACT_CARD_MD})_"
 
 
 def resolve_version(client: MlflowClient, ref: str) -> tuple[str, str]:
