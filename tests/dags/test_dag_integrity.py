@@ -97,13 +97,23 @@ def test_deploy_dag_shape(bag):
             first = ["start_rollout"] + (
                 ["wait_shadow", "decide_shadow"] if "shadow" in plan["strategy"] else []
             )
-            assert order == first + (["approve"] if manual else []) + canary + DEPLOY_TASKS + [
-                "end_rollout"
-            ]
+            rest = (["approve"] if manual else []) + canary + DEPLOY_TASKS + ["end_rollout"]
+            if manual:  # a first deployment still goes through approve: no branch around it
+                assert order == first + rest
+            else:  # a first deployment branches past the rollout's tasks, straight to promotion
+                assert [t for t in order if t != "direct_deployment"] == first + rest
+                direct = dag.task_dict["direct_deployment"]
+                assert direct.upstream_task_ids == {"start_rollout"}
+                assert direct.downstream_task_ids == {"promote_champion"}
+            promote = dag.task_dict["promote_champion"]
+            assert promote.trigger_rule == "none_failed_min_one_success"
+            assert "start_rollout" not in promote.upstream_task_ids  # a rejection must not promote
             for task_id in canary + ["wait_shadow"]:
                 if task_id in dag.task_dict:
                     sensor = dag.task_dict[task_id]
-                    assert sensor.mode == "reschedule"  # waits hold no worker slot
+                    # waits of a minute or more hold no worker slot between checks
+                    seconds = spec_of(name).deployment.rollout.check_seconds
+                    assert sensor.mode == ("reschedule" if seconds >= 60 else "poke")
                     assert sensor.poke_interval == spec_of(name).deployment.rollout.check_seconds
                     # Airflow's scheduler can fail a rescheduled check on a stale executor event
                     # (apache/airflow#71172): the waits retry; a stopped rollout does not.
@@ -117,6 +127,22 @@ def test_deploy_dag_shape(bag):
         if manual:
             assert type(dag.task_dict["approve"]).__name__ == "ApprovalOperator"
             assert dag.task_dict["approve"].retries >= 1  # the same race after a deferral
+
+
+def test_minute_long_waits_free_their_slot_and_manual_approval_keeps_the_rollout_path(tmp_path):
+    spec = yaml.safe_load((ROOT / "models" / "credit_default.yaml").read_text())
+    spec["deployment"]["rollout"].update(check_interval="2m", max_duration="1h", bake_time="30m")
+    spec["deployment"]["approval"] = "manual"
+    (tmp_path / "credit_default.yaml").write_text(yaml.safe_dump(spec))
+    bag = dagbag(tmp_path)
+    dag = bag.dags["credit_default_deploy"]
+    for task_id in ("wait_shadow", "canary_step_1", "canary_step_2"):
+        assert dag.task_dict[task_id].mode == "reschedule"
+        assert dag.task_dict[task_id].poke_interval == 120
+    assert "direct_deployment" not in dag.task_dict  # a first deployment is approved too
+    approve = dag.task_dict["approve"]
+    assert approve.upstream_task_ids == {"start_rollout", "decide_shadow"}
+    assert dag.task_dict["promote_champion"].trigger_rule == "none_failed_min_one_success"
 
 
 def test_monitor_dag_shape(bag):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -35,6 +36,7 @@ def run_step(
     `skip_on` errors (nothing to do yet) skip it with their message. Logs what the task cost,
     and records it as metrics (`cost.<task>.*`) on the MLflow run the step worked for."""
     started, cpu = time.time(), time.process_time()
+    quiet_skops_lookups()
     result: Any = None
     try:
         result = step(*args, **kwargs)
@@ -47,6 +49,18 @@ def run_step(
         raise
     finally:
         _record_cost(step, args, result, started, cpu)
+
+
+def quiet_skops_lookups() -> None:
+    """Silence the warnings skops' import sets off in a task process (once per process).
+
+    `import skops.io` looks each scipy ufunc up in every loaded module; in a task process those
+    include Airflow 3's deprecated-module shims, which warn on every attribute read: 1,160 log
+    lines through the task supervisor, 1.3-2.1 s in each task that loads or saves a model
+    (train, evaluate, smoke test, drift check). The lookups still happen; only the warnings
+    they raise from inside skops are dropped.
+    """
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"skops\.")
 
 
 def _record_cost(

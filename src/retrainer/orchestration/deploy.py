@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, Param, task
+from airflow.sdk import DAG, Param, XComArg, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from retrainer.orchestration.common import model_dag, run_context, run_step
@@ -64,13 +64,23 @@ def rollout_doc(spec: ModelSpec) -> str:
             if r.canary
             else ""
         )
-        + f"every {r.check_interval}, without holding a worker slot. **end_rollout** ends it. "
+        + f"every {r.check_interval}"
+        + (", without holding a worker slot" if r.check_seconds >= RESCHEDULE_FROM_SECONDS else "")
+        + ". With no champion yet (a first deployment) and automatic approval, **start_rollout** "
+        "branches to **direct_deployment** and the rollout's tasks are skipped. "
+        "**end_rollout** ends it. "
         f"Pause / resume / abort: `{spec.name}_rollout_control` or `retrainer rollout ... "
         f"{spec.name}`. A newer version during a rollout: `{r.on_new_version}`.\n"
     )
 
 
 WAIT_TIMEOUT = 7 * 86400  # a waiting rollout task gives up after a week (pauses included)
+# Waits that check this often or less often free their worker slot between checks (reschedule
+# mode); shorter ones keep it (poke mode). Each rescheduled check is a new task process and a
+# round through the scheduler: 2-4 s here, which made a 6 s canary step take 14 s. Airflow's
+# own guidance for reschedule mode is a poke interval of at least a minute.
+RESCHEDULE_FROM_SECONDS = 60.0
+DIRECT = "direct_deployment"  # start_rollout's branch when there is nothing to roll out against
 # Retries of the tasks that wait across scheduler loops (rollout sensors, approve): the scheduler
 # may fail them on a stale executor event (see rollout_tasks); their own failures never retry.
 # Five: in the production test's worker restart one wait_shadow used three tries (the kill,
@@ -115,30 +125,45 @@ def _rollout_step(spec: ModelSpec, context: Any, step: Any, *args: Any) -> Any:
 
 
 def rollout_tasks(spec: ModelSpec) -> Any:
-    """start_rollout -> (wait_shadow -> decide_shadow) -> canary_step_1..n; the waits are
-    sensors in reschedule mode: between checks they hold no worker slot.
+    """start_rollout -> (wait_shadow -> decide_shadow) -> canary_step_1..n, or start_rollout ->
+    direct_deployment when there is nothing to roll out against. The waits are sensors; from a
+    check interval of RESCHEDULE_FROM_SECONDS on, in reschedule mode (no worker slot held
+    between checks).
+
+    start_rollout is a branch: its rollout state is the XCom `state` (the return value names the
+    branch). A first deployment (no champion yet) with automatic approval takes the empty
+    `direct_deployment` task, which the scheduler completes without a process, and skips the
+    rollout's tasks instead of running each just to pass (about 10 s). With manual approval it
+    takes the rollout's path as before, so the person still approves before promotion.
 
     The waits retry (STALE_EVENT_RETRIES): Airflow's scheduler can fail a reschedule-mode sensor
     whose next check was queued before the executor's report of the previous check was read
     ("finished with state success, but the task instance's state attribute is queued",
     apache/airflow#71172, open in 3.3). A stopped rollout never retries: its steps raise
     AirflowFailException."""
+    from airflow.providers.standard.operators.empty import EmptyOperator
+
     rollout = spec.deployment.rollout
     wait: dict[str, Any] = {
-        "mode": "reschedule",
+        "mode": "reschedule" if rollout.check_seconds >= RESCHEDULE_FROM_SECONDS else "poke",
         "poke_interval": rollout.check_seconds,
         "timeout": WAIT_TIMEOUT,
         **stale_event_retries(max(5.0, rollout.check_seconds)),
     }
 
-    @task
-    def start_rollout(**context: Any) -> dict[str, Any]:
+    @task.branch
+    def start_rollout(**context: Any) -> list[str]:
         from retrainer.steps import rollout as steps
 
         version = context["params"].get("version")
-        return _rollout_step(
+        started = _rollout_step(
             spec, context, steps.start, str(version) if version not in (None, "") else None
         )
+        context["ti"].xcom_push(key="state", value=started)
+        follow = set(context["task"].downstream_task_ids)
+        if started.get("skip") and DIRECT in follow:
+            return [DIRECT]
+        return sorted(follow - {DIRECT})  # the rollout's tasks (and approve, if it waits on this)
 
     @task.sensor(**wait)
     def wait_shadow(state: dict[str, Any], **context: Any) -> bool:
@@ -161,15 +186,23 @@ def rollout_tasks(spec: ModelSpec) -> Any:
 
         return check
 
-    state = start_rollout()
-    last: Any = state
+    branch = start_rollout()
+    state = XComArg(branch.operator, key="state")  # type: ignore[attr-defined]
+    last: Any = None
     if rollout.shadow:
         last = wait_shadow(state)  # type: ignore[arg-type]
         last >> (last := decide_shadow(state))  # type: ignore[arg-type]
     if rollout.canary:
         for i in range(len(rollout.canary_steps)):
-            last >> (last := canary_step(i)(state))
-    return state, last
+            step = canary_step(i)(state)
+            if last is not None:
+                last >> step
+            last = step
+    if spec.deployment.approval != "auto":
+        return last, None
+    direct = EmptyOperator(task_id=DIRECT)
+    branch >> direct
+    return last, direct
 
 
 def end_rollout_task(spec: ModelSpec) -> Any:
@@ -177,7 +210,7 @@ def end_rollout_task(spec: ModelSpec) -> Any:
     def end_rollout(**context: Any) -> dict[str, Any]:
         from retrainer.steps import rollout as steps
 
-        started = context["ti"].xcom_pull(task_ids="start_rollout")
+        started = context["ti"].xcom_pull(task_ids="start_rollout", key="state")
         return dict(run_step(steps.end, spec, run_context(context), started))
 
     return end_rollout()
@@ -207,13 +240,23 @@ def deploy_dag(spec: ModelSpec, path: Path | None = None) -> DAG:
             ),
         },
     ) as dag:
+        rollout = spec.deployment.rollout
 
-        @task
-        def promote_champion(
-            rolled: dict[str, Any] | None = None, **context: Any
-        ) -> dict[str, Any]:
+        # After a rollout: when its last step or direct_deployment succeeded, and nothing failed
+        # (a rejection or a superseded rollout skips both, so no promotion either).
+        @task(
+            trigger_rule="all_success"
+            if rollout.strategy == "direct"
+            else "none_failed_min_one_success"
+        )
+        def promote_champion(**context: Any) -> dict[str, Any]:
             from retrainer.steps import deploy
 
+            rolled = (
+                context["ti"].xcom_pull(task_ids="start_rollout", key="state")
+                if rollout.strategy != "direct"
+                else None
+            )
             params = context["params"]
             version = params.get("version")
             origin = str(params.get("origin") or "manual")
@@ -271,11 +314,12 @@ def deploy_dag(spec: ModelSpec, path: Path | None = None) -> DAG:
                 f"rolled back to v{done['to']}, which serving answers with"
             )
 
-        rollout = spec.deployment.rollout
-        rolled, decided = rollout_tasks(spec) if rollout.strategy != "direct" else (None, None)
-        promoted = promote_champion(rolled)  # type: ignore[arg-type]
+        decided, direct = rollout_tasks(spec) if rollout.strategy != "direct" else (None, None)
+        promoted = promote_champion()
         if decided is not None:
             decided >> promoted
+        if direct is not None:
+            direct >> promoted
         if spec.deployment.approval == "manual":
             from airflow.providers.standard.operators.hitl import ApprovalOperator
 
@@ -297,7 +341,7 @@ def deploy_dag(spec: ModelSpec, path: Path | None = None) -> DAG:
         reloaded = reload_serving(promoted)  # type: ignore[arg-type]
         checked = smoke_test(promoted, reloaded)  # type: ignore[arg-type]
         [reloaded, checked] >> rollback()
-        if rolled is not None:
+        if decided is not None:
             [promoted, reloaded, checked] >> end_rollout_task(spec)
     return dag
 
