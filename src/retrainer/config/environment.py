@@ -42,6 +42,12 @@ def process_environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "30",
         "PATH": path,
+        # The whole task process, not only the fit: out-of-fold fits, permutation importance and
+        # predictions ran on every core. With two OpenMP threads on two cores, one of them
+        # busy with any other process (even at nice 19), a HistGradientBoosting fit on the
+        # demo's data took 26 s instead of 0.3 s (each parallel region waits for the
+        # descheduled thread), and the demo's train_candidate 105-112 s instead of 8.
+        **thread_limits(settings.task_threads),
         **lineage_environment(settings),
     }
 
@@ -64,5 +70,7 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
 
 def thread_limits(threads: int) -> dict[str, str]:
     """OpenMP and BLAS start a thread per core unless told: on a shared worker, every task then
-    oversubscribes the cores (a HistGradientBoosting fit took 31-45 s instead of 7-9 s here)."""
+    oversubscribes the cores (a HistGradientBoosting fit took 31-45 s instead of 7-9 s here).
+    Every process `retrainer up` starts gets `Settings.task_threads` (RETRAINER_THREADS; by
+    default the cores / RETRAINER_TASK_SLOTS)."""
     return dict.fromkeys(THREAD_VARIABLES, str(threads))

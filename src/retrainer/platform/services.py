@@ -62,15 +62,17 @@ def mlflow_server_argv(settings: Settings) -> list[str]:
 def services(settings: Settings) -> list[Service]:
     """Airflow's parts (plus a Celery worker in production), the MLflow server, serving."""
     airflow = str(venv_bin() / "airflow")
+    # The processes that fork task processes import the task libraries first (platform.preload)
+    forking = [str(venv_bin() / "python"), "-m", "retrainer.platform.preload"]
     workers = (
-        [Service("airflow-celery-worker", [airflow, "celery", "worker", "--concurrency", "2"])]
+        [Service("airflow-celery-worker", [*forking, "celery", "worker", "--concurrency", "2"])]
         if settings.resources.executor == "CeleryExecutor"
         else []
     )
     return [
         Service("mlflow", mlflow_server_argv(settings), f"{settings.mlflow_url}/health"),
         Service("airflow-dag-processor", [airflow, "dag-processor"]),
-        Service("airflow-scheduler", [airflow, "scheduler"]),
+        Service("airflow-scheduler", [*forking, "scheduler"]),
         Service("airflow-triggerer", [airflow, "triggerer"]),
         *workers,
         Service(
