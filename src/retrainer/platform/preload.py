@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import runpy
 import sys
 import time
 import warnings
@@ -59,10 +60,10 @@ def main() -> None:
         f"for the tasks this process forks",
         file=sys.stderr,
     )
-    from airflow.__main__ import main as airflow_main
-
+    # Airflow's command line, as `airflow ...` would run it (a launcher: no use of Airflow's API
+    # here, which stays in retrainer.orchestration)
     sys.argv = ["airflow", *sys.argv[1:]]
-    sys.exit(airflow_main())
+    runpy.run_module("airflow", run_name="__main__", alter_sys=True)
 
 
 if __name__ == "__main__":
