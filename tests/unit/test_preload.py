@@ -16,6 +16,10 @@ def test_the_scheduler_starts_through_preload_and_tasks_get_thread_limits(tmp_pa
     argv = {svc.name: svc.argv for svc in services.services(s)}
     assert argv["airflow-scheduler"][1:] == ["-m", "retrainer.platform.preload", "scheduler"]
     assert argv["airflow-dag-processor"][-1] == "dag-processor"  # parses only: no preload
+    # `retrainer airflow ...` (the containers' and Helm's commands) takes the same route
+    assert services.airflow_argv(["celery", "worker"])[1:3] == ["-m", "retrainer.platform.preload"]
+    assert services.airflow_argv(["celery", "flower"])[0].endswith("/airflow")
+    assert services.airflow_argv(["triggerer"])[0].endswith("/airflow")
     env = process_environment(s)
     assert all(env[v] == "1" for v in THREAD_VARIABLES)
     assert env["AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"] == "0.25"

@@ -120,8 +120,12 @@ def _exec_tool(tool: str, args: list[str]) -> None:
     except RetrainerError as exc:
         fail(str(exc))
     env = services.service_env(settings)
-    exe = str(services.venv_bin() / tool)
-    os.execvpe(exe, [exe, *args], env)
+    argv = (
+        services.airflow_argv(args)
+        if tool == "airflow"
+        else [str(services.venv_bin() / tool), *args]
+    )
+    os.execvpe(argv[0], argv, env)
 
 
 @app.command(context_settings=PASSTHROUGH)

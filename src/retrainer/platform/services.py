@@ -59,20 +59,29 @@ def mlflow_server_argv(settings: Settings) -> list[str]:
     ]
 
 
+FORKING_COMMANDS = (["scheduler"], ["celery", "worker"])  # what forks Airflow's task processes
+
+
+def airflow_argv(args: list[str]) -> list[str]:
+    """The command line of `airflow <args>`; the commands that fork task processes go through
+    platform.preload, so each task starts with the task libraries imported."""
+    if any(args[: len(cmd)] == cmd for cmd in FORKING_COMMANDS):
+        return [sys.executable, "-m", "retrainer.platform.preload", *args]
+    return [str(venv_bin() / "airflow"), *args]
+
+
 def services(settings: Settings) -> list[Service]:
     """Airflow's parts (plus a Celery worker in production), the MLflow server, serving."""
     airflow = str(venv_bin() / "airflow")
-    # The processes that fork task processes import the task libraries first (platform.preload)
-    forking = [str(venv_bin() / "python"), "-m", "retrainer.platform.preload"]
     workers = (
-        [Service("airflow-celery-worker", [*forking, "celery", "worker", "--concurrency", "2"])]
+        [Service("airflow-celery-worker", airflow_argv(["celery", "worker", "--concurrency", "2"]))]
         if settings.resources.executor == "CeleryExecutor"
         else []
     )
     return [
         Service("mlflow", mlflow_server_argv(settings), f"{settings.mlflow_url}/health"),
         Service("airflow-dag-processor", [airflow, "dag-processor"]),
-        Service("airflow-scheduler", [*forking, "scheduler"]),
+        Service("airflow-scheduler", airflow_argv(["scheduler"])),
         Service("airflow-triggerer", [airflow, "triggerer"]),
         *workers,
         Service(
