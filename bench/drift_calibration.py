@@ -192,21 +192,38 @@ class Setup:
         self.test_score, self.test_y = score, y
         self.calibrations["cross-fitted"] = self.cross_fitted(spec.data.random_state)
         self.calibrations["Platt, test split (diagnostic)"] = PlattCalibration(y, score)
+        # Diagnostic, not offered: the calibration rows (training rows out of fold, 5 fold
+        # seeds pooled, and the test rows) reweighted to a window far from most of them
+        y_train = (self.train[spec.data.target] == spec.data.positive_class).to_numpy()
+        self.cal_x = self.model.named_steps["features"].transform(
+            prepare_features(pd.concat([self.train, test]), self.numeric, self.categorical)
+        )
+        self.cal_positive = np.concatenate([y_train, y])
+        self.cal_scores = np.column_stack(
+            [
+                np.concatenate([self.out_of_fold(spec.data.random_state + k), score])
+                for k in range(5)
+            ]
+        )
 
-    def cross_fitted(self, fold_seed: int):
-        """The cross-fitted isotonic calibration, its 5 folds shuffled with ``fold_seed``."""
+    def out_of_fold(self, fold_seed: int) -> np.ndarray:
+        """The training rows' out-of-fold scores, 5 folds shuffled with ``fold_seed``."""
         from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
         from retrainer.core.training import build_pipeline, prepare_features
 
-        spec = self.spec
-        oof = cross_val_predict(
-            build_pipeline(spec, self.numeric, self.categorical),
+        return cross_val_predict(
+            build_pipeline(self.spec, self.numeric, self.categorical),
             prepare_features(self.train, self.numeric, self.categorical),
-            self.train[spec.data.target],
+            self.train[self.spec.data.target],
             cv=StratifiedKFold(5, shuffle=True, random_state=fold_seed),
             method="predict_proba",
         )[:, self.pos]
+
+    def cross_fitted(self, fold_seed: int):
+        """The cross-fitted isotonic calibration, its 5 folds shuffled with ``fold_seed``."""
+        spec = self.spec
+        oof = self.out_of_fold(fold_seed)
         y_train = (self.train[spec.data.target] == spec.data.positive_class).to_numpy()
         return fit_calibration(
             np.concatenate([y_train, self.test_y]), np.concatenate([oof, self.test_score])
@@ -244,6 +261,34 @@ def cbpe_errors(setup: Setup, calibration, population: pd.DataFrame, size: int, 
     return {k: np.array(v) for k, v in errs.items()}
 
 
+def reweighted_errors(st: Setup, population: pd.DataFrame, size: int, windows: int, rng):
+    """Diagnostic, not offered: estimated minus realised roc_auc on windows drawn from
+    ``population`` with the cross-fitted calibration, or, for a window far from most calibration
+    rows (core.cbpe.shift_weights), the pooled calibration rows reweighted to it
+    (core.cbpe.reweighted_calibration). Also: the share of windows reweighted."""
+    from sklearn.metrics import roc_auc_score
+
+    from retrainer.core.cbpe import expected_roc_auc, reweighted_calibration, shift_weights
+    from retrainer.core.training import prepare_features
+
+    score, y = st.scores(population)
+    window_x = st.model.named_steps["features"].transform(
+        prepare_features(population, st.numeric, st.categorical)
+    )
+    errs, reweighted = [], 0
+    for _ in range(windows):
+        r = rng.integers(0, y.size, size)
+        if y[r].all() or not y[r].any():
+            continue
+        cal = st.calibrations["cross-fitted"]
+        shift = shift_weights(st.cal_x, window_x[r])
+        if shift.weights is not None:
+            reweighted += 1
+            cal = reweighted_calibration(st.cal_positive, st.cal_scores, shift.weights)
+        errs.append(expected_roc_auc(cal.apply(score[r]), score[r]) - roc_auc_score(y[r], score[r]))
+    return np.array(errs), reweighted / max(1, len(errs))
+
+
 def rent_3x(heldout: pd.DataFrame, seed: int) -> pd.DataFrame:
     """A reweighting (covariate shift): rows with Home == rent drawn 3 times as often."""
     return heldout.sample(
@@ -260,11 +305,13 @@ def cbpe_section(st: Setup, rent: pd.DataFrame, rng, failures: list[str]) -> Non
     from retrainer.core.cbpe import expected_roc_auc
 
     print("3. THE LABEL-FREE ESTIMATE (CBPE) vs the realised metric; it assumes covariate shift")
+    young = st.heldout[st.heldout["Age"] < 30]
     cases = [
         ("held-out base population (no shift; includes the 557 test rows)", st.heldout),
         ("traffic/base.csv alone (no shift; no calibration row among them)", st.traffic),
         ("Home == rent 3x as often (a reweighting: covariate shift)", rent),
         ("demo's shifted traffic", st.shifted),
+        ("held-out applicants under 30 (a selection inside the support)", young),
     ]
     for label, popn in cases:
         score, y = st.scores(popn)
@@ -291,6 +338,17 @@ def cbpe_section(st: Setup, rent: pd.DataFrame, rng, failures: list[str]) -> Non
                     failures.append(
                         "CBPE roc_auc MAE above 2 points on windows of the demo's shifted traffic"
                     )
+        print(
+            "     cross-fitted, reweighted to a window far from most calibration rows "
+            "(diagnostic, not offered):"
+        )
+        for size in (200, 500, 950):
+            e, share = reweighted_errors(st, popn, size, 300, rng)
+            print(
+                f"       {e.size} windows of {size:>3} rows: roc_auc MAE "
+                f"{100 * np.mean(np.abs(e)):.2f} pts (bias {100 * np.mean(e):+.2f}); "
+                f"{share:.0%} of the windows reweighted"
+            )
     # the cross-fitted calibration depends on how its folds fall: refit with other fold seeds
     seeds = (st.spec.data.random_state, 0, 1, 2, 3)
     rows = {label.split(" (")[0]: st.scores(popn) for label, popn in cases}

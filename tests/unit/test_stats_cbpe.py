@@ -98,3 +98,39 @@ def test_estimated_drop_is_direction_aware():
 def test_unknown_metric_is_refused():
     with pytest.raises(ValueError, match="cannot be estimated"):
         estimate([0.5], [True], metrics=["r2"])
+
+
+def test_shift_weights_gate_cap_and_floor():
+    from retrainer.core.cbpe import effective_rows, shift_weights
+
+    rng = np.random.default_rng(0)
+    cal = rng.normal(size=(3000, 3))
+    same = shift_weights(cal, rng.normal(size=(500, 3)))
+    assert same.weights is None and same.effective_rows >= 0.5 * 3000  # not shifted: keep it
+    far = shift_weights(cal, rng.normal(loc=2.5, size=(500, 3)))
+    w = far.weights
+    assert w is not None and far.effective_rows < 0.5 * 3000
+    assert w.mean() == pytest.approx(1.0) and w.max() <= 20.0 + 1e-9
+    assert effective_rows(w) == pytest.approx(1000.0, rel=1e-3)  # mixed up to the floor
+    # the rows nearest the window weigh most
+    from scipy.stats import spearmanr
+
+    assert spearmanr(w, cal.sum(axis=1)).statistic > 0.9
+    assert effective_rows(np.ones(10)) == pytest.approx(10.0)
+
+
+def test_reweighted_calibration_pools_repeats_and_equal_weights_change_nothing():
+    from retrainer.core.cbpe import fit_calibration, reweighted_calibration
+
+    rng = np.random.default_rng(1)
+    score = rng.uniform(size=2000)
+    positive = rng.uniform(size=2000) < score
+    plain = fit_calibration(positive, score)
+    same = reweighted_calibration(positive, score, np.full(2000, 3.0))
+    assert same.x == pytest.approx(plain.x) and same.y == pytest.approx(plain.y)
+    assert same.method.startswith("isotonic, reweighted")
+    twice = reweighted_calibration(positive, np.column_stack([score, score]), np.ones(2000))
+    assert twice.y == pytest.approx(plain.y) and twice.rows == 4000
+    # weight only the high scores: the map is fitted where the weight is
+    high = reweighted_calibration(positive, score, np.where(score > 0.5, 1.0, 1e-9))
+    assert high.apply([0.9])[0] == pytest.approx(plain.apply([0.9])[0], abs=0.05)
