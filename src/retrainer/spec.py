@@ -421,7 +421,9 @@ class AccessControl(_Strict):
 class ModelSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     task: Literal["classification", "regression"]
-    description: str = ""
+    # The registered model's description in MLflow, whose PostgreSQL column holds 5,000
+    # characters (a longer one is refused there)
+    description: str = Field(default="", max_length=5000)
     owner: str = "retrainer"
     data: DataSpec
     validation: ValidationSpec = Field(default_factory=ValidationSpec)

@@ -75,6 +75,10 @@ def test_defaults_fill_optional_blocks():
             lambda r: r["data"]["features"]["numeric"].append("Status"),
             "the target 'Status' is listed as a feature",
         ),
+        (  # the registered model's description: MLflow's PostgreSQL column holds 5,000
+            lambda r: r.update(description="x" * 5001),
+            "description: expected string should have at most 5000 characters",
+        ),
     ],
 )
 def test_bad_spec_names_file_key_expected_and_found(mutate, expected):
