@@ -57,8 +57,8 @@ def _embedded(s: Settings) -> Resources:
             # After a task ends, its downstream task is queued on the scheduler's next loop; an
             # idle scheduler sleeps up to 1 s (Airflow's default) between loops, which was most
             # of the 0.5-0.9 s gap between consecutive tasks here (about 35 of them in the
-            # demo's loop). A quarter second costs the idle scheduler about 6% of a core here
-            # (2% at 1 s); set the variable to choose otherwise.
+            # demo's loop). At a quarter second the idle scheduler used 6.2% of a core here; set
+            # the variable to choose otherwise.
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": os.environ.get(
                 "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME", "0.25"
             ),
