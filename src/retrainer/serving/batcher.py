@@ -157,6 +157,19 @@ class Batcher:
                 if self.after_predict is not None:  # queued behind it, never awaited
                     with suppress(RuntimeError):  # the executor shut down meanwhile
                         loop.run_in_executor(self.executor, self.after_predict, handle, rows)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the batcher itself is stopped
+            # Its executor was shut down under the call (a challenger taken out of traffic,
+            # RolloutChallenger.close): fail these requests, which the champion then answers,
+            # instead of ending this task and leaving them, and the queued ones, unanswered.
+            for it in items:
+                if not it.future.done():
+                    it.future.set_exception(
+                        RuntimeError(f"{self.name}: taken out of traffic while predicting")
+                    )
+            return
         except Exception as exc:
             if len(items) > 1:  # one request's rows never fail the others': score each alone
                 for it in items:
