@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
@@ -74,3 +75,15 @@ def thread_limits(threads: int) -> dict[str, str]:
     Every process `retrainer up` starts gets `Settings.task_threads` (RETRAINER_THREADS; by
     default the cores / RETRAINER_TASK_SLOTS)."""
     return dict.fromkeys(THREAD_VARIABLES, str(threads))
+
+
+def quiet_skops_lookups() -> None:
+    """Silence the warnings skops' import sets off beside Airflow (in a task: once per process).
+
+    `import skops.io` looks each scipy ufunc up in every loaded module; beside Airflow those
+    include Airflow 3's deprecated-module shims, which warn on every attribute read: 1,160
+    warning lines in the log of each task that loads or saves a model (train, evaluate, smoke
+    test, drift check). Only the warnings raised from inside skops are dropped. (The lookups
+    themselves cost 0.5-1 s of CPU; preloaded here, tasks skip them.)
+    """
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"skops\.")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -17,6 +16,7 @@ from typing import Any, TypeVar
 from airflow.sdk import DAG, Param
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from retrainer.config.environment import quiet_skops_lookups
 from retrainer.config.settings import RunContext
 from retrainer.errors import RetrainerError
 from retrainer.spec import ModelSpec
@@ -49,19 +49,6 @@ def run_step(
         raise
     finally:
         _record_cost(step, args, result, started, cpu)
-
-
-def quiet_skops_lookups() -> None:
-    """Silence the warnings skops' import sets off in a task process (once per process).
-
-    `import skops.io` looks each scipy ufunc up in every loaded module; in a task process those
-    include Airflow 3's deprecated-module shims, which warn on every attribute read: 1,160
-    warning lines in the log of each task that loads or saves a model (train, evaluate, smoke
-    test, drift check). Only the warnings raised from inside skops are dropped. (The lookups
-    themselves cost 0.5-1 s of CPU; where the scheduler preloads skops, platform.preload,
-    tasks skip them.)
-    """
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"skops\.")
 
 
 def _record_cost(

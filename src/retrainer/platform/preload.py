@@ -20,6 +20,8 @@ import sys
 import time
 import warnings
 
+from retrainer.config.environment import quiet_skops_lookups
+
 # What tasks import, the heaviest first: about 4.5 s of CPU in a fresh process here.
 PRELOAD = (
     "great_expectations",  # validate_data: 2.5 s
@@ -40,8 +42,7 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> list[str]:
     """Import `modules`; those that fail to import are skipped (a task would say why)."""
     loaded = []
     with warnings.catch_warnings():
-        # skops' lookups read Airflow's deprecated-module shims, each a warning (see run_step)
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"skops\.")
+        quiet_skops_lookups()
         for name in modules:
             try:
                 importlib.import_module(name)
