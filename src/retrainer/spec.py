@@ -222,12 +222,22 @@ class MonitoringSpec(_Strict):
         "dropped by this much: estimated without labels (CBPE, binary classifiers), or measured "
         "on delayed labels when they arrived",
     )
+    max_outside_support: float = Field(
+        default=0.1,
+        gt=0.0,
+        le=1.0,
+        description="the label-free estimate is trusted only while fewer than this share of the "
+        "window's rows lie outside the reference rows' support (beyond what 99% of them score "
+        "on a classifier telling window from reference); otherwise it does not hold a drift "
+        "retrain back",
+    )
     max_retrains: RetrainCap | None = None
     calibration: Literal["cross_fitted", "test_split"] = Field(
         default="cross_fitted",
         description="rows the label-free estimate's isotonic calibration is fitted on: the test "
         "split plus out-of-fold predictions on the training rows (5 folds of the same "
-        "pipeline, 5 more fits at training time), or the test split only",
+        "pipeline, 5 more fits at training time; each fold's scores taken as percentiles of "
+        "its own model's scores on the test split), or the test split only",
     )
 
     @model_validator(mode="after")

@@ -124,3 +124,45 @@ def test_cross_fitted_calibration_is_the_default_and_estimates_the_shift_better(
         errors[name] = abs(est["estimated"] - realised)
     assert errors["crossed"] < errors["test"], errors
     print(f"roc_auc on all {len(shifted)} shifted rows: realised {realised:.4f}, errors {errors}")
+
+
+def test_outside_the_reference_support_the_estimate_does_not_hold_a_retrain(champion):
+    """The demo's shifted traffic (a corner no training row is in) leaves the reference rows'
+    support: the estimate is reported but not trusted, so a drift retrain is not held back by
+    it; held-out rows of the base population stay within it."""
+    import json
+    from importlib import resources
+
+    from jsonschema import validate
+
+    s, model, profile, test, shifted = champion
+    df = pd.read_csv(ROOT / "examples" / "credit" / "credit_data.csv")
+    train, _ = split_frame(df.drop(shifted.index), s)
+    lenient = spec(max_estimated_drop=0.5, min_rows=100)
+    inside = label_free_estimate(lenient, profile, served(model, test), lambda: train)
+    assert inside["support"]["within"] and inside["support"]["outside_share"] < 0.1
+    window = served(model, shifted.sample(300, random_state=0))
+    outside = label_free_estimate(lenient, profile, window, lambda: train)
+    sup = outside["support"]
+    assert not sup["within"] and sup["outside_share"] >= 0.2 and sup["limit"] == 0.1
+    assert sup["rows"] == 300 and sup["reference_rows"] == len(train)
+    assert not outside["exceeds"]  # the estimate alone would hold the retrain back
+    drift = compare_to_profile(profile, window.drop(columns=["_prediction", "_score"]))
+    d = decide(lenient, drift, 300, estimate=outside)
+    assert d.decision == RETRAIN and "not trusted" in d.reasons[-1], d.reasons
+    assert "outside the reference's support" in d.summary() and "not trusted" in d.summary()
+    schema = resources.files("retrainer.core").joinpath("schemas/monitor_decision.schema.json")
+    validate(d.to_dict(), json.loads(schema.read_text()))
+    # delayed labels still decide over the estimate, trusted or not
+    fine = LabelCheck(
+        rows=300, metric="roc_auc", value=profile.reference_metric["value"], threshold=0.6
+    )
+    assert decide(lenient, drift, 300, labels=fine, estimate=outside).decision == WARN
+    # no reference sample (a champion logged before the check existed): no support, as before
+    assert "support" not in label_free_estimate(lenient, profile, window, lambda: None)
+    # a wider limit trusts it again
+    wide = spec(max_estimated_drop=0.5, min_rows=100, max_outside_support=0.9)
+    trusted = label_free_estimate(wide, profile, window, lambda: train)
+    assert (
+        trusted["support"]["within"] and decide(wide, drift, 300, estimate=trusted).decision == WARN
+    )

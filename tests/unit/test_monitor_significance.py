@@ -151,3 +151,8 @@ def test_the_demo_prints_the_monitor_record(credit):
     assert f"noise floor {age['noise_floor']:.3f}" in line
     assert f"BH-adjusted p {age['p_adjusted']:.2g}" in line
     assert "estimated roc_auc without labels 0.790 (reference 0.820, drop +0.030)" in line
+    support = {"outside_share": 0.34, "limit": 0.1, "within": False}
+    record["estimate"]["support"] = support
+    assert "(reference 0.820, drop +0.030; 34% of rows outside the reference: not trusted)" in (
+        monitor_outcome(record)
+    )

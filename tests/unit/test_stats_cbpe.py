@@ -134,3 +134,42 @@ def test_reweighted_calibration_pools_repeats_and_equal_weights_change_nothing()
     # weight only the high scores: the map is fitted where the weight is
     high = reweighted_calibration(positive, score, np.where(score > 0.5, 1.0, 1e-9))
     assert high.apply([0.9])[0] == pytest.approx(plain.apply([0.9])[0], abs=0.05)
+
+
+def test_anchored_calibration_pools_models_on_different_scales():
+    """Out-of-fold rows scored by other models (here on a squared scale) pooled with the
+    champion's raw scores flatten the map and misstate the window's AUC; on the anchored scale
+    (each score's percentile among its own model's test-split scores) they agree."""
+    from retrainer.core.cbpe import anchor_of, anchored
+
+    rng = np.random.default_rng(3)
+    p_train, p_test, p_win = (rng.beta(1.2, 2.5, n) for n in (8000, 2000, 4000))
+    y_train, y_test = rng.random(8000) < p_train, rng.random(2000) < p_test
+    fold_train, fold_test = p_train**2, p_test**2  # the fold models' scale
+    positive = np.concatenate([y_train, y_test])
+    raw = fit_calibration(positive, np.concatenate([fold_train, p_test]))
+    anchor = anchor_of(p_test)
+    crossed = fit_calibration(
+        positive,
+        np.concatenate([anchored(fold_train, anchor_of(fold_test)), anchored(p_test, anchor)]),
+        anchor=anchor,
+    )
+    truth = expected_roc_auc(p_win, p_win)  # the window's AUC, in expectation
+    assert abs(expected_roc_auc(crossed.apply(p_win), p_win) - truth) < 0.005
+    assert abs(expected_roc_auc(raw.apply(p_win), p_win) - truth) > 0.02
+    again = Calibration.from_dict(crossed.to_dict())
+    assert again.anchor == crossed.anchor and np.array_equal(
+        again.apply(p_win), crossed.apply(p_win)
+    )
+    assert "anchor" not in raw.to_dict()  # profiles without an anchor keep their old shape
+
+
+def test_anchor_is_bounded_and_ties_count_half():
+    from retrainer.core.cbpe import ANCHOR_POINTS, anchor_of, anchored
+
+    big = anchor_of(np.linspace(0, 1, 100_000))
+    assert len(big) == ANCHOR_POINTS and big[0] == 0.0 and big[-1] == 1.0
+    assert anchor_of([0.3, 0.1, 0.2]) == [0.1, 0.2, 0.3]
+    assert anchored([0.0, 0.2, 0.25, 1.0], [0.1, 0.2, 0.2, 0.3]).tolist() == [0.0, 0.5, 0.75, 1.0]
+    with pytest.raises(ValueError, match="no test-split scores"):
+        anchor_of([])

@@ -268,8 +268,14 @@ def monitor_outcome(d: dict[str, Any]) -> str:
     if e:
         out += (
             f"; estimated {e['metric']} without labels {e['estimated']:.3f} "
-            f"(reference {e['reference']:.3f}, drop {e['drop']:+.3f})"
+            f"(reference {e['reference']:.3f}, drop {e['drop']:+.3f}"
         )
+        sup = e.get("support")
+        if sup:
+            out += f"; {sup['outside_share']:.0%} of rows outside the reference" + (
+                "" if sup["within"] else ": not trusted"
+            )
+        out += ")"
     labels = d.get("labels") or {}
     if labels.get("value") is not None:
         out += (

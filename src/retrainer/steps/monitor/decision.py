@@ -68,6 +68,13 @@ class MonitorDecision:
                 f"\nestimated {e['metric']} (no labels) {e['estimated']:.4f} vs reference "
                 f"{e['reference']:.4f}: drop {e['drop']:+.4f}"
             )
+            sup = e.get("support")
+            if sup:
+                out += (
+                    f"; {sup['outside_share']:.0%} of the rows outside the reference's support "
+                    f"(limit {sup['limit']:.0%}): "
+                    + ("trusted" if sup["within"] else "not trusted")
+                )
         if self.significance:
             rows = [f"{'feature':<16} {'PSI':>7} {'floor':>7} {'p (BH)':>9}  test          verdict"]
             feats = self.significance["features"].values()
@@ -194,6 +201,8 @@ def decide(
                 drifted,
                 **base,  # type: ignore[arg-type]
             )
+        if reasons and (untrusted := _estimate_untrusted(labels, estimate)):
+            reasons.append(untrusted)
     if reasons:
         return MonitorDecision(RETRAIN, reasons, drifted, **base)  # type: ignore[arg-type]
     if warned:
@@ -236,6 +245,8 @@ def _drop_too_small(
                 f"{reference:.4f}, drop {drop:+.4f} < max_estimated_drop {limit:g}): no retrain"
             )
         return ""
+    if _estimate_untrusted(labels, estimate):
+        return ""  # outside the calibration's support: the estimate cannot vouch for the model
     if not estimate["exceeds"]:
         return (
             f"but the label-free estimate of {metric} is {estimate['estimated']:.4f} (reference "
@@ -243,3 +254,18 @@ def _drop_too_small(
             "assumes covariate shift): no retrain"
         )
     return ""
+
+
+def _estimate_untrusted(labels: LabelCheck | None, estimate: dict[str, Any] | None) -> str:
+    """Why the label-free estimate does not hold a drift retrain back (empty: it may)."""
+    if estimate is None or (labels is not None and labels.value is not None):
+        return ""
+    sup = estimate.get("support")
+    if not sup or sup["within"]:
+        return ""
+    return (
+        f"the label-free estimate of {estimate['metric']} ({estimate['estimated']:.4f}, drop "
+        f"{estimate['drop']:+.4f}) is not trusted: {sup['outside_share']:.0%} of the window's rows "
+        f"lie outside the reference rows' support (max_outside_support {sup['limit']:g}), where "
+        "the calibration extrapolates; drift decides"
+    )

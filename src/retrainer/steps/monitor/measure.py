@@ -18,6 +18,8 @@ from retrainer.steps.monitor.report import publish
 from retrainer.steps.monitor.window import META_COLUMNS, read_log
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
 
 log = logging.getLogger(__name__)
@@ -117,7 +119,7 @@ def measure_drift(
             profile.categorical,
         )
     previous = _previous_drifted(client, spec, settings, run_id)
-    estimate = label_free_estimate(spec, profile, df)
+    estimate = label_free_estimate(spec, profile, df, lambda: _reference_sample(client, champ_run))
     weighted = None
     if drift is not None and profile.importance:
         from retrainer.core.significance import weighted_drift
@@ -204,14 +206,32 @@ def _previous_drifted(
     return [[f for f in d.split(",") if f] for d in drifted]
 
 
-def label_free_estimate(spec: ModelSpec, profile: Any, df: pd.DataFrame) -> dict[str, Any] | None:
+def _reference_sample(client: Any, champ_run: str) -> pd.DataFrame | None:
+    """The champion's sample of its training rows (None for a champion logged without one)."""
+    import pandas as pd
+
+    try:
+        return pd.read_parquet(client.download_artifacts(champ_run, C.ARTIFACT_REFERENCE_SAMPLE))
+    except Exception as exc:  # noqa: BLE001 - an older or partial champion run: no support check
+        log.warning("no reference sample for the estimate's support check: %s", exc)
+        return None
+
+
+def label_free_estimate(
+    spec: ModelSpec,
+    profile: Any,
+    df: pd.DataFrame,
+    reference: Callable[[], pd.DataFrame | None] | None = None,
+) -> dict[str, Any] | None:
     """The champion's primary metric on the window without labels (CBPE), from the scores the
     serving API logged and the calibration stored with the profile; None where it cannot be
-    made (regression, multiclass, an older profile, too few scored rows)."""
+    made (regression, multiclass, an older profile, too few scored rows). With ``reference``
+    (loads the champion's sample of its training rows), also whether the window lies within
+    their support (core.cbpe.support): outside it the estimate is not trusted."""
     import numpy as np
     import pandas as pd
 
-    from retrainer.core.cbpe import Calibration, estimate, estimated_drop
+    from retrainer.core.cbpe import Calibration, estimate, estimated_drop, support
     from retrainer.spec import LOWER_IS_BETTER
 
     ref, cal = profile.reference_metric, profile.calibration
@@ -228,7 +248,7 @@ def label_free_estimate(spec: ModelSpec, profile: Any, df: pd.DataFrame) -> dict
     value = estimate(Calibration.from_dict(cal).apply(p_pos), predicted_positive, p_pos, [metric])[
         metric
     ]
-    return estimated_drop(
+    out = estimated_drop(
         metric,
         float(ref["value"]),
         float(value),
@@ -236,3 +256,22 @@ def label_free_estimate(spec: ModelSpec, profile: Any, df: pd.DataFrame) -> dict
         limit=spec.monitoring.max_estimated_drop,
         lower_is_better=metric in LOWER_IS_BETTER,
     ).to_dict()
+    sample = reference() if reference is not None else None
+    if sample is not None and len(sample) > 1:
+        from retrainer.core.training import prepare_features
+
+        # features left out of the trigger (a day counter) leave the support by construction
+        keep = [c for c in df.columns if c in sample.columns and c not in spec.monitoring.exclude]
+        numeric = [c for c in profile.numeric if c in keep]
+        categorical = [c for c in profile.categorical if c in keep]
+        try:
+            out["support"] = support(
+                prepare_features(sample, numeric, categorical),
+                prepare_features(df[ok], numeric, categorical),
+                numeric,
+                categorical,
+                spec.monitoring.max_outside_support,
+            ).to_dict()
+        except ValueError as exc:
+            log.warning("no support check for the estimate: %s", exc)
+    return out
