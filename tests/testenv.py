@@ -96,6 +96,9 @@ copy_spec(
 copy_spec(  # a PSI limit low enough that sampling noise passes it: significance decides
     "credit_default", "credit_sig", monitoring={"psi_warn": 0.02, "psi_retrain": 0.04}
 )
+copy_spec(  # a drop limit so lenient that a trusted estimate holds any drift retrain back
+    "credit_default", "credit_est", monitoring={"max_estimated_drop": 0.5, "min_rows": 100}
+)
 copy_spec("breast_cancer", "plug_bc")
 copy_spec(
     "breast_cancer",
