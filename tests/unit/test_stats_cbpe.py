@@ -173,3 +173,42 @@ def test_anchor_is_bounded_and_ties_count_half():
     assert anchored([0.0, 0.2, 0.25, 1.0], [0.1, 0.2, 0.2, 0.3]).tolist() == [0.0, 0.5, 0.75, 1.0]
     with pytest.raises(ValueError, match="no test-split scores"):
         anchor_of([])
+
+
+def test_support_finds_a_window_outside_the_reference_and_takes_hostile_values():
+    import pandas as pd
+
+    from retrainer.core.cbpe import support
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    ref = pd.DataFrame(
+        {
+            "a": rng.normal(0, 1, n),
+            "b": rng.normal(0, 1, n),
+            "const": 1.0,
+            "c": rng.choice(["x", "y", "z"], n),
+        }
+    )
+    ref = ref[~((ref["a"] > 1) & (ref["b"] > 1))]  # a corner no reference row is in
+    inside = ref.sample(500, random_state=1, replace=True)
+    assert support(ref, inside, ["a", "b", "const"], ["c"], 0.1).within
+    corner = pd.DataFrame(
+        {"a": rng.uniform(1, 2, 500), "b": rng.uniform(1, 2, 500), "const": 1.0, "c": "x"}
+    )
+    outside = support(ref, corner, ["a", "b", "const"], ["c"], 0.1)
+    assert not outside.within and outside.outside_share > 0.5
+    assert outside.rows == 500 and outside.reference_rows == len(ref)
+    hostile = inside.assign(
+        a=np.where(np.arange(500) % 7 == 0, np.inf, inside["a"]),
+        b=np.nan,  # a column that went missing
+        c=[f"new-{i}" for i in range(500)],  # categories never seen
+    )
+    s = support(ref, hostile, ["a", "b", "const", "gone"], ["c", "gone_too"], 0.1)
+    assert 0.0 <= s.outside_share <= 1.0 and not s.within  # unseen categories lie outside
+    one = support(ref, inside.iloc[:1], ["a", "b"], ["c"], 0.1)
+    assert one.rows == 1 and one.outside_share in (0.0, 1.0)
+    big = pd.concat([inside] * 20, ignore_index=True)  # 10,000 rows: a sample of 5,000 is fitted
+    assert support(ref, big, ["a", "b"], ["c"], 0.1).rows == 10_000
+    with pytest.raises(ValueError, match="reference"):
+        support(ref.iloc[:1], inside, ["a"], [], 0.1)

@@ -398,6 +398,8 @@ def support(
     win = window.sample(SUPPORT_ROWS, random_state=seed) if len(window) > SUPPORT_ROWS else window
     if len(ref) < 2 or len(win) < 1:
         raise ValueError(f"support: {len(ref)} reference and {len(win)} window rows")
+    numeric = [c for c in numeric if c in ref.columns]  # a column the window lacks: all missing
+    categorical = [c for c in categorical if c in ref.columns]
     xr, xw = _encode(ref, numeric, categorical, ref), _encode(win, numeric, categorical, ref)
     d = np.concatenate([np.zeros(len(xr)), np.ones(len(xw))])
     lr = LogisticRegression(C=1.0, max_iter=1000).fit(np.vstack([xr, xw]), d)
