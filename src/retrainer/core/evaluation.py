@@ -11,6 +11,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
+    from retrainer.core.cbpe import Calibration
     from retrainer.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -217,7 +218,7 @@ def cross_fitted_calibration(
     categorical: list[str],
     pos: Any,
     seed: int | None = None,
-) -> Any:
+) -> Calibration:
     """The champion's calibration on the test split plus every training row out of fold, all on
     the anchored scale (core.cbpe.Calibration.anchor: the champion's test-split scores)."""
     from retrainer.core.cbpe import anchor_of, anchored, fit_calibration
@@ -254,7 +255,7 @@ def reference_extras(
     With ``monitoring.calibration: cross_fitted`` (default) and the training rows given, the
     calibration is fitted on the test split plus out-of-fold predictions on the training rows
     (five times the rows), each on the anchored scale (``cross_fitted_calibration``): pooling the
-    fold models' raw scores with the champion's flattened the map, and the estimate erred 1-2
+    fold models' raw scores with the champion's flattened the map, and the estimate erred 1.2-3.1
     points low without any shift; anchored, it errs -1.0 to +0.1 points on unshifted traffic
     (README: Decisions with confidence). Where the folds cannot be made (a class with fewer rows
     than folds), on the test split alone."""
