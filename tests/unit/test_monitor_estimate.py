@@ -166,3 +166,23 @@ def test_outside_the_reference_support_the_estimate_does_not_hold_a_retrain(cham
     assert (
         trusted["support"]["within"] and decide(wide, drift, 300, estimate=trusted).decision == WARN
     )
+
+
+def test_the_models_page_summary_carries_the_estimate_and_its_trust():
+    from retrainer.stores.overview import monitor_summary
+
+    est = estimated_drop("roc_auc", 0.846, 0.871, 950, limit=None).to_dict()
+    est["support"] = {"outside_share": 0.345, "limit": 0.1, "within": False}
+    record = {"decision": "retrain", "estimate": est, "psi": {"Age": 6.2}}
+    summary = monitor_summary(record, {"time": 0})["estimate"]
+    assert summary == {
+        "metric": "roc_auc",
+        "estimated": 0.871,
+        "reference": 0.846,
+        "drop": pytest.approx(-0.025),
+        "outside_share": 0.345,
+        "trusted": False,
+    }
+    del est["support"]  # a champion without a reference sample: no check, trusted as before
+    assert monitor_summary(record, {})["estimate"]["trusted"] is True
+    assert monitor_summary({"decision": "ok"}, {})["estimate"] is None

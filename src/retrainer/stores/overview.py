@@ -73,7 +73,23 @@ def monitor_summary(decision: dict[str, Any], run: dict[str, Any]) -> dict[str, 
         "psi_warn": decision.get("psi_warn"),
         "psi_retrain": decision.get("psi_retrain"),
         "champion_version": decision.get("champion_version"),
+        "estimate": _estimate_summary(decision.get("estimate")),
         **run,
+    }
+
+
+def _estimate_summary(estimate: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The label-free estimate in a line: metric, value, reference, and whether it is trusted."""
+    if not estimate:
+        return None
+    support = estimate.get("support") or {}
+    return {
+        "metric": estimate.get("metric"),
+        "estimated": estimate.get("estimated"),
+        "reference": estimate.get("reference"),
+        "drop": estimate.get("drop"),
+        "outside_share": support.get("outside_share"),
+        "trusted": support.get("within", True),
     }
 
 

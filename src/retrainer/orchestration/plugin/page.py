@@ -97,6 +97,8 @@ function render(data) {
       : `<span class="muted">no gate decision yet</span>`;
     const monitor = mon ? `${badge(mon.decision)} max PSI ${mon.max_psi != null ? Number(mon.max_psi).toFixed(3) : "n/a"} on ${esc(mon.rows)} rows
         (warn ${esc(m.psi_warn)}, retrain ${esc(m.psi_retrain)})` + (mon.action ? `<div class="small">automation: ${esc(mon.action)} ${esc(mon.action_detail || "")}</div>` : "") +
+        (mon.estimate && mon.estimate.estimated != null ? `<div class="small">estimated ${esc(mon.estimate.metric)} without labels ${Number(mon.estimate.estimated).toFixed(3)} (reference ${Number(mon.estimate.reference).toFixed(3)})` +
+          (mon.estimate.outside_share != null ? ` · ${Math.round(100 * mon.estimate.outside_share)}% of the rows outside the training data` + (mon.estimate.trusted ? "" : `: <b>not trusted</b>`) : "") + `</div>` : "") +
         psiTable(m) + `<div class="small muted">${when(mon.time)} · ${airflowLink(mon)} · ${mlflowLink(mon, "MLflow check")}</div>`
       : `<span class="muted">no monitor check yet</span>`;
     const ledger = (m.ledger || []).length ? `<table>` + m.ledger.map(e =>
