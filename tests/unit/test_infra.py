@@ -208,6 +208,10 @@ def test_counters_start_at_zero_for_every_monitor_decision():
     }  # fmt: skip
     assert set(MONITOR_DECISIONS) == decisions
     metrics = Metrics(["credit_default"])
+    retrains = metrics.registry.get_sample_value(
+        "retrainer_retrains_triggered_total", {"model": "credit_default"}
+    )
+    assert retrains == 0.0  # from start-up, before any version is installed
     metrics.start_at_zero("credit_default")
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value

@@ -172,6 +172,11 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        # From start-up, not from a model's first installed version: the first drift retrain
+        # can be reported within one scrape interval of v1's install, and a series first seen at
+        # 1 never shows in increase() (the compose stack's Prometheus test saw exactly that).
+        for name in self.models:
+            self.retrains.labels(name)
 
     def model(self, name: str) -> str:
         """The label of a model name: itself if served, else the shared `other`."""
