@@ -157,6 +157,44 @@ def start_server(
     return proc, url
 
 
+def log_served(
+    model: str,
+    version: str,
+    rows: list[dict],
+    predictions: list,
+    scores: list | None = None,
+    prefix: str = "sim",
+) -> str:
+    """Rows into the inference log as the serving API writes them (missing values as None), with
+    each row's prediction and, when given, its score; returns the request id."""
+    import time
+
+    import pandas as pd
+
+    from retrainer.config.settings import get_settings
+    from retrainer.serving.inference_log import BatchedParquetLog, now_iso
+
+    rid = f"{prefix}-{time.time_ns()}"
+    log = BatchedParquetLog(get_settings().inference_log_root)
+    log.append(
+        model,
+        [
+            {
+                **{k: (None if pd.isna(v) else v) for k, v in row.items()},
+                "_request_id": rid,
+                "_row": i,
+                "_ts": now_iso(),
+                "_model_version": version,
+                "_prediction": predictions[i],
+                **({} if scores is None else {"_score": scores[i]}),
+            }
+            for i, row in enumerate(rows)
+        ],
+    )
+    log.close()
+    return rid
+
+
 def credit_rows(url: str, model: str, n: int) -> list[dict]:
     """The first `n` complete rows of the credit data, as the served version's signature names
     its inputs (plain Python values, ready to post)."""

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import testenv
-from conftest import register_version
+from conftest import log_served, register_version
 from retrainer import constants as C
 from retrainer.config.settings import get_settings
 
@@ -35,22 +35,8 @@ def log_traffic(df: pd.DataFrame, version: str, labels: bool = False) -> None:
     from retrainer.serving.inference_log import BatchedParquetLog, now_iso
 
     settings = get_settings()
-    rid = f"sim-{time.time_ns()}"
-    features = df.drop(columns=["Status"], errors="ignore")
-    records = [
-        {
-            **{k: (None if pd.isna(v) else v) for k, v in row.items()},
-            "_request_id": rid,
-            "_row": i,
-            "_ts": now_iso(),
-            "_model_version": version,
-            "_prediction": "good",
-        }
-        for i, row in enumerate(features.to_dict(orient="records"))
-    ]
-    log = BatchedParquetLog(settings.inference_log_root)
-    log.append(MODEL, records)
-    log.close()
+    rows = df.drop(columns=["Status"], errors="ignore").to_dict(orient="records")
+    rid = log_served(MODEL, version, rows, ["good"] * len(rows))
     if labels:
         fb = BatchedParquetLog(settings.feedback_root, "feedback")
         fb.append(

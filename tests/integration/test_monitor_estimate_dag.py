@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import testenv
-from conftest import register_version
+from conftest import log_served, register_version
 from retrainer import constants as C
 from retrainer.config.settings import get_settings
 
@@ -30,7 +30,6 @@ def spec():
 
 def log_scored(df: pd.DataFrame, version: str) -> None:
     """Rows into the inference log with the champion's own prediction and score, as served."""
-    from retrainer.serving.inference_log import BatchedParquetLog, now_iso
     from retrainer.serving.model import load_version
 
     handle = load_version(MODEL, version, get_settings().tracking_uri)
@@ -40,24 +39,8 @@ def log_scored(df: pd.DataFrame, version: str) -> None:
     ]
     labels, probs = handle.predict(rows)
     assert probs is not None
-    rid = f"est-{time.time_ns()}"
-    log = BatchedParquetLog(get_settings().inference_log_root)
-    log.append(
-        MODEL,
-        [
-            {
-                **row,
-                "_request_id": rid,
-                "_row": i,
-                "_ts": now_iso(),
-                "_model_version": version,
-                "_prediction": label,
-                "_score": p[str(label)],
-            }
-            for i, (row, label, p) in enumerate(zip(rows, labels, probs, strict=True))
-        ],
-    )
-    log.close()
+    scores = [p[str(label)] for label, p in zip(labels, probs, strict=True)]
+    log_served(MODEL, version, rows, labels, scores, prefix="est")
 
 
 def monitor():

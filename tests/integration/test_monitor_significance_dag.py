@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import testenv
-from conftest import register_version
+from conftest import log_served, register_version
 from retrainer import constants as C
 from retrainer.config.settings import get_settings
 
@@ -41,26 +41,8 @@ def artifact(run_id: str, path: str) -> dict:
 
 
 def log_traffic(df: pd.DataFrame, version: str) -> None:
-    from retrainer.serving.inference_log import BatchedParquetLog, now_iso
-
-    rid = f"sig-{time.time_ns()}"
     rows = df.drop(columns=["Status"]).to_dict(orient="records")
-    log = BatchedParquetLog(get_settings().inference_log_root)
-    log.append(
-        MODEL,
-        [
-            {
-                **{k: (None if pd.isna(v) else v) for k, v in row.items()},
-                "_request_id": rid,
-                "_row": i,
-                "_ts": now_iso(),
-                "_model_version": version,
-                "_prediction": "good",
-            }
-            for i, row in enumerate(rows)
-        ],
-    )
-    log.close()
+    log_served(MODEL, version, rows, ["good"] * len(rows), prefix="sig")
 
 
 def monitor():
