@@ -348,32 +348,39 @@ class Support:
         return asdict(self)
 
 
-def _encode(frame: Any, numeric: Sequence[str], categorical: Sequence[str], ref: Any) -> np.ndarray:
+def _encode(
+    ref: Any, win: Any, numeric: Sequence[str], categorical: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reference and window rows as numbers, both on the reference's terms: numeric columns
+    standardised by its mean and deviation (plus a missing flag), categories one-hot over its
+    100 commonest (plus one column for any other). A column the window lacks is all missing."""
     import pandas as pd
 
-    cols = []
+    cols: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+
+    def column(frame: Any, c: str, fill: Any) -> Any:
+        return frame[c] if c in frame else pd.Series(fill, frame.index)
+
     for c in numeric:
         r = pd.to_numeric(ref[c], errors="coerce")
-        v = (
-            pd.to_numeric(frame[c], errors="coerce")
-            if c in frame
-            else pd.Series(np.nan, frame.index)
-        )
-        mu, sd = (
-            float(r.mean()) if r.notna().any() else 0.0,
-            float(r.std()) if r.notna().sum() > 1 else 0.0,
-        )
+        mu = float(r.mean()) if r.notna().any() else 0.0
+        sd = float(r.std()) if r.notna().sum() > 1 else 0.0
         sd = sd if sd > 0 and math.isfinite(sd) else 1.0
-        cols.append(((v - mu) / sd).clip(-50, 50).fillna(0.0).to_numpy(dtype=np.float64))
-        cols.append(v.isna().to_numpy(dtype=np.float64))
+        for out, frame in zip(cols, (ref, win), strict=True):
+            v = pd.to_numeric(column(frame, c, np.nan), errors="coerce")
+            out.append(((v - mu) / sd).clip(-50, 50).fillna(0.0).to_numpy(dtype=np.float64))
+            out.append(v.isna().to_numpy(dtype=np.float64))
     for c in categorical:
-        r = ref[c].astype(str)
-        v = frame[c].astype(str) if c in frame else pd.Series("", frame.index)
-        known = r.value_counts().index[:100]
-        for k in known:
-            cols.append((v == k).to_numpy(dtype=np.float64))
-        cols.append((~v.isin(known)).to_numpy(dtype=np.float64))  # unseen (or rare) categories
-    return np.column_stack(cols) if cols else np.zeros((len(frame), 1))
+        known = ref[c].astype(str).value_counts().index[:100]
+        for out, frame in zip(cols, (ref, win), strict=True):
+            v = column(frame, c, "").astype(str)
+            out.extend((v == k).to_numpy(dtype=np.float64) for k in known)
+            out.append((~v.isin(known)).to_numpy(dtype=np.float64))  # unseen (or rare) categories
+    xr, xw = (
+        np.column_stack(out) if out else np.zeros((len(frame), 1))
+        for out, frame in zip(cols, (ref, win), strict=True)
+    )
+    return xr, xw
 
 
 def support(
@@ -401,7 +408,7 @@ def support(
         raise ValueError(f"support: {len(ref)} reference and {len(win)} window rows")
     numeric = [c for c in numeric if c in ref.columns]  # a column the window lacks: all missing
     categorical = [c for c in categorical if c in ref.columns]
-    xr, xw = _encode(ref, numeric, categorical, ref), _encode(win, numeric, categorical, ref)
+    xr, xw = _encode(ref, win, numeric, categorical)
     d = np.concatenate([np.zeros(len(xr)), np.ones(len(xw))])
     lr = LogisticRegression(C=1.0, max_iter=1000).fit(np.vstack([xr, xw]), d)
     edge = np.quantile(lr.decision_function(xr), SUPPORT_QUANTILE)

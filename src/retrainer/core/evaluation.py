@@ -283,16 +283,17 @@ def reference_extras(
         pos = positive_label(spec, classes)
         score = model.predict_proba(X)[:, classes.index(pos)]
         positive = (y.astype(str) == str(pos)).to_numpy()
-        out["calibration"] = fit_calibration(positive, score).to_dict()
+        calibration = None
         if spec.monitoring.calibration == "cross_fitted" and train is not None and len(train):
             try:
-                crossed = cross_fitted_calibration(
+                calibration = cross_fitted_calibration(
                     spec, train, test, score, numeric, categorical, pos
                 )
             except ValueError as exc:
                 log.warning("calibration on the test split only (no out-of-fold scores: %s)", exc)
-            else:
-                out["calibration"] = crossed.to_dict()
+        if calibration is None:
+            calibration = fit_calibration(positive, score)
+        out["calibration"] = calibration.to_dict()
         out["reference_metric"] = {
             "metric": metric,
             "value": compute_metrics(spec, model, test, numeric, categorical)[metric],

@@ -193,7 +193,9 @@ def decide(
         )
     label_reason = bool(labels and labels.below_threshold)
     if drifted and not label_reason and mon.max_estimated_drop is not None:
-        held = _drop_too_small(mon.max_estimated_drop, labels, estimate)
+        # outside the calibration's support the estimate cannot vouch for the model: drift decides
+        untrusted = _estimate_untrusted(labels, estimate)
+        held = "" if untrusted else _drop_too_small(mon.max_estimated_drop, labels, estimate)
         if held:
             return MonitorDecision(
                 WARN,
@@ -201,7 +203,7 @@ def decide(
                 drifted,
                 **base,  # type: ignore[arg-type]
             )
-        if reasons and (untrusted := _estimate_untrusted(labels, estimate)):
+        if untrusted:
             reasons.append(untrusted)
     if reasons:
         return MonitorDecision(RETRAIN, reasons, drifted, **base)  # type: ignore[arg-type]
@@ -245,8 +247,6 @@ def _drop_too_small(
                 f"{reference:.4f}, drop {drop:+.4f} < max_estimated_drop {limit:g}): no retrain"
             )
         return ""
-    if _estimate_untrusted(labels, estimate):
-        return ""  # outside the calibration's support: the estimate cannot vouch for the model
     if not estimate["exceeds"]:
         return (
             f"but the label-free estimate of {metric} is {estimate['estimated']:.4f} (reference "
