@@ -76,13 +76,65 @@ def rollout_steps(model: str, since: float, settings: Any) -> list[tuple[str, st
     return out
 
 
+def earlier_versions(settings: Any, model: str) -> list[int]:
+    """The registered versions of ``model`` in this profile's registry, oldest first.
+
+    The embedded profile is asked through its MLflow server, not its SQLite file: MLflow keeps
+    one store per URI for the life of the process, and a store opened on the file now would go
+    on reading it after `start_afresh` moved it aside (the rest of the demo would see the
+    earlier demo's runs)."""
+    from mlflow.tracking import MlflowClient
+
+    from retrainer.stores.tracking import mlflow_client
+
+    if settings.profile == "embedded":
+        client = MlflowClient(settings.mlflow_url, settings.mlflow_url)
+    else:
+        client = mlflow_client(settings)
+    found = client.search_model_versions(f"name = '{model}'")
+    return sorted(int(mv.version) for mv in found)
+
+
+def start_afresh(settings: Any, model: str) -> None:
+    """The demo's story starts from an empty registry (v1 is the base population's model, the
+    shifted traffic is new to it). When an earlier demo left ``model`` registered, a rerun would
+    gate the base population's model against the earlier v2 and see the base traffic as drift
+    from it: in the embedded profile the earlier state is set aside, whole, and the platform
+    started again from empty; elsewhere the demo stops before changing anything."""
+    from retrainer.platform import services
+
+    versions = earlier_versions(settings, model)
+    if not versions:
+        return
+    have = f"v{versions[0]}" + (f"-v{versions[-1]}" if len(versions) > 1 else "")
+    if settings.profile != "embedded":
+        raise RetrainerError(
+            f"{model} already has {have} in this profile's registry (an earlier demo?). The demo "
+            "tells its story from an empty registry and has changed nothing: run it against a "
+            "fresh profile (the compose stack: `docker-compose down -v`, then up again)"
+        )
+    console.print(
+        f"{model} already has {have} here (an earlier demo); the demo's story starts from an "
+        "empty platform, so this one is set aside, whole (nothing is deleted), and the platform "
+        "starts again"
+    )
+    with console.status("setting the earlier state aside and starting afresh..."):
+        kept = services.set_aside(settings, say=console.print)
+        services.start(settings, say=console.print)
+    console.print(
+        f"the earlier state is kept in {kept} (RETRAINER_HOME={kept} `retrainer up` opens it; "
+        "delete the folder when done with it)\n"
+    )
+
+
 @app.command()
 def demo() -> None:
     """The whole loop on credit_default through the real scheduler, with a summary table.
 
     v1 trained on the base population and deployed; base traffic (monitor: ok); shifted traffic
     whose labelled batch lands in the training folder (monitor: retrain); v2 trained, gated
-    against v1, deployed and served. See examples/credit/README.md for the populations.
+    against v1, deployed and served. See examples/credit/README.md for the populations. Run
+    again in the embedded profile, it sets the earlier state folder aside and starts afresh.
     """
     import shutil
     import time
@@ -91,8 +143,13 @@ def demo() -> None:
     from retrainer.stores.storage import resolve_source
 
     settings = _settings()
-    started = time.monotonic()
     spec = find_spec(settings.models_dir, DEMO_MODEL)
+    try:
+        start_afresh(settings, spec.name)
+    except RetrainerError as exc:
+        fail(str(exc))
+        return
+    started = time.monotonic()  # the loop's time, without a fresh start's
     batches = Path(resolve_source(spec.data.train, settings))
     traffic = settings.models_dir.parent / "examples" / "credit" / "traffic"
     for old in sorted(batches.glob("landed-*")):

@@ -318,6 +318,28 @@ def stop(settings: Settings, say: Callable[[str], None] = print, timeout: float 
         say(f"{svc.name}: stopped")
 
 
+def set_aside(settings: Settings, say: Callable[[str], None] = print) -> Path:
+    """Stop every service and move the state folder aside, whole (nothing is deleted), so the
+    next `start` begins from an empty platform. Only for the embedded profile, whose whole state
+    is that folder (the production profile's lives in PostgreSQL and a bucket). Returns where
+    the earlier state now is."""
+    if settings.profile != "embedded":
+        raise ServiceError(
+            f"only the embedded profile's state is one folder that can be set aside; this is the "
+            f"{settings.profile} profile"
+        )
+    stop(settings, say)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = settings.home.with_name(f"{settings.home.name}.earlier-{stamp}")
+    n = 1
+    while target.exists():  # two in one second
+        n += 1
+        target = settings.home.with_name(f"{settings.home.name}.earlier-{stamp}-{n}")
+    settings.home.rename(target)
+    say(f"state folder {settings.home} moved to {target}")
+    return target
+
+
 def _signal_group(pid: int, sig: int) -> None:
     try:
         os.killpg(pid, sig)
