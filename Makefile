@@ -98,4 +98,4 @@ lock:
 		-o infra/requirements-runtime.lock --no-header --annotation-style line
 
 clean: down
-	rm -rf .retrainer $(VENV)
+	rm -rf .retrainer .retrainer.earlier-* $(VENV)
