@@ -79,19 +79,14 @@ def rollout_steps(model: str, since: float, settings: Any) -> list[tuple[str, st
 def earlier_versions(settings: Any, model: str) -> list[int]:
     """The registered versions of ``model`` in this profile's registry, oldest first.
 
-    The embedded profile is asked through its MLflow server, not its SQLite file: MLflow keeps
-    one store per URI for the life of the process, and a store opened on the file now would go
-    on reading it after `start_afresh` moved it aside (the rest of the demo would see the
-    earlier demo's runs)."""
+    Asked through the MLflow server the services use, not the embedded profile's SQLite file:
+    MLflow keeps one store per URI for the life of the process, and a store opened on the file
+    now would go on reading it after `start_afresh` moved it aside (the rest of the demo would
+    see the earlier demo's runs)."""
     from mlflow.tracking import MlflowClient
 
-    from retrainer.stores.tracking import mlflow_client
-
-    if settings.profile == "embedded":
-        client = MlflowClient(settings.mlflow_url, settings.mlflow_url)
-    else:
-        client = mlflow_client(settings)
-    found = client.search_model_versions(f"name = '{model}'")
+    uri = settings.resources.service_tracking_uri
+    found = MlflowClient(uri, uri).search_model_versions(f"name = '{model}'")
     return sorted(int(mv.version) for mv in found)
 
 
@@ -107,11 +102,13 @@ def start_afresh(settings: Any, model: str) -> None:
     if not versions:
         return
     have = f"v{versions[0]}" + (f"-v{versions[-1]}" if len(versions) > 1 else "")
-    if settings.profile != "embedded":
+    elsewhere = services.state_outside_home(settings)
+    if elsewhere:
         raise RetrainerError(
             f"{model} already has {have} in this profile's registry (an earlier demo?). The demo "
-            "tells its story from an empty registry and has changed nothing: run it against a "
-            "fresh profile (the compose stack: `docker-compose down -v`, then up again)"
+            f"tells its story from an empty registry and has changed nothing: {elsewhere}, so it "
+            "cannot be set aside here. Run it against a fresh profile (the compose stack: "
+            "`docker-compose down -v`, then up again)"
         )
     console.print(
         f"{model} already has {have} here (an earlier demo); the demo's story starts from an "

@@ -318,16 +318,33 @@ def stop(settings: Settings, say: Callable[[str], None] = print, timeout: float 
         say(f"{svc.name}: stopped")
 
 
+# Settings that put part of the embedded profile's state outside its state folder.
+STATE_ELSEWHERE = (
+    "mlflow_tracking_uri",
+    "airflow_database_url",
+    "work_uri",
+    "inference_log_uri",
+    "feedback_uri",
+    "shadow_log_uri",
+)
+
+
+def state_outside_home(settings: Settings) -> str | None:
+    """Why the platform's state is not all in its state folder, or None when it is."""
+    if settings.profile != "embedded":
+        return f"the {settings.profile} profile keeps it in its database and bucket"
+    moved = [f"RETRAINER_{name.upper()}" for name in STATE_ELSEWHERE if getattr(settings, name)]
+    return f"{', '.join(moved)} put part of it elsewhere" if moved else None
+
+
 def set_aside(settings: Settings, say: Callable[[str], None] = print) -> Path:
     """Stop every service and move the state folder aside, whole (nothing is deleted), so the
     next `start` begins from an empty platform. Only for the embedded profile, whose whole state
     is that folder (the production profile's lives in PostgreSQL and a bucket). Returns where
     the earlier state now is."""
-    if settings.profile != "embedded":
-        raise ServiceError(
-            f"only the embedded profile's state is one folder that can be set aside; this is the "
-            f"{settings.profile} profile"
-        )
+    elsewhere = state_outside_home(settings)
+    if elsewhere:
+        raise ServiceError(f"the state cannot be set aside as one folder: {elsewhere}")
     stop(settings, say)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     target = settings.home.with_name(f"{settings.home.name}.earlier-{stamp}")
