@@ -93,3 +93,21 @@ def test_env_never_prints_secrets(models, tmp_path, monkeypatch):
     assert secret not in result.output
     assert "# RETRAINER_MLFLOW_ADMIN_PASSWORD is set; not printed" in result.output
     assert "export AIRFLOW__CORE__EXECUTOR=CeleryExecutor" in result.output
+
+
+def test_demo_without_a_running_platform_says_so_at_once(models, tmp_path, monkeypatch):
+    import socket
+
+    closed = []
+    for _ in range(2):  # ports nothing listens on
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            closed.append(s.getsockname()[1])
+    monkeypatch.setenv("RETRAINER_AIRFLOW_PORT", str(closed[0]))
+    monkeypatch.setenv("RETRAINER_MLFLOW_PORT", str(closed[1]))
+    result = runner.invoke(app, ["demo"])
+    assert result.exit_code == 1
+    out = " ".join(result.output.split())
+    assert f"Airflow does not answer at http://127.0.0.1:{closed[0]}" in out
+    assert "Start it with `retrainer up`" in out
+    assert not list(tmp_path.glob("state.earlier-*"))  # nothing was set aside

@@ -76,6 +76,21 @@ def rollout_steps(model: str, since: float, settings: Any) -> list[tuple[str, st
     return out
 
 
+def not_answering(settings: Any) -> str | None:
+    """Which service the demo needs does not answer, or None (asked once, in seconds: MLflow's
+    client would retry a refused connection for minutes and end in a traceback)."""
+    from retrainer.platform import services
+
+    needed = {"Airflow": f"{settings.airflow_url}/api/v2/monitor/health"}
+    uri = settings.resources.service_tracking_uri
+    if uri.startswith(("http://", "https://")):
+        needed["MLflow"] = f"{uri.rstrip('/')}/health"
+    for name, url in needed.items():
+        if not services.healthy(url, timeout=5):
+            return f"{name} does not answer at {url}"
+    return None
+
+
 def earlier_versions(settings: Any, model: str) -> list[int]:
     """The registered versions of ``model`` in this profile's registry, oldest first.
 
@@ -141,6 +156,12 @@ def demo() -> None:
 
     settings = _settings()
     spec = find_spec(settings.models_dir, DEMO_MODEL)
+    why = not_answering(settings)
+    if why:
+        fail(
+            f"{why}: the platform is not running. Start it with `retrainer up` (`make demo` does both)"
+        )
+        return
     try:
         start_afresh(settings, spec.name)
     except RetrainerError as exc:
