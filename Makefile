@@ -98,4 +98,4 @@ lock:
 		-o infra/requirements-runtime.lock --no-header --annotation-style line
 
 clean: down
-	rm -rf .retrainer .retrainer.earlier-* $(VENV)
+	rm -rf .retrainer .retrainer.earlier-* .retrainer.demo.lock $(VENV)

@@ -111,3 +111,13 @@ def test_demo_without_a_running_platform_says_so_at_once(models, tmp_path, monke
     assert f"Airflow does not answer at http://127.0.0.1:{closed[0]}" in out
     assert "Start it with `retrainer up`" in out
     assert not list(tmp_path.glob("state.earlier-*"))  # nothing was set aside
+
+
+def test_a_second_demo_at_the_same_time_is_refused(models, tmp_path):
+    import fcntl
+
+    with (tmp_path / "state.demo.lock").open("a") as held:  # a demo running on this state
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = runner.invoke(app, ["demo"])
+    assert result.exit_code == 1
+    assert "another `retrainer demo` is running on" in " ".join(result.output.split())

@@ -91,6 +91,26 @@ def not_answering(settings: Any) -> str | None:
     return None
 
 
+def hold_demo_lock(settings: Any) -> Any | None:
+    """An exclusive lock for this demo's whole run (keep the value while it runs), or None when
+    another demo holds it. The lock file sits beside the state folder, not in it: a rerun moves
+    the folder aside mid-run."""
+    import fcntl
+
+    path = settings.home.with_name(f"{settings.home.name}.demo.lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.open("a")
+    except OSError:  # nowhere to put it (a read-only parent): run unguarded, as before
+        return path
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    return handle
+
+
 def earlier_versions(settings: Any, model: str) -> list[int]:
     """The registered versions of ``model`` in this profile's registry, oldest first.
 
@@ -156,6 +176,13 @@ def demo() -> None:
 
     settings = _settings()
     spec = find_spec(settings.models_dir, DEMO_MODEL)
+    lock = hold_demo_lock(settings)  # until this demo ends
+    if lock is None:
+        fail(
+            f"another `retrainer demo` is running on {settings.home}: wait for it to end (two "
+            "demos at once would replay traffic into each other's windows)"
+        )
+        return
     why = not_answering(settings)
     if why:
         fail(
