@@ -121,7 +121,12 @@ def earlier_versions(settings: Any, model: str) -> list[int]:
     from mlflow.tracking import MlflowClient
 
     uri = settings.resources.service_tracking_uri
-    found = MlflowClient(uri, uri).search_model_versions(f"name = '{model}'")
+    try:
+        found = MlflowClient(uri, uri).search_model_versions(f"name = '{model}'")
+    except Exception as exc:  # refused, unauthorised, a store that is not MLflow's
+        raise RetrainerError(
+            f"cannot read {model}'s versions from the registry at {uri}: {str(exc)[:300]}"
+        ) from exc
     return sorted(int(mv.version) for mv in found)
 
 
