@@ -81,7 +81,7 @@ def not_answering(settings: Any) -> str | None:
     client would retry a refused connection for minutes and end in a traceback)."""
     from retrainer.platform import services
 
-    needed = {"Airflow": f"{settings.airflow_url}/api/v2/monitor/health"}
+    needed = {"Airflow": f"{settings.airflow_url}{services.AIRFLOW_HEALTH}"}
     uri = settings.resources.service_tracking_uri
     if uri.startswith(("http://", "https://")):
         needed["MLflow"] = f"{uri.rstrip('/')}/health"

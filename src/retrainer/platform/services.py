@@ -70,6 +70,9 @@ def airflow_argv(args: list[str]) -> list[str]:
     return [str(venv_bin() / "airflow"), *args]
 
 
+AIRFLOW_HEALTH = "/api/v2/monitor/health"  # the api-server's, unauthenticated
+
+
 def services(settings: Settings) -> list[Service]:
     """Airflow's parts (plus a Celery worker in production), the MLflow server, serving."""
     airflow = str(venv_bin() / "airflow")
@@ -92,7 +95,7 @@ def services(settings: Settings) -> list[Service]:
         Service(
             "airflow-api-server",
             [airflow, "api-server", "--host", settings.host, "--port", str(settings.airflow_port)],
-            f"{settings.airflow_url}/api/v2/monitor/health",
+            f"{settings.airflow_url}{AIRFLOW_HEALTH}",
         ),
     ]
 
