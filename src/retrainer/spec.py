@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -30,17 +30,89 @@ REGRESSION_METRICS = ("rmse", "mae", "r2")
 LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
 MODULE_PATTERN = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster at parse time
+_YAML_BASE = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster at parse time
+
+
+class _YAML_LOADER(_YAML_BASE):  # type: ignore[misc,valid-type]
+    """The safe loader, refusing a key given twice in one mapping: YAML would keep the last one
+    silently, so a second `gate:` block would drop the first one's thresholds."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base class says what is wrong
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"the key {short_repr(key)} is given twice in this mapping (first on line "
+                        f"{first + 1}); keep one",
+                        key_node.start_mark,
+                    )
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+MAX_DURATION = timedelta(weeks=520)  # ten years: longer is a typo, and overflows a timedelta
+
+
 def parse_duration(text: str) -> timedelta:
-    """'90s', '30m', '12h', '1d', '2w' or a number of seconds."""
+    """'90s', '30m', '12h', '1d', '2w' or a number of seconds, at most ten years."""
     m = _DURATION.match(str(text))
     if not m:
-        raise ValueError(f"expected a duration like 30m, 12h, 1d or 2w; found {text!r}")
-    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+        raise ValueError(f"expected a duration like 30m, 12h, 1d or 2w; found {short_repr(text)}")
+    seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(
+            f"expected a duration of at most 520w (ten years); found {short_repr(text)}"
+        )
+    return timedelta(seconds=seconds)
+
+
+# A bound or an edge: a finite number (NaN compares false with everything and would turn a check
+# off; an infinite one is "no bound", which is written by leaving the key out)
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+# numpy's and sklearn's seeds: 0 to 2**32 - 1
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+AIRFLOW_PRESETS = (
+    "@once",
+    "@continuous",
+    "@hourly",
+    "@daily",
+    "@weekly",
+    "@monthly",
+    "@quarterly",
+    "@yearly",
+)
+
+
+def schedule_problem(value: str) -> str:
+    """Why Airflow would refuse this schedule ('' if it takes it): a preset or a five-field cron
+    expression. Checked at spec load, because Airflow refuses it only when it builds the DAG,
+    and the model's monitor would vanish from the UI with the error in the DAG processor's log."""
+    if value in AIRFLOW_PRESETS:
+        return ""
+    from croniter import croniter  # small; Airflow's own dependency
+
+    fields = value.split()
+    try:
+        croniter(value)
+    except Exception as exc:  # croniter's errors share no useful base beyond ValueError/KeyError
+        return f"not a cron expression ({exc})"
+    if len(fields) != 5:
+        return f"expected 5 cron fields (minute hour day month weekday); found {len(fields)}"
+    return ""
 
 
 class _Strict(BaseModel):
@@ -68,12 +140,12 @@ class DataSpec(_Strict):
     features: Features | None = None
     ignore: list[str] = Field(default_factory=list)
     test_size: float = Field(default=0.2, gt=0.0, lt=1.0)
-    random_state: int = 42
+    random_state: Seed = 42
 
 
 class ColumnCheck(_Strict):
-    min: float | None = None
-    max: float | None = None
+    min: Finite | None = None
+    max: Finite | None = None
     allowed: list[str | int | float | bool] | None = None
     max_null_fraction: float | None = Field(default=None, ge=0.0, le=1.0)
     required: bool = True
@@ -106,18 +178,60 @@ class ModelConfig(_Strict):
 
 
 class Bound(_Strict):
-    min: float | None = None
-    max: float | None = None
+    min: Finite | None = None
+    max: Finite | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> "Bound":
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max}): nothing passes")
+        return self
 
 
 DEFAULT_NI_MARGIN = 0.01  # non-inferiority: not worse than the champion by a point or more
 
 
+MAX_SLICE_BINS = 100
+
+
 class SliceSpec(_Strict):
     column: str
-    bins: int | list[float] | None = Field(
-        default=None, description="numeric columns: quantile bins (int) or inner edges"
+    bins: Annotated[int, Field(ge=2, le=MAX_SLICE_BINS)] | list[Finite] | None = Field(
+        default=None, description="numeric columns: quantile bins (int, 2-100) or inner edges"
     )
+
+    @field_validator("bins", mode="before")
+    @classmethod
+    def _one_message(cls, value: Any) -> Any:
+        """One message for the usual mistakes, not one per branch of the union."""
+        import math
+
+        what = (
+            f"expected a number of quantile bins from 2 to {MAX_SLICE_BINS} (e.g. 4) or a list "
+            "of finite inner edges (e.g. [30, 50])"
+        )
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not 2 <= value <= MAX_SLICE_BINS:
+                raise ValueError(f"{what}; found {value}")
+        elif isinstance(value, list):
+            if any(isinstance(v, float) and not math.isfinite(v) for v in value):
+                raise ValueError(f"{what}; found {short_repr(value)}")
+        elif value is not None:
+            raise ValueError(f"{what}; found {short_repr(value)}")
+        return value
+
+    @field_validator("bins")
+    @classmethod
+    def _edges(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not value or len(value) >= MAX_SLICE_BINS:
+                raise ValueError(
+                    f"expected 1 to {MAX_SLICE_BINS - 1} inner edges (e.g. [30, 50]) or a number "
+                    f"of quantile bins (e.g. 4); found {len(value)} edges"
+                )
+            if any(b <= a for a, b in zip(value, value[1:], strict=False)):
+                raise ValueError(f"expected increasing edges; found {short_repr(value)}")
+        return value
 
 
 class GateSpec(_Strict):
@@ -197,6 +311,18 @@ class RetrainCap(_Strict):
 
 class MonitoringSpec(_Strict):
     schedule: str | None = "@daily"
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        problem = value and schedule_problem(value)
+        if problem:
+            raise ValueError(
+                f"{problem}; expected a preset ({', '.join(AIRFLOW_PRESETS)}), a cron expression "
+                f"such as '0 6 * * *', or null for no schedule; found {short_repr(value)}"
+            )
+        return value
+
     psi_bins: int = Field(default=10, ge=2, le=100)
     psi_warn: float = Field(default=0.1, gt=0.0)
     psi_retrain: float = Field(default=0.25, gt=0.0)
@@ -521,7 +647,8 @@ def _describe(err: dict[str, Any]) -> str:
         return f"{key}: required key is missing"
     if kind == "extra_forbidden":
         return (
-            f"{key}: unknown key (found {short_repr(found)}); check the spelling against DESIGN.md"
+            f"{key}: unknown key (found {short_repr(found)}); check the spelling against the "
+            "README's 'A model spec' section"
         )
     shown = short_repr(found)
     if msg.startswith("Value error, "):  # our own validators say expected/found themselves
@@ -714,7 +841,9 @@ def load_spec(path: str | Path, estimator_modules: Sequence[str] | None = None) 
 
 def spec_files(models_dir: str | Path) -> list[Path]:
     root = Path(models_dir)
-    return sorted(p for p in root.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+    # regular files only: a FIFO or a device named *.yaml would block the reader (and the DAG
+    # processor) forever
+    return sorted(p for p in root.glob("*.y*ml") if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
 def iter_specs(
@@ -723,9 +852,12 @@ def iter_specs(
     """Every spec in the folder, each either loaded or with its error: one bad file hides nothing."""
     for path in spec_files(models_dir):
         try:
-            yield path, load_spec(path, estimator_modules)
+            spec: ModelSpec | SpecError = load_spec(path, estimator_modules)
         except SpecError as exc:
-            yield path, exc
+            spec = exc
+        except Exception as exc:  # a check that failed unforeseen still hides only this file
+            spec = SpecError(f"{path}: cannot be loaded ({type(exc).__name__}: {exc})")
+        yield path, spec
 
 
 def find_spec(models_dir: str | Path, name: str) -> ModelSpec:

@@ -121,3 +121,43 @@ def test_a_second_demo_at_the_same_time_is_refused(models, tmp_path):
         result = runner.invoke(app, ["demo"])
     assert result.exit_code == 1
     assert "another `retrainer demo` is running on" in " ".join(result.output.split())
+
+
+def test_brackets_in_the_data_are_shown_not_read_as_markup(models, tmp_path):
+    """A column named "[/x]" or a value "[red]" is the user's data: Rich must print it as
+    written (a closing tag with no opening one raised MarkupError, a traceback)."""
+    credit = pd.read_csv(ROOT / "examples" / "credit" / "credit_data.csv").head(600)
+    ref, cur = tmp_path / "ref.csv", tmp_path / "cur.csv"
+    credit.rename(columns={"Price": "[/x]"}).to_csv(ref, index=False)
+    odd = credit.rename(columns={"Price": "[/x]"})
+    odd["Home"] = odd["Home"].where(odd.index % 2 == 0, "[red]x[/red]")
+    odd.to_csv(cur, index=False)
+    drift = runner.invoke(app, ["drift", "-r", str(ref), "-c", str(cur)])
+    assert drift.exception is None or isinstance(drift.exception, SystemExit), drift.output
+    assert "[/x]" in drift.output
+    bad = tmp_path / "bad.csv"
+    odd.to_csv(bad, index=False)
+    validate = runner.invoke(app, ["validate", "credit_default", "--data", str(bad)])
+    assert validate.exit_code == 1, validate.output
+    assert "[red]x[/red]" in validate.output  # the offending value, as written
+
+
+def test_drift_bins_are_bounded_before_any_work(models, tmp_path):
+    ref = ROOT / "examples" / "credit" / "credit_data.csv"
+    result = runner.invoke(app, ["drift", "-r", str(ref), "-c", str(ref), "--bins", "10000000000"])
+    assert result.exit_code == 2
+    assert "--bins" in result.output and "less than or equal to 100" in result.output
+
+
+def test_validate_html_target_is_checked_before_the_suite_runs(models, tmp_path):
+    data = str(ROOT / "examples" / "credit" / "credit_data.csv")
+    missing = runner.invoke(
+        app,
+        ["validate", "credit_default", "--data", data, "--html", str(tmp_path / "no" / "r.html")],
+    )
+    assert missing.exit_code == 1
+    assert f"its folder {tmp_path / 'no'} does not exist" in missing.output
+    folder = runner.invoke(
+        app, ["validate", "credit_default", "--data", data, "--html", str(tmp_path)]
+    )
+    assert folder.exit_code == 1 and "is a folder" in folder.output

@@ -79,6 +79,67 @@ def test_defaults_fill_optional_blocks():
             lambda r: r.update(description="x" * 5001),
             "description: expected string should have at most 5000 characters",
         ),
+        # A NaN bound compares false with everything: it would turn the gate's floor off
+        (
+            lambda r: r["gate"]["thresholds"].update(roc_auc={"min": float("nan")}),
+            "gate.thresholds.roc_auc.min: expected input should be a finite number; found nan",
+        ),
+        (
+            lambda r: r["validation"]["columns"]["Age"].update(min=float("nan")),
+            "validation.columns.Age.min: expected input should be a finite number",
+        ),
+        (
+            lambda r: r["gate"]["thresholds"].update(roc_auc={"min": 0.9, "max": 0.5}),
+            "gate.thresholds.roc_auc: min (0.9) is greater than max (0.5)",
+        ),
+        # Durations beyond a timedelta's range overflowed inside the DAG files' import
+        (
+            lambda r: r["monitoring"].update(cooldown="99999999999999999999w"),
+            "cooldown: expected a duration of at most 520w (ten years)",
+        ),
+        (
+            lambda r: r["deployment"]["rollout"].update(bake_time="1e9w"),
+            "bake_time: expected a duration like 30m",
+        ),
+        # Seeds numpy takes, checked before a candidate is trained
+        (
+            lambda r: r["data"].update(random_state=-5),
+            "data.random_state: expected input should be greater than or equal to 0",
+        ),
+        (
+            lambda r: r["data"].update(random_state=2**32),
+            "data.random_state: expected input should be less than or equal to 4294967295",
+        ),
+        # Slices: quantile bins 2-100, or finite increasing inner edges
+        (
+            lambda r: r["gate"].update(slices=[{"column": "Age", "bins": -3}]),
+            "gate.slices.0.bins: expected a number of quantile bins from 2 to 100",
+        ),
+        (
+            lambda r: r["gate"].update(slices=[{"column": "Age", "bins": 10**10}]),
+            "gate.slices.0.bins: expected a number of quantile bins from 2 to 100",
+        ),
+        (
+            lambda r: r["gate"].update(slices=[{"column": "Age", "bins": [float("nan")]}]),
+            "found [nan]",
+        ),
+        (
+            lambda r: r["gate"].update(slices=[{"column": "Age", "bins": [50, 30]}]),
+            "gate.slices.0.bins: expected increasing edges; found [50.0, 30.0]",
+        ),
+        (
+            lambda r: r["gate"].update(slices=[{"column": "Age", "bins": []}]),
+            "expected 1 to 99 inner edges",
+        ),
+        # Airflow refuses a bad schedule only when it builds the DAG: the monitor would vanish
+        (
+            lambda r: r["monitoring"].update(schedule="every tuesday"),
+            "monitoring.schedule: not a cron expression",
+        ),
+        (
+            lambda r: r["monitoring"].update(schedule="0 6 * * * *"),
+            "monitoring.schedule: expected 5 cron fields (minute hour day month weekday); found 6",
+        ),
     ],
 )
 def test_bad_spec_names_file_key_expected_and_found(mutate, expected):
@@ -132,3 +193,60 @@ def test_find_spec(tmp_path):
     assert find_spec(tmp_path, "credit_default").name == "credit_default"
     with pytest.raises(SpecError, match="known models: \\['credit_default'\\]"):
         find_spec(tmp_path, "nope")
+
+
+@pytest.mark.parametrize("schedule", ["@daily", "@once", "@continuous", "0 6 * * 1-5", None])
+def test_schedules_airflow_takes_are_accepted(schedule):
+    raw = base()
+    raw["monitoring"]["schedule"] = schedule
+    assert parse_spec(raw).monitoring.schedule == schedule
+
+
+def test_a_key_given_twice_is_refused_with_both_lines(tmp_path):
+    """YAML keeps the last of two equal keys: a second gate block would silently drop the
+    first one's thresholds."""
+    text = (ROOT / "models" / "credit_default.yaml").read_text()
+    path = tmp_path / "credit_default.yaml"
+    path.write_text(text + "gate:\n  primary_metric: accuracy\n")
+    first = 1 + text.splitlines().index("gate:")
+    with pytest.raises(SpecError) as exc:
+        load_spec(path)
+    message = str(exc.value)
+    assert "the key 'gate' is given twice in this mapping" in message
+    assert f"first on line {first}" in message
+    path.write_text("name: credit_default\nx: {a: 1, a: 2}\n")
+    with pytest.raises(SpecError, match="the key 'a' is given twice"):
+        load_spec(path)
+    # a merge key is not a repeat: the explicit key overrides the merged one, as YAML says
+    path.write_text("base: &b {k: 1}\nother:\n  <<: *b\n  k: 2\n")
+    with pytest.raises(SpecError, match="name: required key is missing"):
+        load_spec(path)
+
+
+def test_an_unforeseen_failure_hides_only_its_own_file(tmp_path, monkeypatch):
+    (tmp_path / "credit_default.yaml").write_text(yaml.safe_dump(base()))
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump(base() | {"name": "other"}))
+    import retrainer.spec as spec_module
+
+    real = spec_module.parse_spec
+
+    def parse(raw, source="", *args):
+        if raw.get("name") == "other":
+            raise OverflowError("int too large to convert to C int")
+        return real(raw, source, *args)
+
+    monkeypatch.setattr(spec_module, "parse_spec", parse)
+    results = dict(iter_specs(tmp_path))
+    assert results[tmp_path / "credit_default.yaml"].name == "credit_default"
+    broken = results[tmp_path / "other.yaml"]
+    assert isinstance(broken, SpecError)
+    assert "other.yaml: cannot be loaded (OverflowError: int too large" in str(broken)
+
+
+def test_a_fifo_in_the_models_folder_is_not_read(tmp_path):
+    """Opening a FIFO blocks until a writer comes: the DAG processor would hang."""
+    import os
+
+    (tmp_path / "credit_default.yaml").write_text(yaml.safe_dump(base()))
+    os.mkfifo(tmp_path / "zz.yaml")
+    assert [p.name for p, _ in iter_specs(tmp_path)] == ["credit_default.yaml"]

@@ -88,3 +88,13 @@ def test_join_and_remove(tmp_path):
     storage.remove(str(tmp_path / "d"))
     assert not storage.exists(str(tmp_path / "d"))
     storage.remove(str(tmp_path / "d"))
+
+
+def test_parquet_with_a_column_name_twice_is_a_clear_error(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "dup.parquet"
+    pq.write_table(pa.table([[1, 2], [3, 4], [5, 6]], names=["a", "b", "a"]), path)
+    with pytest.raises(DataError, match=r"the columns \['a'\] appear more than once"):
+        storage.read_columns(str(path))

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from retrainer.cli.common import _settings, console, fail
+from retrainer.cli.common import _settings, console, fail, plain
 from retrainer.errors import RetrainerError
 
 app = typer.Typer()
@@ -115,5 +115,5 @@ def snapshots(
     table = Table("snapshot", "verdict", "why", title=f"{model}: data snapshots")
     for f in fates:
         verdict = "keep" if f.keep else ("deleted" if prune else "would delete")
-        table.add_row(f.uri, verdict, f.why)
+        table.add_row(plain(f.uri), verdict, plain(f.why))
     console.print(table)

@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from retrainer.config.secrets import airflow_credentials
 from retrainer.config.settings import Settings, get_settings
@@ -19,8 +20,15 @@ PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_o
 
 
 def fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code)
+
+
+def plain(value: object) -> str:
+    """Text from the user's data (a column name, a value, a reason) for a Rich table cell or a
+    printed line: brackets shown as written, never read as markup ("[/x]" would raise, "[red]"
+    would restyle the rest)."""
+    return escape(str(value))
 
 
 def _settings() -> Settings:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from retrainer.cli.common import _settings, console, err, fail
+from retrainer.cli.common import _settings, console, err, fail, plain
 from retrainer.errors import RetrainerError
 
 app = typer.Typer()
@@ -29,6 +29,12 @@ def validate(
     from retrainer.stores.storage import resolve_source
 
     settings = _settings()
+    if html is not None and (html.is_dir() or not html.parent.is_dir()):
+        fail(
+            f"--html {html}: "
+            + ("is a folder" if html.is_dir() else f"its folder {html.parent} does not exist")
+            + "; give the path of the HTML file to write"
+        )
     try:
         model = find_spec(settings.models_dir, spec)
         source = data or resolve_source(model.data.train, settings)
@@ -44,14 +50,19 @@ def validate(
         fail(str(exc))
         return
     if html:
-        html.write_text(report.to_html(f"{model.name}: validation of {source}"))
-    table = Table("", "column", "expectation", "observed", title=f"{model.name}: {source}")
+        try:
+            html.write_text(report.to_html(f"{model.name}: validation of {source}"))
+        except OSError as exc:
+            err.print(
+                f"could not write the HTML report to {plain(html)}: {plain(exc.strerror or exc)}"
+            )
+    table = Table("", "column", "expectation", "observed", title=plain(f"{model.name}: {source}"))
     for r in sorted(report.results, key=lambda r: r.success):
         table.add_row(
             "[green]ok[/]" if r.success else "[red]FAIL[/]",
-            r.column or "(table)",
-            r.description,
-            r.observed,
+            plain(r.column or "(table)"),
+            plain(r.description),
+            plain(r.observed),
         )
     console.print(table)
     if not report.success:
@@ -81,9 +92,11 @@ def specs_check() -> None:
                 spec = SpecError(f"{path}: {exc}")
         if isinstance(spec, Exception):
             broken += 1
-            err.print(f"[red]BROKEN[/] {spec}", highlight=False)
+            err.print(f"[red]BROKEN[/] {plain(spec)}", highlight=False)
         else:
-            console.print(f"[green]ok[/]     {path}  ->  {spec.retrain_dag_id}", highlight=False)
+            console.print(
+                f"[green]ok[/]     {plain(path)}  ->  {spec.retrain_dag_id}", highlight=False
+            )
     if not found:
         fail(f"no model specs (*.yaml) in {settings.models_dir}; set RETRAINER_MODELS_DIR")
     if broken:
@@ -136,7 +149,7 @@ def history(model: Annotated[str, typer.Argument(help="model name")]) -> None:
 
     entries = read_history(mlflow_client(_settings()), model)
     if not entries:
-        console.print(f"no promotions recorded for {model}")
+        console.print(f"no promotions recorded for {plain(model)}")
         return
     table = Table(
         "when (UTC)", "action", "from", "to", "triggered by", "reason", "metrics", "DAG run"
@@ -149,9 +162,9 @@ def history(model: Annotated[str, typer.Argument(help="model name")]) -> None:
             e.action,
             e.from_version or "-",
             e.to_version,
-            e.triggered_by,
-            e.reason[:60],
-            metrics,
-            e.dag_run_id,
+            plain(e.triggered_by),
+            plain(e.reason[:60]),
+            plain(metrics),
+            plain(e.dag_run_id),
         )
     console.print(table)

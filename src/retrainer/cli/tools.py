@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from retrainer.cli.common import _settings, console, err, fail
+from retrainer.cli.common import _settings, console, err, fail, plain
 from retrainer.errors import RetrainerError
 
 app = typer.Typer()
@@ -51,7 +51,9 @@ def drift(
     current: Annotated[
         Path, typer.Option("--current", "-c", help="csv or parquet: the current data")
     ],
-    bins: Annotated[int, typer.Option(help="quantile bins per numeric feature")] = 10,
+    bins: Annotated[
+        int, typer.Option(min=2, max=100, help="quantile bins per numeric feature (2-100)")
+    ] = 10,
     method: Annotated[str, typer.Option(help="quantile | evidently")] = "quantile",
     spec_name: Annotated[
         str | None,
@@ -169,11 +171,12 @@ def drift(
                 else ()
             )
             table.add_row(
-                name,
+                plain(name),
                 r["kind"],
                 num(r["psi"], ".4f"),
                 *cells,
-                f"[{color.get(v, 'dim')}]{v}[/]" + (f" ({r['problem']})" if r["problem"] else ""),
+                f"[{color.get(v, 'dim')}]{v}[/]"
+                + (f" ({plain(r['problem'])})" if r["problem"] else ""),
                 f"{r['null_share_reference']:.1%} → {r['null_share_current']:.1%}",
             )
         console.print(table)
@@ -189,11 +192,11 @@ def drift(
         if result.problems:
             console.print(
                 "schema changed: "
-                + "; ".join(f"{k} ({v})" for k, v in sorted(result.problems.items())),
+                + "; ".join(f"{plain(k)} ({plain(v)})" for k, v in sorted(result.problems.items())),
                 highlight=False,
             )
         for reason in reasons:
-            console.print(f"  - {reason}")
+            console.print(f"  - {plain(reason)}")
     if overall in ("retrain", "schema_changed"):
         raise typer.Exit(3)
 
@@ -233,6 +236,6 @@ def simulate(
         f"served by {versions}), {result.failed} failed, {result.labelled} labels sent"
     )
     for e in result.errors[:5]:
-        err.print(f"  {e}", highlight=False)
+        err.print(f"  {plain(e)}", highlight=False)
     if result.failed:
         raise typer.Exit(1)

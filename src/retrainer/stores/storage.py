@@ -15,6 +15,7 @@ import hashlib
 import io
 import os
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -227,6 +228,12 @@ class ParquetColumns:
         pandas_meta = schema.pandas_metadata or {}
         index = {c for c in pandas_meta.get("index_columns", []) if isinstance(c, str)}
         self.columns = [n for n in schema.names if n not in index]
+        repeated = sorted(n for n, k in Counter(self.columns).items() if k > 1)
+        if repeated:
+            raise DataError(
+                f"{path}: the columns {repeated[:10]} appear more than once; give each column "
+                "one name"[:600]
+            )
         self._numeric = {n for n in self.columns if _arrow_numeric(schema.field(n).type)}
         self.dtypes = {
             n: np.dtype(np.float64) if n in self._numeric else np.dtype(object)
