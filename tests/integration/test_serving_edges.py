@@ -275,3 +275,143 @@ def test_at_the_spool_bound_serving_answers_503_rather_than_unlogged(served_mode
     finally:
         log = stop_server(proc)
     assert "spool near limit" in log and "spool full" in log
+
+
+def _partial_post(url: str, path: str, announced: int, sent: bytes, close: bool = True):
+    """A POST announcing ``announced`` body bytes and sending only ``sent``: the socket, open
+    unless ``close``."""
+    import socket
+    from urllib.parse import urlsplit
+
+    host, port = urlsplit(url).hostname, urlsplit(url).port
+    sock = socket.create_connection((host, port), timeout=30)
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {announced}\r\n\r\n".encode()
+        + sent
+    )
+    if close:
+        sock.close()
+    return sock
+
+
+def _metric(url: str, name: str) -> float:
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_client_hanging_up_mid_body_is_not_a_failed_prediction(serving):
+    """Counted as the client's (status 499), never as a 500 or a champion error: else anyone
+    could push the error-rate alert, or a rollout's error comparison, over its limit."""
+    labels = f'endpoint="predict",model="{MODEL}"'
+    before = {
+        s: _metric(serving, f'retrainer_requests_total{{{labels},status="{s}"}}')
+        for s in ("499", "500")
+    }
+    champion_errors = _metric(
+        serving, f'retrainer_role_errors_total{{model="{MODEL}",role="champion"}}'
+    )
+    for _ in range(20):
+        _partial_post(serving, f"/models/{MODEL}/predict", 100, b"{")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = _metric(serving, f'retrainer_requests_total{{{labels},status="499"}}')
+        if now >= before["499"] + 20:
+            break
+        time.sleep(0.1)
+    assert now == before["499"] + 20
+    assert _metric(serving, f'retrainer_requests_total{{{labels},status="500"}}') == before["500"]
+    assert (
+        _metric(serving, f'retrainer_role_errors_total{{model="{MODEL}",role="champion"}}')
+        == champion_errors
+    )
+
+
+@pytest.fixture(scope="module")
+def impatient(served_model):
+    """A server that waits 1 s for a request body."""
+    from retrainer.config.settings import get_settings
+    from testenv import free_port
+
+    proc, url = start_server(
+        get_settings(), MODEL, free_port(), {"RETRAINER_SERVING_BODY_SECONDS": "1"}
+    )
+    yield url
+    stop_server(proc)
+
+
+@pytest.mark.parametrize("path", [f"/models/{MODEL}/predict", f"/models/{MODEL}/feedback"])
+def test_a_stalled_body_is_answered_408_not_held_for_ever(impatient, path):
+    sock = _partial_post(impatient, path, 10, b"{", close=False)
+    try:
+        started = time.monotonic()
+        answer = sock.recv(65536)
+        waited = time.monotonic() - started
+        head, _, body = answer.partition(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":")[1])
+            for line in head.lower().split(b"\r\n")
+            if line.startswith(b"content-length:")
+        )
+        while len(body) < length:  # the body may come in a segment of its own
+            more = sock.recv(65536)
+            if not more:
+                break
+            body += more
+    finally:
+        sock.close()
+    assert b" 408 " in head.split(b"\r\n")[0], answer[:300]
+    assert b"did not arrive within 1 s (1 of 10 bytes)" in body
+    assert waited < 20
+
+
+def test_a_correction_within_one_feedback_request_keeps_the_clients_last_word(serving, rows):
+    """[bad, good, bad] for one row: readers keep a row's last label, so all three are logged
+    (the last is bad); only a label equal to the row's latest one is a duplicate."""
+    rid = predict(serving, {"rows": rows[:1]}).json()["request_id"]
+    fb = f"{serving}/models/{MODEL}/feedback"
+    three = [{"request_id": rid, "label": v} for v in ("bad", "good", "bad")]
+    assert httpx.post(fb, json={"labels": three}).json() == {
+        "accepted": 3,
+        "logged": 3,
+        "duplicates": 0,
+    }
+    same = httpx.post(fb, json={"labels": [{"request_id": rid, "label": "bad"}] * 2}).json()
+    assert same == {"accepted": 2, "logged": 0, "duplicates": 2}
+    back = [{"request_id": rid, "label": v} for v in ("good", "bad")]
+    assert httpx.post(fb, json={"labels": back}).json()["logged"] == 2
+
+
+def test_a_version_beyond_64_bits_is_404_not_a_registry_500(serving):
+    huge = "9" * 200
+    reload = httpx.post(
+        f"{serving}/reload", json={"model": MODEL, "version": huge}, headers=admin(), timeout=60
+    )
+    assert reload.status_code == 404 and "64-bit" in reload.json()["error"], reload.text
+    put = httpx.put(
+        f"{serving}/models/{MODEL}/rollout",
+        json={"challenger": huge, "mode": "shadow", "fraction": 0.5},
+        headers=admin(),
+        timeout=60,
+    )
+    assert put.status_code == 404 and "64-bit" in put.json()["error"], put.text
+
+
+def test_refusals_quote_a_bounded_excerpt_of_the_clients_value(serving, rows):
+    big = predict(serving, {"rows": [dict(rows[0], Amount="x" * 1_500_000)]})
+    assert big.status_code == 422 and "'Amount' expects a number" in big.json()["error"]
+    assert len(big.content) < 2_000
+    not_utf8 = httpx.post(
+        f"{serving}/invocations",
+        content=b"\xff" * 1_500_000,
+        headers={"Content-Type": "text/csv"},
+    )
+    assert not_utf8.status_code == 400 and "valid UTF-8" in not_utf8.text
+    assert len(not_utf8.content) < 2_000
+    many = predict(
+        serving, {"rows": [dict(rows[0], **{"y" * 500_000 + str(i): 1 for i in range(3)})]}
+    )
+    assert many.status_code == 422 and "unknown column(s)" in many.json()["error"]
+    assert len(many.content) < 2_000

@@ -78,3 +78,29 @@ def test_a_pipeline_of_another_layout_keeps_the_pipeline():
     handle = loaded(model, [], ["Home"])
     assert not handle.compile(probe_rows(handle)) and handle.fast is None
     assert handle.predict([{"Home": "rent"}])[0][0] in {"good", "bad"}
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_a_prediction_that_is_not_finite_is_refused():
+    """A linear model's output overflows on inputs near float64's limit: answered as null it
+    was logged as NaN and spoiled a shadow's mean difference for the rest of its step. It is
+    refused (ValueError, which the batcher answers as the client's 422), after either path
+    (LoadedModel.predict checks what _predict_fast or _predict_pipeline returned)."""
+    spec = load_spec(ROOT / "models" / "diabetes_progression.yaml")
+    linear = spec.model_copy(
+        update={
+            "model": spec.model.model_copy(
+                update={"estimator": "sklearn.linear_model.LinearRegression", "params": {}}
+            )
+        }
+    )
+    frame = pd.read_csv(ROOT / "examples" / "diabetes" / "diabetes.csv")
+    num = [c for c in frame if c != spec.data.target]
+    train, _ = split_frame(frame, linear)
+    handle = loaded(fit_pipeline(linear, train, num, []), num, [], classes=False)
+    rows = rows_of(frame[num].head(3))
+    fine, _ = handle.predict(rows)
+    assert all(np.isfinite(fine))
+    rows[1]["s1"] = 1.7e308
+    with pytest.raises(ValueError, match=r"the prediction for row 1 is not finite \((-)?inf\)"):
+        handle.predict(rows)

@@ -6,6 +6,7 @@ what was wrong and what to send instead.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -15,6 +16,7 @@ from typing import Any
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
+from starlette.requests import ClientDisconnect
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -98,18 +100,37 @@ def media_type(request: Request, allowed: tuple[str, ...]) -> str:
     return mime
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refused (413) as soon as it passes `limit`, announced or streamed (chunked)."""
+CLIENT_CLOSED = 499  # nginx's status for a client that closed the connection first
+
+
+async def read_body(request: Request, limit: int, seconds: float) -> bytes:
+    """The body, refused (413) as soon as it passes `limit`, announced or streamed (chunked);
+    408 when it has not all arrived within `seconds` (a stalled client would otherwise hold its
+    connection and handler for ever), and 499 (logged as the client's, never as a failed
+    prediction) when the client closes the connection before it has sent it all."""
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
         raise HTTPProblem(413, f"body of {length} bytes is over the limit of {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPProblem(413, f"body over the limit of {limit} bytes (streamed)")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise HTTPProblem(413, f"body over the limit of {limit} bytes (streamed)")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise HTTPProblem(
+            408,
+            f"the body did not arrive within {seconds:g} s ({size} of "
+            f"{length or 'an unannounced number of'} bytes); send it at once "
+            "(RETRAINER_SERVING_BODY_SECONDS sets the limit)",
+        ) from None
+    except ClientDisconnect:
+        raise HTTPProblem(
+            CLIENT_CLOSED, f"the client closed the connection after {size} bytes of its body"
+        ) from None
     return b"".join(chunks)
 
 
@@ -120,9 +141,9 @@ def parse_json(body: bytes) -> Any:
         raise HTTPProblem(400, f"the body is not valid JSON: {exc}") from None
 
 
-async def read_json(request: Request, limit: int) -> Any:
+async def read_json(request: Request, limit: int, seconds: float) -> Any:
     media_type(request, (JSON,))
-    return parse_json(await read_body(request, limit))
+    return parse_json(await read_body(request, limit, seconds))
 
 
 def client_request_id(request: Request) -> str | None:

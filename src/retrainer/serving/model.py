@@ -140,8 +140,30 @@ class LoadedModel:
     def predict(
         self, rows: list[dict[str, Any]]
     ) -> tuple[list[Any], list[dict[str, float]] | None]:
-        """Labels (or values) and, for classifiers, class probabilities, for checked rows."""
-        return self._predict_fast(rows) if self.fast is not None else self._predict_pipeline(rows)
+        """Labels (or values) and, for classifiers, class probabilities, for checked rows.
+
+        A value or probability that is not finite (a linear model's output overflowing on inputs
+        near float64's limit) is refused with ValueError, which the batcher answers as the
+        client's 4xx: answered as null it would be logged as NaN, and one such row would spoil a
+        shadow's mean difference for the rest of its step."""
+        import math
+
+        labels, probs = (
+            self._predict_fast(rows) if self.fast is not None else self._predict_pipeline(rows)
+        )
+        if probs is None:
+            bad = next((i for i, v in enumerate(labels) if not math.isfinite(v)), None)
+        else:
+            bad = next(
+                (i for i, p in enumerate(probs) if not all(map(math.isfinite, p.values()))), None
+            )
+        if bad is not None:
+            shown = labels[bad] if probs is None else probs[bad]
+            raise ValueError(
+                f"the prediction for row {bad} is not finite ({shown}): its values are beyond "
+                "what the model can score"
+            )
+        return labels, probs
 
     def _predict_fast(
         self, rows: list[dict[str, Any]]

@@ -26,6 +26,7 @@ class ServingOptions:
     retention_days: float = 90.0  # logged rows older than this are pruned (0: keep forever)
     upload_retry_max_seconds: float = 30.0  # back-off cap between upload attempts
     max_body_bytes: int = 2_000_000
+    body_seconds: float = 30.0  # a request body not all arrived by then is answered 408
     docs: bool | None = None  # /docs and /openapi.json; default: on, behind the token if set
     shadow_queue_rows: int = 20_000  # mirrored rows waiting for a shadow; beyond, dropped
     log_enabled: bool = True  # False only to measure the log's cost (bench): answers unlogged
@@ -58,6 +59,10 @@ class ServingOptions:
                     f"{key}: expected {kind.replace(' | None', '')}; found {raw!r}"
                 ) from None
         opts = cls(**values)  # type: ignore[arg-type]
+        if not opts.body_seconds > 0:
+            raise ValueError(
+                f"RETRAINER_SERVING_BODY_SECONDS must be > 0; found {opts.body_seconds}"
+            )
         if opts.spool_max_mb <= 0 or not 0 < opts.spool_warn_fraction <= 1:
             raise ValueError(
                 "RETRAINER_SERVING_SPOOL_MAX_MB must be > 0 and "

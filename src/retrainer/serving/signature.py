@@ -43,6 +43,12 @@ def _is_null(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def shown(value: Any, limit: int = 100) -> str:
+    """A client's value in an error message: its repr, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def check_value(col: Column, value: Any, where: str) -> None:
     """Raise InputError naming the field when `value` can't be held by the column's type."""
     if _is_null(value):
@@ -56,18 +62,18 @@ def check_value(col: Column, value: Any, where: str) -> None:
     if t in NUMERIC:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise SchemaMismatch(
-                f"{where}: column {col.name!r} expects a number ({t}); found {value!r}"
+                f"{where}: column {col.name!r} expects a number ({t}); found {shown(value)}"
             )
         if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
             raise SchemaMismatch(
-                f"{where}: column {col.name!r} holds {value}, which does not fit a 64-bit integer"
+                f"{where}: column {col.name!r} holds {shown(value)}, which does not fit a 64-bit integer"
             )
         if isinstance(value, float) and math.isinf(value):
             raise SchemaMismatch(f"{where}: column {col.name!r} is infinite")
         if t in ("long", "integer"):
             if isinstance(value, float) and not value.is_integer():
                 raise SchemaMismatch(
-                    f"{where}: column {col.name!r} expects an integer ({t}); found {value!r}"
+                    f"{where}: column {col.name!r} expects an integer ({t}); found {shown(value)}"
                 )
             lo, hi = INT64 if t == "long" else INT32
             if not lo <= value <= hi:
@@ -80,9 +86,13 @@ def check_value(col: Column, value: Any, where: str) -> None:
             )
     elif t == "string":
         if not isinstance(value, str):
-            raise SchemaMismatch(f"{where}: column {col.name!r} expects a string; found {value!r}")
+            raise SchemaMismatch(
+                f"{where}: column {col.name!r} expects a string; found {shown(value)}"
+            )
     elif t == "boolean" and not isinstance(value, bool):
-        raise SchemaMismatch(f"{where}: column {col.name!r} expects true/false; found {value!r}")
+        raise SchemaMismatch(
+            f"{where}: column {col.name!r} expects true/false; found {shown(value)}"
+        )
 
 
 def check_rows(columns: list[Column], rows: list[Any], max_rows: int) -> None:
@@ -100,7 +110,8 @@ def check_rows(columns: list[Column], rows: list[Any], max_rows: int) -> None:
         unknown = [k for k in row if k not in by_name]
         if unknown:
             raise SchemaMismatch(
-                f"row {i}: unknown column(s) {unknown[:10]}; the model takes {list(by_name)}"
+                f"row {i}: unknown column(s) {[k[:100] for k in unknown[:10]]}; the model takes "
+                f"{list(by_name)}"
             )
         for col in columns:
             if col.name not in row:
@@ -117,11 +128,12 @@ def parse_payload(body: Any) -> list[Any]:
     keys = [k for k in FORMATS if k in body]
     if len(keys) != 1:
         raise InputError(
-            f"expected exactly one of the keys {', '.join(FORMATS)}; found {sorted(body)[:10]}"
+            f"expected exactly one of the keys {', '.join(FORMATS)}; found "
+            f"{[k[:100] for k in sorted(body)[:10]]}"
         )
     key = keys[0]
     if len(body) > 1:
-        others = sorted(k for k in body if k != key)[:10]
+        others = [k[:100] for k in sorted(k for k in body if k != key)[:10]]
         raise InputError(f"unexpected key(s) {others} beside {key!r}; send only the rows")
     data = body[key]
     if key == "dataframe_split":
@@ -178,12 +190,13 @@ def parse_csv(body: bytes, schema: Any) -> list[dict[str, Any]]:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(
-            f"Ensure that input is a valid UTF-8 encoded string. Error: '{exc!r}'"
+            # str(), not repr(): the repr holds every byte of the body (a 2 MB body: a 10 MB answer)
+            f"Ensure that input is a valid UTF-8 encoded string. Error: '{exc}'"
         ) from None
     try:
         frame = parse_csv_input(csv_input=io.StringIO(text), schema=schema)
     except MlflowException as exc:
-        raise InputError(exc.message) from None
+        raise InputError(str(exc.message)[:1000]) from None
     return [
         {k: (None if _is_null(v) else plain(v)) for k, v in rec.items()}
         for rec in frame.to_dict(orient="records")

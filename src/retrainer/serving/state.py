@@ -125,6 +125,10 @@ class ServingState:
             raise HTTPProblem(
                 404, f"{name}: 'latest' is not an alias; give a version number or an alias"
             )
+        if wanted.isdigit() and int(wanted) > 2**63 - 1:  # the registry's column: a 500 there
+            raise HTTPProblem(
+                404, f"{name} has no version {wanted[:30]}...: versions are 64-bit integers"
+            )
         try:
             if wanted.isdigit():
                 mv = client.get_model_version(name, wanted)
@@ -514,14 +518,17 @@ class ServingState:
                 ).inc()
 
     def log_feedback(self, handle: LoadedModel, items: list[tuple[str, int, Any]]) -> int:
-        """Spool labels; a (request id, row, label) already logged recently is not repeated."""
+        """Spool labels; a label equal to the row's latest one (logged recently, or earlier in
+        this request) is not repeated. A correction is always logged, even back to an earlier
+        label ([bad, good, bad] logs all three): readers keep a row's last label."""
         ts = now_iso()
-        fresh, seen = [], set()
+        fresh: list[dict[str, Any]] = []
+        latest: dict[tuple[str, int], Any] = {}
         for rid, row, label in items:
             key = (rid, row)
-            if self.recent_labels.get(key, _NONE) == label or (key, label) in seen:
+            if latest.get(key, self.recent_labels.get(key, _NONE)) == label:
                 continue
-            seen.add((key, label))
+            latest[key] = label
             fresh.append({"_request_id": rid, "_row": row, "_label": label, "_ts": ts})
         self.feedback_log.append(handle.name, handle.version, feedback_schema(handle), fresh)
         for rec in fresh:  # remembered once spooled, so a retry after a 503 is logged

@@ -56,7 +56,7 @@ async def reload(request: Request) -> Response:
     """Load the champion (or {"version": v}) of one model ({"model": name}) or of all, then swap."""
     state = state_of(request)
     authorize(request, state.tokens(admin=True))
-    raw = await read_body(request, state.options.max_body_bytes)
+    raw = await read_body(request, state.options.max_body_bytes, state.options.body_seconds)
     body: Any = {}
     if raw.strip():
         media_type(request, (JSON,))
@@ -103,7 +103,7 @@ async def drift(name: str, request: Request) -> dict[str, Any]:
     shape = 'expected {"decision": ..., "psi": {feature: number}, "triggered": bool}'
     if name not in state.model_names:
         raise HTTPProblem(404, f"no model {name[:100]!r} in this server")
-    body = await read_json(request, state.options.max_body_bytes)
+    body = await read_json(request, state.options.max_body_bytes, state.options.body_seconds)
     if not isinstance(body, dict) or set(body) - {"decision", "psi", "triggered"}:
         raise HTTPProblem(422, shape)
     if any(body.get(k, "") is None for k in ("decision", "psi", "triggered")):

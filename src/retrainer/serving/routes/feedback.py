@@ -46,7 +46,7 @@ async def feedback(name: str, request: Request) -> dict[str, Any]:
     state = state_of(request)
     authorize(request, state.tokens())
     handle = state.handle_for(name)
-    body = await read_json(request, state.options.max_body_bytes)
+    body = await read_json(request, state.options.max_body_bytes, state.options.body_seconds)
     if isinstance(body, dict) and "labels" in body:
         if set(body) != {"labels"}:
             raise HTTPProblem(422, f"{SHAPE}; unexpected keys {sorted(set(body) - {'labels'})}")

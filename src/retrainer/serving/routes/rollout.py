@@ -96,13 +96,24 @@ async def rollout(name: str, request: Request) -> dict[str, Any]:
 async def put_rollout(state: ServingState, name: str, request: Request) -> dict[str, Any]:
     """Load the challenger beside the champion (once) and start a new step of the rollout."""
     challenger, mode, fraction, key = check_body(
-        await read_json(request, state.options.max_body_bytes)
+        await read_json(request, state.options.max_body_bytes, state.options.body_seconds)
     )
     champion = state.handle_for(name)
     _check_key(champion, key, "champion")
     loop = asyncio.get_running_loop()
     async with state.reload_lock:
-        version = await loop.run_in_executor(None, state.resolve, name, challenger)
+        try:
+            version = await loop.run_in_executor(None, state.resolve, name, challenger)
+        except HTTPProblem:
+            raise
+        except Exception as exc:  # the registry down or failing: the champion serves on
+            log.exception("could not resolve %s's challenger %r", name, challenger)
+            raise HTTPProblem(
+                503,
+                f"the model registry could not resolve {challenger[:100]!r} for {name} "
+                f"({type(exc).__name__}: {str(exc)[:300]}); the champion serves alone, retry later",
+                {"Retry-After": "30"},
+            ) from None
         current = state.rollouts.get(name)
         candidates = [current.challenger.handle] if current is not None else []
         handle = next((h for h in [*candidates, champion] if h.version == version), None)

@@ -46,7 +46,7 @@ async def score(
         handle = state.handle_for(name)
         client_id = client_request_id(request)
         mime = media_type(request, (JSON, CSV) if csv else (JSON,))
-        body = await read_body(request, state.options.max_body_bytes)
+        body = await read_body(request, state.options.max_body_bytes, state.options.body_seconds)
         rows = parse_csv(body, handle.schema) if mime == CSV else parse_payload(parse_json(body))
         request_id = state.request_ids.issue(name, len(rows))
         handle, labels, probs = await answer(state, handle, rows, request_id, client_id)
