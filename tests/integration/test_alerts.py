@@ -407,3 +407,81 @@ def test_a_failed_apprise_send_is_a_failure(connections, monkeypatch, caplog, ca
     )
     assert [h["path"] for h in hooks] == ["/alerts"]
     no_secret_anywhere(caplog, capfd)
+
+
+@pytest.fixture
+def rude_receiver():
+    """A webhook receiver on loopback that answers 200 with an endless body (mode "huge") or
+    trickles its status line a byte a second (mode "drip")."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    mode = {"now": "huge"}
+    stop = threading.Event()
+
+    def serve() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.settimeout(5)
+                try:
+                    conn.recv(65536)
+                    if mode["now"] == "huge":
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2000000000\r\n\r\n")
+                        chunk = b"x" * 1_000_000
+                        for _ in range(2000):
+                            if stop.is_set():
+                                break
+                            conn.sendall(chunk)
+                    else:
+                        for byte in b"HTTP/1.1 200 OK\r\n":
+                            if stop.is_set():
+                                break
+                            conn.sendall(bytes([byte]))
+                            time.sleep(1)
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield port, mode
+    stop.set()
+    server.close()
+    thread.join(10)
+
+
+def test_a_rude_webhook_costs_neither_memory_nor_more_than_its_deadline(rude_receiver, monkeypatch):
+    """A receiver answering with 2 GB is told apart by its status alone (the body is never
+    read); one that trickles a byte a second is cut off at the delivery deadline, which bounds
+    the whole send, not each read."""
+    import resource
+
+    from retrainer.orchestration import notify
+    from retrainer.steps.alerts import rollback_alert
+
+    port, mode = rude_receiver
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_RUDE", json.dumps({"conn_type": "http", "host": "127.0.0.1", "port": port})
+    )
+    monkeypatch.setattr(notify, "DELIVERY_SECONDS", 3.0)
+    s = spec()
+    made = rollback_alert(
+        s, {"from": "2", "to": "1", "ledger_run_id": "x", "reload_error": ""}, "boom", "d"
+    )
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+    assert notify.send(made, ["rude"]) == {"rude": "sent"}
+    assert time.monotonic() - started < 3
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    assert grown_mb < 100, f"the worker grew by {grown_mb:.0f} MB"
+    mode["now"] = "drip"
+    started = time.monotonic()
+    outcome = notify.send(made, ["rude"])
+    assert 2.5 < time.monotonic() - started < 6
+    assert outcome["rude"].startswith("TimeoutError: no delivery within 3 s")

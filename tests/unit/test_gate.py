@@ -83,3 +83,18 @@ def test_decision_round_trips_and_renders():
     assert again == d
     assert "roc_auc" in d.table() and "+0.0100" in d.table()
     assert d.summary().startswith("Gate PASSED on roc_auc (champion v1)")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_a_metric_that_is_not_a_number_is_rejected_not_passed(bad):
+    """NaN compares false with every bound and every margin: a candidate whose roc_auc is NaN
+    (one mistyped label made the model three-class) passed the gate before."""
+    first = decide(spec(thresholds={"roc_auc": {"min": 0.75}}), {"roc_auc": bad})
+    assert not first.passed and first.decision == "rejected"
+    assert first.reasons[0].startswith(f"roc_auc: the candidate's value on the test split is {bad}")
+    assert not first.checks[0].passed
+    vs_champion = decide(spec(), {"roc_auc": bad}, {"roc_auc": 0.9}, "3")
+    assert not vs_champion.passed
+    champion_unmeasured = decide(spec(), {"roc_auc": 0.8}, {"roc_auc": bad}, "3")
+    assert not champion_unmeasured.passed
+    assert "the champion's value on the test split is" in champion_unmeasured.reasons[0]

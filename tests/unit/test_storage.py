@@ -98,3 +98,46 @@ def test_parquet_with_a_column_name_twice_is_a_clear_error(tmp_path):
     pq.write_table(pa.table([[1, 2], [3, 4], [5, 6]], names=["a", "b", "a"]), path)
     with pytest.raises(DataError, match=r"the columns \['a'\] appear more than once"):
         storage.read_columns(str(path))
+
+
+def test_a_csv_header_with_a_column_twice_is_a_clear_error(tmp_path):
+    """pandas would read the second one as a new column, a.1: a listed feature would silently
+    lose its second copy, an inferred one would gain a feature."""
+    path = tmp_path / "dup.csv"
+    path.write_text("a,a,b\n1,2,3\n")
+    with pytest.raises(DataError, match=r"the columns \['a'\] appear more than once in the header"):
+        storage.read_table(str(path))
+    fine = tmp_path / "dots.csv"  # a dot in a name is not a repeat
+    fine.write_text("a.1,a,b.2\n1,2,3\n")
+    assert list(storage.read_table(str(fine)).columns) == ["a.1", "a", "b.2"]
+
+
+def test_a_header_only_batch_in_a_folder_keeps_the_other_batches_types(tmp_path):
+    folder = tmp_path / "batches"
+    folder.mkdir()
+    pd.DataFrame({"age": [30, 40], "home": ["rent", "own"]}).to_csv(folder / "a.csv", index=False)
+    (folder / "b.csv").write_text("age,home\n")
+    df = storage.read_table(str(folder))
+    assert len(df) == 2 and str(df["age"].dtype) == "int64"
+    only_headers = tmp_path / "empty"
+    only_headers.mkdir()
+    (only_headers / "a.csv").write_text("age,home\n")
+    (only_headers / "b.csv").write_text("age,home\n")
+    assert len(storage.read_table(str(only_headers))) == 0
+
+
+def test_a_column_of_numbers_in_one_batch_and_text_in_another_is_refused(tmp_path):
+    """Concatenated, floats and strings in one column passed validation and then failed the
+    snapshot's Parquet write with a pyarrow traceback."""
+    folder = tmp_path / "batches"
+    folder.mkdir()
+    pd.DataFrame({"job": [1, 2], "y": [0, 1]}).to_csv(folder / "2024-01.csv", index=False)
+    pd.DataFrame({"job": ["fixed", "x"], "y": [1, 0]}).to_csv(folder / "2024-02.csv", index=False)
+    with pytest.raises(DataError) as exc:
+        storage.read_table(str(folder))
+    message = str(exc.value)
+    assert "column 'job' holds different kinds of value across the batches" in message
+    assert "2024-01.csv" in message and "2024-02.csv" in message
+    # a column all missing in one batch is any kind
+    pd.DataFrame({"job": [None, None], "y": [0, 1]}).to_csv(folder / "2024-02.csv", index=False)
+    assert len(storage.read_table(str(folder))) == 4

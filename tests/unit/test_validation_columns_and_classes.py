@@ -114,3 +114,37 @@ def test_positive_class_matches_across_int_and_text(credit, listed):
         observed["expect_column_distinct_values_to_contain_set"]
         == "2 class(es) in 'Status': ['0', '1']"
     )
+
+
+def test_a_stray_third_label_in_a_binary_target_is_refused(credit, listed):
+    """One mistyped label ("Bad" beside "bad") made a three-class model whose roc_auc was NaN,
+    and the gate passed it: with a positive class the target must have exactly two."""
+    batch = credit.copy()
+    batch.loc[5, "Status"] = "Bad"
+    raw = listed.model_dump()
+    raw["validation"]["columns"]["Status"]["allowed"] = None
+    report = validate_frame(batch, parse_spec(raw))
+    assert failures(report) == [
+        (
+            "Status",
+            "expect_column_unique_value_count_to_be_between",
+            "data.target",
+            "3 class(es) in 'Status': ['Bad', 'bad', 'good']; expected exactly 2 "
+            "(data.positive_class: a binary classifier): correct the stray labels, or leave "
+            "positive_class out for a multi-class model",
+        )
+    ]
+
+
+def test_a_label_only_in_the_test_split_is_a_clear_data_error(credit, listed):
+    from retrainer.core.evaluation import compute_metrics
+    from retrainer.core.training import fit_pipeline, split_frame
+    from retrainer.errors import DataError
+
+    train, test = split_frame(credit, listed)
+    num, cat = listed.data.features.numeric, listed.data.features.categorical
+    model = fit_pipeline(listed, train.head(800), num, cat)
+    test = test.copy()
+    test.loc[test.index[:3], "Status"] = "Bad"
+    with pytest.raises(DataError, match=r"the test split holds 3 row\(s\) whose Status the model"):
+        compute_metrics(listed, model, test, num, cat)

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from retrainer.errors import DataError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -51,6 +53,13 @@ def compute_metrics(
         }
 
     classes = list(model.classes_)
+    unknown = y.dropna()[~y.dropna().isin(classes)]
+    if len(unknown):
+        raise DataError(
+            f"the test split holds {len(unknown)} row(s) whose {spec.data.target} the model was "
+            f"never trained on: {sorted({str(v)[:40] for v in unknown})[:10]}; a class needs at "
+            "least 2 rows to be on both sides of the split: correct those labels or add rows"
+        )
     pred = model.predict(X)
     proba = model.predict_proba(X)
     out = {"accuracy": float(m.accuracy_score(y, pred))}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -138,6 +139,28 @@ def decide(
             continue
         value = candidate[metric]
         bound = gate.thresholds.get(metric)
+        champ = champion.get(metric) if champion else None
+        unmeasured = [
+            (who, v) for who, v in (("candidate", value), ("champion", champ)) if not _finite(v)
+        ]
+        if unmeasured:  # NaN compares false with every bound: it would pass them all
+            passed = False
+            who, v = unmeasured[0]
+            reasons.append(
+                f"{metric}: the {who}'s value on the test split is {v}, not a number (a test "
+                "split with one class only, or labels the model was not trained on?); check "
+                "the target's values in the data and retrain"
+            )
+            checks.append(
+                MetricCheck(
+                    metric=metric,
+                    candidate=value,
+                    champion=champ,
+                    passed=False,
+                    note=f"the {who}'s value is not a number",
+                )
+            )
+            continue
         ok, notes = True, []
         if bound is not None and bound.min is not None and value < bound.min:
             ok = False
@@ -147,7 +170,6 @@ def decide(
             ok = False
             notes.append(f"above the maximum {bound.max:g}")
             reasons.append(f"{metric} {value:.4f} is above the threshold max {bound.max:g}")
-        champ = champion.get(metric) if champion else None
         delta = improvement(metric, value, champ) if champ is not None else None
         test = paired.get(metric) if champ is not None else None
         if metric == gate.primary_metric and test is not None:
@@ -232,3 +254,13 @@ def decide(
             **({"slices": slices} if slices else {}),
         },
     )
+
+
+def _finite(value: Any) -> bool:
+    """A metric value the gate can compare: a finite number, or absent (None: no champion)."""
+    if value is None:
+        return True
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False

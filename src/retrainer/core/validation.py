@@ -269,18 +269,25 @@ def build_expectations(
 
 
 def _class_expectations(spec: ModelSpec, y: pd.Series) -> list[dict[str, Any]]:
-    """A classifier needs two classes, and a binary one its positive class, in every batch."""
+    """A classifier needs two classes, and a binary one (a positive class given) exactly two,
+    one of them its positive class, in every batch: a stray third label ("Bad" beside "bad")
+    would make a three-class model whose roc_auc the binary gate cannot read."""
     target = spec.data.target
+    wanted = spec.data.positive_class
+    kwargs: dict[str, Any] = {"column": target, "min_value": 2}
+    description = "at least 2 classes (a classifier cannot learn from one)"
+    if wanted is not None:
+        kwargs["max_value"] = 2
+        description = "exactly 2 classes (data.positive_class makes it a binary classifier)"
     exp: list[dict[str, Any]] = [
         {
             "type": "expect_column_unique_value_count_to_be_between",
-            "kwargs": {"column": target, "min_value": 2},
+            "kwargs": kwargs,
             "column": target,
-            "description": "at least 2 classes (a classifier cannot learn from one)",
+            "description": description,
             "spec_key": "data.target",
         }
     ]
-    wanted = spec.data.positive_class
     if wanted is not None:
         # Matched as the evaluation matches it: 1 and "1" are one class.
         found = [c for c in y.dropna().unique() if c == wanted or str(c) == str(wanted)]
@@ -389,7 +396,15 @@ def _observed(e: dict[str, Any], raw: dict[str, Any], df: pd.DataFrame, ok: bool
     series = df[col]
     n = len(series)
     if kind == "expect_column_unique_value_count_to_be_between":
-        return _classes_found(series) + ("" if ok else "; expected at least 2")
+        if ok:
+            return _classes_found(series)
+        if e["kwargs"].get("max_value") == 2 and series.dropna().nunique() > 2:
+            return (
+                f"{_classes_found(series)}; expected exactly 2 (data.positive_class: a binary "
+                "classifier): correct the stray labels, or leave positive_class out for a "
+                "multi-class model"
+            )
+        return f"{_classes_found(series)}; expected at least 2"
     if kind == "expect_column_distinct_values_to_contain_set":
         found = _classes_found(series)
         return found if ok else f"{found}; {e['kwargs']['value_set'][0]!r} is not among them"

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from retrainer.steps.alerts import Alert
 
 log = logging.getLogger(__name__)
-TIMEOUT = 15.0
+TIMEOUT = 15.0  # each network operation (connect, one read)
+DELIVERY_SECONDS = 30.0  # one destination, all in: a receiver that trickles is cut off here
 
 
 def get_connection(conn_id: str) -> Any:
@@ -78,9 +79,13 @@ def send_webhook(conn: Any, alert: Alert) -> None:
     headers = {"Content-Type": "application/json"}
     if conn.password:
         headers["Authorization"] = f"Bearer {conn.password}"
-    resp = httpx.post(webhook_url(conn), json=alert.to_dict(), headers=headers, timeout=TIMEOUT)
-    if resp.status_code >= 300:
-        raise RuntimeError(f"the webhook answered {resp.status_code}")
+    # The status is all that is wanted: the body is never read (a receiver answering with a
+    # gigabyte would otherwise be held in the worker's memory)
+    with httpx.stream(
+        "POST", webhook_url(conn), json=alert.to_dict(), headers=headers, timeout=TIMEOUT
+    ) as resp:
+        if resp.status_code >= 300:
+            raise RuntimeError(f"the webhook answered {resp.status_code}")
 
 
 def apprise_urls(conn: Any) -> list[str]:
@@ -169,7 +174,7 @@ def send(alert: Alert | None, conn_ids: list[str]) -> dict[str, str]:
                     f"connection type {conn.conn_type!r} is not an alert destination; use one "
                     f"of {sorted(SENDERS)}"
                 )
-            sender(conn, alert)
+            within(DELIVERY_SECONDS, sender, conn, alert)
             outcome[conn_id] = "sent"
             log.info(
                 "alert %s for %s sent through connection %s", alert.event, alert.model, conn_id
@@ -190,6 +195,32 @@ def send(alert: Alert | None, conn_ids: list[str]) -> dict[str, str]:
                 conn_id,
             )
     return outcome
+
+
+def within(seconds: float, fn: Callable[..., None], *args: Any) -> None:
+    """Run ``fn(*args)``, raising TimeoutError if it has not returned within ``seconds``: the
+    network timeouts bound each operation, not a receiver that answers a byte at a time. The
+    call is left to end in a daemon thread, which never holds the task's process open."""
+    import threading
+
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn(*args)
+        except BaseException as exc:
+            failed.append(exc)
+
+    worker = threading.Thread(target=run, name="retrainer-alert", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise TimeoutError(
+            f"no delivery within {seconds:g} s: the destination is slow or holds the connection "
+            "open"
+        )
+    if failed:
+        raise failed[0]
 
 
 def alert(spec: ModelSpec, made: Alert | None) -> dict[str, str]:

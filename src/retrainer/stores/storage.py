@@ -13,6 +13,7 @@ import contextlib
 import functools
 import hashlib
 import io
+import logging
 import os
 import tempfile
 from collections import Counter
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from retrainer.errors import DataError, TransientError
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -155,8 +158,20 @@ def _parse(data: bytes, uri: str) -> pd.DataFrame:
         raise DataError(f"{uri}: the file is empty (0 bytes); expected a header row and data")
     try:
         if suffix == ".csv":
-            return pd.read_csv(io.BytesIO(data))
+            frame = pd.read_csv(io.BytesIO(data))
+            if any("." in str(c) for c in frame.columns):  # pandas renames a repeat a -> a.1
+                raw = pd.read_csv(io.BytesIO(data), nrows=1, header=None, dtype=str).iloc[0]
+                repeated = sorted(str(n) for n, k in Counter(raw).items() if k > 1)
+                if repeated:
+                    raise DataError(
+                        f"{uri}: the columns {repeated[:10]} appear more than once in the header "
+                        "(pandas would read the second as a new column, a.1); give each column "
+                        "one name"[:600]
+                    )
+            return frame
         return pd.read_parquet(io.BytesIO(data))
+    except DataError:
+        raise
     except UnicodeDecodeError as exc:
         raise DataError(
             f"{uri}: not readable as UTF-8 text ({exc.reason}); save the csv as UTF-8"
@@ -183,7 +198,8 @@ def read_bytes(uri: str) -> bytes:
 
 
 def read_table(uri: str) -> pd.DataFrame:
-    """One file, or every file of a folder/prefix concatenated (their columns must agree)."""
+    """One file, or every file of a folder/prefix concatenated (their columns must agree, and
+    each column must hold one kind of value: numbers, text or true/false, in every batch)."""
     import pandas as pd
 
     files = list_data_files(uri)
@@ -199,7 +215,44 @@ def read_table(uri: str) -> pd.DataFrame:
             )
     if len(frames) == 1:
         return frames[0]
-    return pd.concat([fr[first] for fr in frames], ignore_index=True)
+    # A header-only batch adds no rows; concatenated, it would turn every integer column of the
+    # batches that have rows into object, and fail their numeric checks
+    kept = [(f, fr) for f, fr in zip(files, frames, strict=True) if len(fr)] or [
+        (files[0], frames[0])
+    ]
+    if len(kept) < len(frames):
+        empty = [f for f, fr in zip(files, frames, strict=True) if not len(fr)]
+        log.warning("%s: left out %d batch(es) with no rows: %s", uri, len(empty), empty[:10])
+    _check_kinds(kept, first)
+    return pd.concat([fr[first] for _, fr in kept], ignore_index=True)
+
+
+def _kind(values: pd.Series) -> str | None:
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    if values.isna().all():
+        return None  # all missing: any kind
+    if is_bool_dtype(values):
+        return "true/false"
+    return "numbers" if is_numeric_dtype(values) else "text"
+
+
+def _check_kinds(batches: list[tuple[str, pd.DataFrame]], columns: list[str]) -> None:
+    """Refuse a column that holds numbers in one batch and text in another: concatenated it
+    would mix floats and strings, pass validation, and fail the snapshot's Parquet write."""
+    for col in columns:
+        seen: dict[str, str] = {}
+        for f, frame in batches:
+            kind = _kind(frame[col])
+            if kind is not None:
+                seen.setdefault(kind, f)
+        if len(seen) > 1:
+            where = "; ".join(f"{kind} in {f}" for kind, f in seen.items())
+            raise DataError(
+                f"column {str(col)[:100]!r} holds different kinds of value across the batches "
+                f"({where}); make them agree (codes that are sometimes numbers: quote them all "
+                "as text, or write them all as numbers)"[:800]
+            )
 
 
 class ParquetColumns:
