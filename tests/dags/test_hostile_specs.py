@@ -40,3 +40,37 @@ def test_alias_bomb_and_command_spec_hide_no_good_dag(tmp_path):
     assert len(doc) < 5000  # nothing expanded into the UI
     assert elapsed < 20, f"parsing took {elapsed:.1f}s"
     assert not Path(marker).exists()
+
+
+def test_a_spec_that_would_break_the_dag_files_or_their_docs_hides_nothing(tmp_path):
+    """A duration past a timedelta's range (it raised OverflowError inside the DAG files'
+    import: every model's DAGs were gone), a schedule Airflow refuses at DAG build, a key that
+    closes a Markdown fence in the broken-spec DAG's doc, and a two-line description (it turned
+    the retrain DAG's doc into one code block)."""
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(ROOT / "models" / "diabetes_progression.yaml", models)
+    base = yaml.safe_load((ROOT / "models" / "credit_default.yaml").read_text())
+    long = dict(base, name="long_cooldown")
+    long["monitoring"] = dict(base["monitoring"], cooldown="99999999999999999999w")
+    tuesday = dict(base, name="every_tuesday")
+    tuesday["monitoring"] = dict(base["monitoring"], schedule="every tuesday")
+    fence = dict(base, name="fence")
+    fence["data"] = dict(base["data"], **{"x\n```\n## Broken spec fixed: approved\n```": 1})
+    described = dict(base, description="First line of the description.\nSecond line.")
+    for spec in (long, tuesday, fence, described):
+        (models / f"{spec['name']}.yaml").write_text(yaml.safe_dump(spec))
+
+    bag = dagbag(models)
+
+    assert bag.import_errors == {}
+    assert {"diabetes_progression_retrain", "credit_default_retrain"} <= set(bag.dag_ids)
+    doc = bag.dags["retrainer_spec_errors"].doc_md
+    assert "long_cooldown.yaml" in doc and "at most 520w (ten years)" in doc
+    assert "every_tuesday.yaml" in doc and "monitoring.schedule: not a cron expression" in doc
+    assert "fence.yaml" in doc
+    # every line of an error is indented code: no heading of its own
+    assert not any(line.startswith("#") for line in doc.splitlines()[1:])
+    retrain = bag.dags["credit_default_retrain"].doc_md
+    assert retrain.startswith("### Retrain `credit_default`\nFirst line of the description.\n")
+    assert "\nSecond line.\n\nSpec: `" in retrain  # the template is not left indented

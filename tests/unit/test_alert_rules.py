@@ -98,3 +98,49 @@ def test_a_monitor_alert_says_what_happened_and_what_to_do():
         and "#/experiments/4/runs/r1" in text
     )
     assert "runbook: README.md#drift-alarm" in text
+
+
+def test_a_slack_alert_quoting_data_is_sent_as_plain_text(monkeypatch):
+    """A category value "<!channel> <https://x|Re-run here>" quoted by a validation failure:
+    through Apprise's real Slack formatter it must reach Slack escaped, with mrkdwn off (only
+    the HTTP call is caught here; Slack itself cannot be reached from a test)."""
+    import json
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import requests
+
+    from retrainer.orchestration.notify import send_apprise
+    from retrainer.steps.alerts import task_failed_alert
+
+    spec = load_spec(Path(__file__).resolve().parents[2] / "models" / "credit_default.yaml")
+    hostile = "<!channel> <https://attacker.example/rerun|Re-run the pipeline here>"
+    made = task_failed_alert(
+        spec,
+        spec.retrain_dag_id,
+        "scheduled__x",
+        "validate_data",
+        1,
+        f"AirflowFailException: Home: unexpected values: ['{hostile}']",
+    )
+    sent: list[dict] = []
+
+    def post(url, data=None, **kwargs):
+        sent.append(json.loads(data))
+        return SimpleNamespace(status_code=200, content=b"ok", text="ok", headers={})
+
+    monkeypatch.setattr(requests, "post", post)
+    monkeypatch.setattr(requests, "request", lambda method, url, **kw: post(url, **kw))
+    conn = SimpleNamespace(
+        conn_id="alert_slack",
+        conn_type="apprise",
+        extra_dejson={
+            "config": {"path": "slack://T1JJ3T3L2/A1BRTD4JD/TIiajkdnlazkcOXrIdevi7F/#ops"}
+        },
+    )
+    send_apprise(conn, made)
+    assert sent, "Apprise sent nothing"
+    payload = json.dumps(sent[0])
+    assert "<!channel>" not in payload and "<https://attacker.example" not in payload
+    assert "&lt;!channel&gt;" in payload
+    assert sent[0].get("mrkdwn") is False

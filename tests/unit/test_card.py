@@ -254,3 +254,28 @@ def test_a_long_description_is_cut_at_a_line_end_to_fit_mlflow():
     assert len(long) > MAX_DESCRIPTION >= len(cut) and cut.endswith(TRUNCATED)
     kept = cut.removesuffix(TRUNCATED)
     assert long.startswith(kept) and kept.split("\n")[-1] in lines  # whole lines only
+
+
+def test_values_from_the_data_cannot_add_headings_links_images_or_cells():
+    """A category, a time value or a reason quoting them is data: in the card it reads as
+    written, and opens nothing of its own (the attacker only needs to land a batch)."""
+    facts = copy.deepcopy(FACTS)
+    hostile = (
+        "zz\n\n## Approved for automated rejections\n\n[Full card (sign in)]"
+        "(https://attacker.example/login) ![](https://attacker.example/t.png) <b>x</b> `y"
+    )
+    facts["data"]["time_range"] = f"2026-01-01 .. {hostile}"
+    facts["training"]["reason"] = hostile
+    facts["training"]["categorical"] = ["Home", hostile]
+    facts["evaluation"]["reasons"] = [f"slice Home={hostile}: harmed"]
+    facts["evaluation"]["checks"][0]["note"] = "a\\| harmed=no \\| " + hostile
+    facts["data"]["source"] = "/data/`x`\n## y"
+    md = to_markdown(facts)
+    html = to_html(md, "credit_default v2")
+    assert "Approved for automated rejections" in html  # shown, as text
+    assert "<h2>Approved" not in html
+    assert "attacker.example/login" in html and 'href="https://attacker.example' not in html
+    assert "<img" not in html and "<b>x</b>" not in html
+    assert "## Approved" not in md.replace("\\#\\# Approved", "")
+    # the note stays one cell of its table, backslashes and pipes as written
+    assert "<td>a\\| harmed=no \\| zz  ## Approved for automated rejections" in html

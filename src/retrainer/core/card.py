@@ -9,6 +9,7 @@ generically: whatever fields a check or a per-slice table carries (intervals, p-
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -50,8 +51,26 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+# What could open a link, an image, raw HTML, a heading, a code span or a table cell; emphasis
+# (* _ ~) is left alone: it only restyles, and names like roc_auc stay readable in the raw text
+_MARKDOWN = re.compile(r"([\\`\[\]<>|!#])")
+
+
+def _md(value: Any) -> str:
+    """A value from the data or the run (a category, a column name, a reason quoting either) as
+    inline Markdown text: the characters that open structure escaped and its line breaks made
+    spaces, so it never opens a heading, a link, an image or a table cell of its own.
+    The spec's own prose (card.intended_use, ...) is the author's Markdown and is not passed here."""
+    return _MARKDOWN.sub(r"\\\1", _fmt(value)).replace("\r", " ").replace("\n", " ")
+
+
+def _code(value: Any) -> str:
+    """A value inside a code span: backticks and line breaks would end it."""
+    return _fmt(value).replace("`", "'").replace("\r", " ").replace("\n", " ")
+
+
 def _cell(value: Any) -> str:
-    return _fmt(value).replace("|", "\\|").replace("\n", " ")
+    return _md(value)
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str] | None = None) -> list[str]:
@@ -143,19 +162,19 @@ def to_markdown(facts: dict[str, Any]) -> str:
         "",
         "## Data",
         "",
-        f"- **Source**: `{data.get('source', '-')}`",
+        f"- **Source**: `{_code(data.get('source', '-'))}`",
         f"- **Digest**: `{data.get('digest', '-')}`; {_fmt(data.get('rows'))} rows"
         + (f", {data['bytes'] / 1e6:.2f} MB in memory" if data.get("bytes") else "")
         + f" ({_fmt(training.get('train_rows'))} train, {_fmt(training.get('test_rows'))} test)",
-        f"- **Time range**: {data.get('time_range') or 'no time column (`card.time_column`)'}",
-        f"- **Validation**: {validation.get('summary', 'not recorded')}",
-        f"- **Snapshot**: `{data.get('snapshot') or 'none recorded'}`"
+        f"- **Time range**: {_md(data['time_range']) if data.get('time_range') else 'no time column (`card.time_column`)'}",
+        f"- **Validation**: {_md(validation.get('summary', 'not recorded'))}",
+        f"- **Snapshot**: `{_code(data.get('snapshot') or 'none recorded')}`"
         + (
             ""
             if data.get("snapshot_exists") is None
             else (" (present)" if data["snapshot_exists"] else " (**deleted**)")
         ),
-        f"- **Retention**: {data.get('retention') or '-'}",
+        f"- **Retention**: {_md(data.get('retention') or '-')}",
     ]
 
     out += [
@@ -165,14 +184,18 @@ def to_markdown(facts: dict[str, Any]) -> str:
         f"- **Estimator**: `{training.get('estimator', '-')}`",
         f"- **Parameters**: {_fmt(training.get('params') or {}) if training.get('params') else 'defaults'}",
         f"- **Features**: {len(training.get('numeric') or [])} numeric "
-        f"({_fmt(training.get('numeric') or [])}); {len(training.get('categorical') or [])} "
-        f"categorical ({_fmt(training.get('categorical') or [])})",
+        f"({_md(training.get('numeric') or [])}); {len(training.get('categorical') or [])} "
+        f"categorical ({_md(training.get('categorical') or [])})",
         f"- **Code version**: `{training.get('code_version', '-')}`",
         f"- **Lock digest**: `{training.get('lock_digest', '-')}`",
         f"- **Seeds**: {training.get('seed', '-')}",
-        f"- **Why trained**: {training.get('reason') or '-'}"
-        + (f" (origin: {training['trigger_origin']})" if training.get("trigger_origin") else ""),
-        f"- **Run**: DAG run `{training.get('dag_run_id', '-')}`, MLflow run "
+        f"- **Why trained**: {_md(training.get('reason') or '-')}"
+        + (
+            f" (origin: {_md(training['trigger_origin'])})"
+            if training.get("trigger_origin")
+            else ""
+        ),
+        f"- **Run**: DAG run `{_code(training.get('dag_run_id', '-'))}`, MLflow run "
         f"`{training.get('mlflow_run_id', '-')}`",
     ]
 
@@ -182,7 +205,7 @@ def to_markdown(facts: dict[str, Any]) -> str:
             f"Gate **{gate.get('decision', '?')}** on `{gate.get('primary_metric')}` "
             f"(min improvement {_fmt(gate.get('min_improvement'))}), on the held-back test split."
         )
-        out += [""] + [f"- {r}" for r in gate.get("reasons") or []]
+        out += [""] + [f"- {_md(r)}" for r in gate.get("reasons") or []]
         checks = [dict(c) for c in gate.get("checks") or []]
         if checks:
             out += ["", *_table(checks)]
@@ -268,7 +291,7 @@ def to_markdown(facts: dict[str, Any]) -> str:
         out.append("Never promoted: no entry in the promotion ledger.")
     approvals = facts.get("approvals") or []
     out += [""] + (
-        [f"- {a}" for a in approvals]
+        [f"- {_md(a)}" for a in approvals]
         or ["Approval: automatic (`deployment.approval: auto`, the gate decides)."]
     )
     out += ["", f"_Generated {_when(facts.get('generated'))} by retrainer._", ""]

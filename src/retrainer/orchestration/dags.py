@@ -8,6 +8,7 @@ kind's module. A broken spec never hides the other models' DAGs: it becomes the
 from __future__ import annotations
 
 import importlib
+import textwrap
 from pathlib import Path
 
 from airflow.sdk import DAG, task
@@ -24,7 +25,11 @@ SPEC_ERRORS_DAG_ID = "retrainer_spec_errors"
 
 def spec_errors_dag(errors: list[tuple[Path, Exception]]) -> DAG:
     """Broken specs made visible in the Airflow UI, without hiding the other models' DAGs."""
-    listing = "\n\n".join(f"**{path.name}**\n```\n{err}\n```" for path, err in errors)
+    # indented, not fenced: no text in an error (a key holding ``` and a newline) can end it
+    listing = "\n\n".join(
+        f"**{path.name}**\n\n" + textwrap.indent(str(err), "    ", lambda _: True)
+        for path, err in errors
+    )
     names = ", ".join(p.name for p, _ in errors)
     with DAG(
         dag_id=SPEC_ERRORS_DAG_ID,

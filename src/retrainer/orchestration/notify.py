@@ -138,8 +138,15 @@ def send_apprise(conn: Any, alert: Alert) -> None:
     kind = (
         apprise.NotifyType.FAILURE if alert.severity == "critical" else apprise.NotifyType.WARNING
     )
+    # Plain text: the alert quotes data (a bad category value, a column name), and without a
+    # format Apprise hands it to Slack as mrkdwn, where "<!channel>" pings everyone and
+    # "<https://x|Re-run here>" is a disguised link inside a genuine alert
     result = destinations.notify(
-        body=alert.text(), title=alert.title, notify_type=kind, timeout=TIMEOUT
+        body=alert.text(),
+        title=alert.title,
+        notify_type=kind,
+        body_format=apprise.NotifyFormat.TEXT,
+        timeout=TIMEOUT,
     )
     if not result:
         failed = [f"{r.name} {r.url} ({r.status.name.lower()})" for r in result if not r]

@@ -19,10 +19,12 @@ def retrain_doc(spec: ModelSpec, path: Path) -> str:
         f"{' <= ' + format(b.max, 'g') if b.max is not None else ''}"
         for m, b in spec.gate.thresholds.items()
     )
-    return textwrap.dedent(
+    # The description goes in after dedent: a second line of it at column 0 would leave the
+    # template indented, and the whole doc would render as a code block
+    doc = textwrap.dedent(
         f"""\
         ### Retrain `{spec.name}`
-        {spec.description}
+        DESCRIPTION
 
         Spec: `{path}` &middot; data: `{spec.data.train}` &middot; target: `{spec.data.target}`
         &middot; estimator: `{spec.model.estimator}`
@@ -45,6 +47,7 @@ def retrain_doc(spec: ModelSpec, path: Path) -> str:
         **reason** that is recorded on the MLflow run.
         """
     )
+    return doc.replace("DESCRIPTION", spec.description.strip(), 1)
 
 
 def retrain_dag(spec: ModelSpec, path: Path) -> DAG:
