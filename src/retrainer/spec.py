@@ -636,10 +636,13 @@ class ModelSpec(_Strict):
 
 def _location(loc: tuple[int | str, ...]) -> str:
     """gate.thresholds.roc_auc; a key that is not a plain word (a newline, a quote) as its repr."""
-    return ".".join(
-        str(p) if isinstance(p, int) or re.fullmatch(r"[\w-]{1,80}", p) else short_repr(p, 60)
-        for p in loc
-    ) or "(top level)"
+    return (
+        ".".join(
+            str(p) if isinstance(p, int) or re.fullmatch(r"[\w-]{1,80}", p) else short_repr(p, 60)
+            for p in loc
+        )
+        or "(top level)"
+    )
 
 
 def _describe(err: dict[str, Any]) -> str:

@@ -220,3 +220,25 @@ def test_alias_bomb_next_to_good_specs_hides_nothing(tmp_path):
     assert time.perf_counter() - started < 1.0
     assert results[models / "credit_default.yaml"].name == "credit_default"  # type: ignore[union-attr]
     assert isinstance(results[models / "bomb.yaml"], SpecError)
+
+
+def test_a_team_models_retrain_reads_only_its_own_data(tmp_path, monkeypatch):
+    """Multi-team mode shares the workers: a team member who may trigger this retrain cannot
+    point data_path at another team's files (nothing is read, no run is made)."""
+    from retrainer.config.settings import RunContext
+    from retrainer.errors import SpecError
+    from retrainer.spec import load_spec, parse_spec
+    from retrainer.steps.retrain import validate_data
+
+    monkeypatch.setenv("RETRAINER_HOME", str(tmp_path / "state"))
+    raw = load_spec(ROOT / "models" / "credit_default.yaml").model_dump()
+    raw["access_control"] = {"team": "credit"}
+    raw["data"]["train"] = str(tmp_path / "credit" / "batches")
+    spec = parse_spec(raw)
+    ctx = RunContext(dag_id="credit_default_retrain", run_id="r1")
+    for elsewhere in (
+        "/tmp/other-team/secret.csv",
+        str(tmp_path / "credit" / "batches" / ".." / ".." / "x.csv"),
+    ):
+        with pytest.raises(SpecError, match="outside credit_default's data.train"):
+            validate_data(spec, ctx, elsewhere)

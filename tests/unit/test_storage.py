@@ -141,3 +141,32 @@ def test_a_column_of_numbers_in_one_batch_and_text_in_another_is_refused(tmp_pat
     # a column all missing in one batch is any kind
     pd.DataFrame({"job": [None, None], "y": [0, 1]}).to_csv(folder / "2024-02.csv", index=False)
     assert len(storage.read_table(str(folder))) == 4
+
+
+@pytest.mark.parametrize(
+    ("uri", "root", "inside"),
+    [
+        ("/data/fraud/batches/b.csv", "/data/fraud/batches", True),
+        ("/data/fraud/batches", "/data/fraud/batches", True),
+        ("/data/fraud/batches/../../credit/x.csv", "/data/fraud/batches", False),
+        ("/data/fraud/batches2/x.csv", "/data/fraud/batches", False),
+        ("/data/fraud/other.csv", "/data/fraud/base.csv", True),  # a file's root: its folder
+        ("/etc/passwd", "/data/fraud/batches", False),
+        ("s3://bk/fraud/b.csv", "s3://bk/fraud", True),
+        ("s3://bk/fraudulent/b.csv", "s3://bk/fraud", False),
+        ("s3://bk/fraud/../credit/b.csv", "s3://bk/fraud/", False),
+        ("/data/fraud/b.csv", "s3://bk/fraud", False),
+        ("s3://bk/fraud/b.csv", "/data/fraud", False),
+    ],
+)
+def test_within_keeps_a_path_inside_its_root(uri, root, inside):
+    assert storage.within(uri, root) is inside
+
+
+def test_within_follows_links_out(tmp_path):
+    root, other = tmp_path / "fraud", tmp_path / "credit"
+    root.mkdir()
+    other.mkdir()
+    (other / "x.csv").write_text("a\n1\n")
+    (root / "link.csv").symlink_to(other / "x.csv")
+    assert not storage.within(str(root / "link.csv"), str(root))

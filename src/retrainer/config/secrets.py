@@ -3,20 +3,52 @@ state folder. Never printed, never in specs or XCom."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import tempfile
+from pathlib import Path
 
 from retrainer.config.settings import Settings
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only from the first byte: a temporary
+    file created 0600, then renamed over (a write then chmod leaves it world-readable for a
+    moment, to anyone watching the folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 def state_secret(settings: Settings, name: str) -> str:
-    """A secret generated once and kept (mode 600) in the state folder."""
+    """A secret generated once and kept (mode 600) in the state folder. Two processes creating
+    it at once agree on one: the first link wins, the other reads it."""
     path = settings.home / name
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(24))
-        path.chmod(0o600)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(24))
+            try:
+                os.link(tmp, path)  # atomic, and never over an existing secret
+            except FileExistsError:
+                pass
+            except OSError:  # a filesystem without hard links
+                if not path.exists():
+                    os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
     return path.read_text().strip()
 
 
@@ -40,7 +72,5 @@ def airflow_credentials(settings: Settings) -> tuple[str, str]:
     wanted = settings.airflow_admin_password
     if settings.airflow_user not in users or (wanted and users[settings.airflow_user] != wanted):
         users[settings.airflow_user] = wanted or secrets.token_urlsafe(12)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(users))
-        path.chmod(0o600)
+        write_private(path, json.dumps(users))
     return settings.airflow_user, users[settings.airflow_user]

@@ -406,6 +406,13 @@ def decide_canary(
     elif elapsed_seconds < rollout.bake_seconds or status.mode != "canary":
         outcome = "hold"
         reasons.insert(0, f"baking: {elapsed_seconds:.0f} of {rollout.bake_seconds:.0f} s")
+    elif not status.challenger_stats.requests:  # kept its SLOs on nothing: not a pass
+        outcome = "hold"
+        reasons.insert(
+            0,
+            f"baked {elapsed_seconds:.0f} s but the challenger answered no request in this step "
+            "yet (no traffic, or serving restarted): holding until it has",
+        )
     else:
         outcome = "promote" if last else "next"
         reasons.insert(

@@ -157,7 +157,12 @@ def rollout_tasks(spec: ModelSpec) -> Any:
 
         version = context["params"].get("version")
         started = _rollout_step(
-            spec, context, steps.start, str(version) if version not in (None, "") else None
+            spec,
+            context,
+            steps.start,
+            str(version) if version not in (None, "") else None,
+            None,  # settings: the task's own
+            str(context["params"].get("origin") or "manual"),
         )
         context["ti"].xcom_push(key="state", value=started)
         follow = set(context["task"].downstream_task_ids)

@@ -106,21 +106,42 @@ def promote(
         raise DeployError(
             f"{spec.name}: there is no version {target} in the registry; see `retrainer models`"
         ) from None
+    from retrainer.stores.ledger import moved_in_run
+
     current = alias_version(client, spec.name, C.ALIAS_CHAMPION)
-    if current == target:
+    # A retry of this task (MLflow failed under its first try) finds what the first try
+    # recorded: the champion it replaced is that entry's, not the alias it may already have moved
+    earlier = moved_in_run(client, spec.name, ctx.run_id, target)
+    if earlier is not None:
+        entry, ledger_id = earlier
+        action, current = entry.action, entry.from_version
+        log.warning(
+            "%s: retried: %s v%s -> v%s was recorded by the first try",
+            spec.name,
+            action,
+            current,
+            target,
+        )
+    elif current == target:
         action = (
             "initial" if alias_version(client, spec.name, C.ALIAS_PREVIOUS) is None else "confirm"
         )
+    elif manual:
+        action = "rollback" if current is not None and int(target) < int(current) else "pin"
     else:
-        if manual:
-            action = "rollback" if current is not None and int(target) < int(current) else "pin"
-        else:
-            action = "promote"
+        action = "promote"
+    from_version = None if action == "initial" else current
+    if earlier is None:
+        # The ledger first, then the aliases: a failure between them leaves an entry a retry
+        # finds, never a moved champion that nothing records
+        ledger_id = ledger(client, settings, spec, ctx, action, from_version, target, reason)
+    if (
+        action not in ("initial", "confirm")
+        and alias_version(client, spec.name, C.ALIAS_CHAMPION) != target
+    ):
         if current is not None:
             client.set_registered_model_alias(spec.name, C.ALIAS_PREVIOUS, current)
         client.set_registered_model_alias(spec.name, C.ALIAS_CHAMPION, target)
-    from_version = None if action == "initial" else current
-    ledger_id = ledger(client, settings, spec, ctx, action, from_version, target, reason)
     _update_cards(spec, [target, current], settings)
     log.info(
         "%s: %s v%s -> v%s (%s)", spec.name, action, current, target, reason or "no reason given"

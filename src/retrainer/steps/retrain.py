@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from retrainer import constants as C
 from retrainer.config.links import decision_links, model_version
 from retrainer.config.settings import RunContext, Settings, get_settings
-from retrainer.errors import DataError, DataValidationError
+from retrainer.errors import DataError, DataValidationError, SpecError
 from retrainer.spec import ModelSpec
 from retrainer.steps import provenance
 from retrainer.stores.tracking import (
@@ -59,7 +59,16 @@ def validate_data(
     check_estimator(spec)
     settings = settings or get_settings()
     client = mlflow_client(settings)
-    source = data_uri or storage.resolve_source(spec.data.train, settings)
+    own = storage.resolve_source(spec.data.train, settings)
+    if data_uri and spec.team and not storage.within(data_uri, own):
+        # In multi-team mode the workers are shared: a team member who may trigger this retrain
+        # must not make it read another team's files (README: Guarantees and trust boundaries)
+        raise SpecError(
+            f"data_path {data_uri[:200]!r} is outside {spec.name}'s data.train ({own}); in "
+            "multi-team mode a retrain reads only its own model's data: land the batch there, "
+            "or change data.train in the spec"
+        )
+    source = data_uri or own
     tags = run_tags(spec, ctx) | {C.TAG_DATA_SOURCE: source, C.TAG_STAGE: "validate_data"}
     if reason:
         tags[C.TAG_REASON] = reason[:5000]

@@ -197,12 +197,19 @@ def _stop(
 
 
 def start(
-    spec: ModelSpec, ctx: RunContext, version: str | None = None, settings: Settings | None = None
+    spec: ModelSpec,
+    ctx: RunContext,
+    version: str | None = None,
+    settings: Settings | None = None,
+    origin: str = "retrain",
 ) -> dict[str, Any]:
     """Put the challenger beside the champion: in shadow, or at the first canary step.
 
     Without a champion (a first deployment) or when the challenger is the champion there is
     nothing to compare: the rollout is skipped (`skip`) and the version is promoted directly.
+    A rollback by hand (``origin`` manual, a version older than the champion) is skipped too:
+    it puts back a version that served before, now, not after hours of shadow beside the model
+    it replaces. A version pinned by hand is rolled out, but never replaced by a newer one.
     """
     settings = settings or get_settings()
     client = _client(settings)
@@ -227,10 +234,19 @@ def start(
         "step": None if rollout.shadow else 0,
         "step_started": now,
         "dag_run_id": ctx.run_id,
+        "manual": origin == "manual" and version not in (None, ""),
     }
     if champion is None or champion == challenger:
         log.info(
             "%s: no other champion to compare v%s with: direct deployment", spec.name, challenger
+        )
+        return {**state, "skip": True}
+    if state["manual"] and int(challenger) < int(champion):
+        log.info(
+            "%s: rollback by hand from v%s to v%s: straight back, no rollout",
+            spec.name,
+            champion,
+            challenger,
         )
         return {**state, "skip": True}
     client.set_registered_model_tag(spec.name, CONTROL_TAG, "")
@@ -275,9 +291,23 @@ def _guard(
             f"{spec.name}: the rollout of v{state['challenger']} was aborted (retrainer rollout "
             f"abort {spec.name}, or the Models page); serving and the aliases were reset then"
         )
+    champion = alias_version(client, spec.name, C.ALIAS_CHAMPION)
+    if current.get("champion") is not None and champion != current["champion"]:
+        # moved by hand (the MLflow UI) or by another deployment: everything measured so far
+        # compared the challenger with a version that is no longer the champion
+        admin(spec.name, "DELETE", settings)
+        why = (
+            f"the champion alias moved from v{current['champion']} to v{champion} during the "
+            f"rollout (by hand, or by another deployment); v{current['challenger']} was compared "
+            f"with v{current['champion']}: deploy it again to compare it with the champion now"
+        )
+        _record(client, settings, spec, ctx, current, "aborted", why)
+        _write_state(client, spec.name, None)
+        raise RolloutStopped(f"{spec.name}: {why}")
     newest = alias_version(client, spec.name, C.ALIAS_CHALLENGER)
     if (
         spec.deployment.rollout.on_new_version == "replace"
+        and not current.get("manual")
         and newest is not None
         and int(newest) > int(state["challenger"])
     ):
@@ -299,8 +329,11 @@ def _guard(
     return current, control == "paused"
 
 
-def _status(spec: ModelSpec, settings: Settings, state: dict[str, Any]) -> RolloutStatus | None:
-    """Serving's status; after a serving restart (no rollout there) the step is put back: None."""
+def _status(
+    client: MlflowClient, spec: ModelSpec, settings: Settings, state: dict[str, Any]
+) -> RolloutStatus | None:
+    """Serving's status; after a serving restart (no rollout there) the step is put back: None.
+    A canary step put back bakes again from then: its statistics started again from zero."""
     st = admin(spec.name, "GET", settings)
     expected = "shadow" if state["stage"] == "shadow" else "canary"
     if st.mode == expected and st.challenger == state["challenger"]:
@@ -316,6 +349,9 @@ def _status(spec: ModelSpec, settings: Settings, state: dict[str, Any]) -> Rollo
         state["challenger"],
     )
     _put(spec, settings, state["challenger"], expected, fraction)
+    if expected == "canary":
+        state["step_started"] = time.time()
+        _write_state(client, spec.name, state)
     return None
 
 
@@ -328,7 +364,7 @@ def shadow_poke(
     settings = settings or get_settings()
     client = _client(settings)
     current, paused = _guard(client, settings, spec, ctx, state)
-    st = _status(spec, settings, current)
+    st = _status(client, spec, settings, current)
     if st is None or paused:
         return False
     elapsed = time.time() - float(current["started"])
@@ -395,12 +431,15 @@ def canary_poke(
     rollout = spec.deployment.rollout
     current, paused = _guard(client, settings, spec, ctx, state)
     if current["stage"] != "canary" or current["step"] != step:
+        if paused:  # traffic unchanged, no step advances (README: Safe rollout)
+            log.info("%s: paused before canary step %d", spec.name, step + 1)
+            return False
         _put(spec, settings, current["challenger"], "canary", rollout.canary_steps[step])
         current.update(stage="canary", step=step, step_started=time.time())
         _write_state(client, spec.name, current)
         _record(client, settings, spec, ctx, current, "canary_step", _step_reason(spec, step))
         return False
-    st = _status(spec, settings, current)
+    st = _status(client, spec, settings, current)
     if st is None:
         return False
     elapsed = time.time() - float(current["step_started"])
@@ -409,7 +448,7 @@ def canary_poke(
     log.info("%s\n%s", spec.name, decision.table())
     if decision.outcome == "rollback":
         raise _stop(client, settings, spec, ctx, current, "rolled_back", decision)
-    if decision.outcome == "hold" or paused:
+    if decision.outcome == "hold" or paused:  # a breach rolls back even while paused
         return False
     _log_decision(client, spec, current["challenger"], decision)
     return True
@@ -453,6 +492,11 @@ def set_control(
             "serving's view, `retrainer history` the past ones"
         )
     if action == "abort":
+        if alias_version(client, spec.name, C.ALIAS_CHAMPION) == state["challenger"]:
+            raise DeployError(
+                f"{spec.name}: v{state['challenger']} is already the champion (its rollout "
+                f"passed and promoted it); to go back, `retrainer rollback {spec.name}`"
+            )
         admin(spec.name, "DELETE", settings)
         client.set_registered_model_tag(spec.name, CONTROL_TAG, "abort")
         client.set_model_version_tag(

@@ -90,6 +90,35 @@ def history(client: MlflowClient, model: str, limit: int = 100) -> list[LedgerEn
     return [_entry(run.data.tags, int(run.info.start_time or 0)) for run in runs]
 
 
+MOVES = ("promote", "pin", "rollback", "initial")  # the entries that move the champion alias
+
+
+def moved_in_run(
+    client: MlflowClient, model: str, dag_run_id: str, to_version: str
+) -> tuple[LedgerEntry, str] | None:
+    """This DAG run's entry (and its ledger run id) that made ``to_version`` champion, if it
+    wrote one: a retried promotion finds what its first try recorded instead of reading the
+    alias it had already moved."""
+    exp = client.get_experiment_by_name(LEDGER_EXPERIMENT)
+    if exp is None or not dag_run_id:
+        return None
+    quoted = dag_run_id.replace("'", "")
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=(
+            f"tags.`ledger.model` = '{model}' and tags.`ledger.dag_run_id` = '{quoted}' "
+            f"and tags.`ledger.to_version` = '{to_version}'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=20,
+    )
+    for run in runs:
+        entry = _entry(run.data.tags, int(run.info.start_time or 0))
+        if entry.action in MOVES:
+            return entry, str(run.info.run_id)
+    return None
+
+
 def _entry(tags: dict[str, str], time: int) -> LedgerEntry:
     def get(key: str) -> str:
         return tags.get(f"ledger.{key}", "")

@@ -427,6 +427,25 @@ def table_digest(df: pd.DataFrame) -> str:
     return h.hexdigest()[:16]
 
 
+def within(uri: str, root: str) -> bool:
+    """Whether ``uri`` lies in ``root``: the root itself, or under it when it is a folder or a
+    prefix (a root naming a .csv or .parquet file stands for its folder). Local paths are
+    compared resolved, so no .. or link leads out; s3 keys may hold no .. segment."""
+    is_file = Path(root.rstrip("/")).suffix.lower() in TABLE_SUFFIXES
+    if is_s3(root) or is_s3(uri):
+        if not (is_s3(root) and is_s3(uri)):
+            return False
+        base = (root.rsplit("/", 1)[0] if is_file else root.rstrip("/")) + "/"
+        return uri == root or (uri.startswith(base) and ".." not in uri[len(base) :].split("/"))
+    try:
+        target, folder = Path(uri).resolve(), Path(root).resolve()
+    except (OSError, RuntimeError):
+        return False
+    if is_file:
+        folder = folder.parent
+    return target == folder or folder in target.parents
+
+
 def resolve_source(train: str, settings: Settings) -> str:
     """Relative local paths in a spec are relative to the project (the folder holding models/)."""
     from pathlib import Path
