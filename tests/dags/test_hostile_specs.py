@@ -69,6 +69,7 @@ def test_a_spec_that_would_break_the_dag_files_or_their_docs_hides_nothing(tmp_p
     assert "long_cooldown.yaml" in doc and "at most 520w (ten years)" in doc
     assert "every_tuesday.yaml" in doc and "monitoring.schedule: not a cron expression" in doc
     assert "fence.yaml" in doc
+    assert str(models) not in doc  # the server's folder is not shown in the UI
     # every line of an error is indented code: no heading of its own
     assert not any(line.startswith("#") for line in doc.splitlines()[1:])
     retrain = bag.dags["credit_default_retrain"].doc_md

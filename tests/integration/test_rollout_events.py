@@ -236,3 +236,41 @@ def test_the_champion_moved_by_hand_stops_the_rollout_and_says_why(model):
         R.canary_poke(spec, ctx(), state, 0)
     assert serving.rollout is None and R.read_state(client, name)[0] is None
     assert ledger(client, name)[-1] == ("aborted", "2", "3")
+
+
+def test_a_rollout_that_ends_without_a_verdict_says_so_in_the_ledger(model):
+    """A task failing for good (or a week-long wait timing out) ended the run with only
+    rollout_started in the ledger: `retrainer history` now says it stopped, and why."""
+    name, client, serving = model
+    spec = spec_of(name)
+    state = R.start(spec, ctx())
+    R.end(spec, ctx(), state)  # end_rollout after canary_step_1 failed
+    action, frm, to = ledger(client, name)[-1]
+    assert (action, frm, to) == ("aborted", "2", "3")
+    assert "ended without a verdict" in history(client, name)[0].reason
+    assert "ended without a verdict" in client.get_model_version(name, "3").tags["retrainer.deploy"]
+    assert serving.rollout is None and R.read_state(client, name)[0] is None
+
+
+def test_a_promoted_rollout_ends_with_nothing_more_to_say(model):
+    name, client, serving = model
+    spec = spec_of(name, canary_steps=[1.0])
+    state = R.start(spec, ctx())
+    time.sleep(1.1)
+    serving.stats = {"challenger": {"requests": 300}}
+    assert R.canary_poke(spec, ctx(), state, 0) is True
+    D.promote(spec, ctx(), version="3", origin="retrain")
+    R.end(spec, ctx(), state)
+    assert [a for a, _, _ in ledger(client, name)] == ["rollout_started", "canary_step", "promote"]
+
+
+def test_serving_restarting_before_the_shadow_decision_is_said_so(model):
+    name, client, serving = model
+    spec = spec_of(name, strategy="shadow", min_rows=10)
+    state = R.start(spec, ctx())
+    serving.stats = {"mirrored": {"rows": 5000, "agree": 4990}, "challenger": {"requests": 5000}}
+    assert R.shadow_poke(spec, ctx(), state) is True
+    serving.restart()
+    with pytest.raises(R.RolloutStopped, match="serving lost the shadow of v3 just before"):
+        R.shadow_decide(spec, ctx(), state)
+    assert ledger(client, name)[-1] == ("aborted", "2", "3")

@@ -25,9 +25,14 @@ SPEC_ERRORS_DAG_ID = "retrainer_spec_errors"
 
 def spec_errors_dag(errors: list[tuple[Path, Exception]]) -> DAG:
     """Broken specs made visible in the Airflow UI, without hiding the other models' DAGs."""
+
     # indented, not fenced: no text in an error (a key holding ``` and a newline) can end it
+    def shown(path: Path, err: Exception) -> str:
+        # the models folder's place on the server is nobody's business in the UI
+        return str(err).replace(str(path.parent) + "/", "")
+
     listing = "\n\n".join(
-        f"**{path.name}**\n\n" + textwrap.indent(str(err), "    ", lambda _: True)
+        f"**{path.name}**\n\n" + textwrap.indent(shown(path, err), "    ", lambda _: True)
         for path, err in errors
     )
     names = ", ".join(p.name for p, _ in errors)
@@ -44,7 +49,7 @@ def spec_errors_dag(errors: list[tuple[Path, Exception]]) -> DAG:
 
         @task
         def report_spec_errors() -> None:
-            raise AirflowFailException("\n\n".join(f"{p}: {e}" for p, e in errors))
+            raise AirflowFailException("\n\n".join(shown(p, e) for p, e in errors))
 
         report_spec_errors()
     return dag

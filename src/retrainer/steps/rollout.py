@@ -390,6 +390,16 @@ def shadow_decide(
     current, _ = _guard(client, settings, spec, ctx, state)
     _flush(settings)  # the mirrored rows so far into the shadow log, for labels and segments
     st = admin(spec.name, "GET", settings)
+    if st.mode != "shadow" or st.challenger != current["challenger"]:
+        # serving restarted after wait_shadow: the statistics the decision needs are gone, and
+        # "no mirrored rows" would blame the traffic for it
+        why = (
+            f"serving lost the shadow of v{current['challenger']} just before its decision "
+            f"(restarted? it says mode {st.mode}); no verdict on the challenger: deploy it again"
+        )
+        _record(client, settings, spec, ctx, current, "aborted", why)
+        _write_state(client, spec.name, None)
+        raise RolloutStopped(f"{spec.name}: {why}")
     elapsed = time.time() - float(current["started"])
     shadow = _shadow_rows(settings, spec, float(current["started"]))
     paired = _paired(spec, settings, shadow)
@@ -469,7 +479,25 @@ def end(
     if state is None:  # start_rollout failed: whatever it wrote goes; serving was never changed
         _write_state(client, spec.name, None)
         return {"mode": "none", "challenger": None}
+    from retrainer.stores.ledger import moved_in_run
+
+    current, _ = read_state(client, spec.name)
     final = admin(spec.name, "DELETE", settings)
+    challenger = str(state["challenger"])
+    if (
+        current is not None
+        and str(current.get("challenger")) == challenger
+        and moved_in_run(client, spec.name, ctx.run_id, challenger) is None
+    ):
+        # Still in progress, never promoted, and no stop recorded it: a task failed for good,
+        # timed out, or was not approved. The ledger says so, not only Airflow's task list.
+        why = (
+            f"the rollout of v{challenger} ended without a verdict: a task of deploy run "
+            f"{ctx.run_id} failed, timed out or was not approved (see it in Airflow); the "
+            "champion answers all traffic"
+        )
+        _record(client, settings, spec, ctx, current, "aborted", why)
+        client.set_model_version_tag(spec.name, challenger, "retrainer.deploy", why[:4000])
     _write_state(client, spec.name, None)
     client.set_registered_model_tag(spec.name, CONTROL_TAG, "")
     return {"mode": final.mode, "challenger": final.challenger}
