@@ -138,7 +138,12 @@ def test_a_column_of_numbers_in_one_batch_and_text_in_another_is_refused(tmp_pat
     message = str(exc.value)
     assert "column 'job' holds different kinds of value across the batches" in message
     assert "2024-01.csv" in message and "2024-02.csv" in message
+    # true/false with a missing value (object-typed) is still true/false
+    pd.DataFrame({"job": [True, False], "y": [0, 1]}).to_csv(folder / "2024-01.csv", index=False)
+    pd.DataFrame({"job": [True, None], "y": [1, 0]}).to_csv(folder / "2024-02.csv", index=False)
+    assert len(storage.read_table(str(folder))) == 4
     # a column all missing in one batch is any kind
+    pd.DataFrame({"job": [1, 2], "y": [0, 1]}).to_csv(folder / "2024-01.csv", index=False)
     pd.DataFrame({"job": [None, None], "y": [0, 1]}).to_csv(folder / "2024-02.csv", index=False)
     assert len(storage.read_table(str(folder))) == 4
 

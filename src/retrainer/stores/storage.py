@@ -228,13 +228,18 @@ def read_table(uri: str) -> pd.DataFrame:
 
 
 def _kind(values: pd.Series) -> str | None:
-    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+    """What a batch's column holds, by its values rather than its dtype: a true/false column
+    with a missing value is object-typed, and still true/false."""
+    from pandas.api.types import infer_dtype
 
-    if values.isna().all():
+    kind = infer_dtype(values, skipna=True)
+    if kind == "empty":
         return None  # all missing: any kind
-    if is_bool_dtype(values):
+    if kind == "boolean":
         return "true/false"
-    return "numbers" if is_numeric_dtype(values) else "text"
+    if kind in ("integer", "floating", "mixed-integer-float", "decimal"):
+        return "numbers"
+    return "text"
 
 
 def _check_kinds(batches: list[tuple[str, pd.DataFrame]], columns: list[str]) -> None:
