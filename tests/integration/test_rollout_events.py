@@ -198,14 +198,20 @@ def test_a_baked_step_with_no_challenger_request_holds(model):
     assert R.canary_poke(spec, ctx(), state, 0) is True
 
 
-def test_an_abort_after_the_promotion_is_refused_not_recorded(model):
-    name, client, serving = model
+def promoted_after_one_step(name: str, serving: Serving):
+    """A one-step canary of v3 that baked and passed, then promote_champion: (spec, state)."""
     spec = spec_of(name, canary_steps=[1.0])
     state = R.start(spec, ctx())
     time.sleep(1.1)
     serving.stats = {"challenger": {"requests": 300}}
     assert R.canary_poke(spec, ctx(), state, 0) is True
     D.promote(spec, ctx(), version="3", origin="retrain")
+    return spec, state
+
+
+def test_an_abort_after_the_promotion_is_refused_not_recorded(model):
+    name, client, serving = model
+    spec, state = promoted_after_one_step(name, serving)
     with pytest.raises(D.DeployError, match=r"v3 is already the champion.*retrainer rollback"):
         R.set_control(spec, ctx("ctl", "alice"), "abort")
     assert "aborted" not in [a for a, _, _ in ledger(client, name)]
@@ -254,12 +260,7 @@ def test_a_rollout_that_ends_without_a_verdict_says_so_in_the_ledger(model):
 
 def test_a_promoted_rollout_ends_with_nothing_more_to_say(model):
     name, client, serving = model
-    spec = spec_of(name, canary_steps=[1.0])
-    state = R.start(spec, ctx())
-    time.sleep(1.1)
-    serving.stats = {"challenger": {"requests": 300}}
-    assert R.canary_poke(spec, ctx(), state, 0) is True
-    D.promote(spec, ctx(), version="3", origin="retrain")
+    spec, state = promoted_after_one_step(name, serving)
     R.end(spec, ctx(), state)
     assert [a for a, _, _ in ledger(client, name)] == ["rollout_started", "canary_step", "promote"]
 

@@ -13,15 +13,25 @@ from pathlib import Path
 from retrainer.config.settings import Settings
 
 
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` readable by its owner only from the first byte: a temporary
-    file created 0600, then renamed over (a write then chmod leaves it world-readable for a
-    moment, to anyone watching the folder)."""
+def _private_temp(path: Path, text: str) -> str:
+    """A temporary file beside ``path`` holding ``text``, created 0600 (readable by its owner
+    only from the first byte; a write then chmod leaves it world-readable for a moment)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, owner-only from the first byte, replacing it at once."""
+    tmp = _private_temp(path, text)
+    try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -34,11 +44,8 @@ def state_secret(settings: Settings, name: str) -> str:
     it at once agree on one: the first link wins, the other reads it."""
     path = settings.home / name
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{name}.")  # mode 0600
+        tmp = _private_temp(path, secrets.token_urlsafe(24))
         try:
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_urlsafe(24))
             try:
                 os.link(tmp, path)  # atomic, and never over an existing secret
             except FileExistsError:
