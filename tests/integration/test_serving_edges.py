@@ -417,3 +417,17 @@ def test_refusals_quote_a_bounded_excerpt_of_the_clients_value(serving, rows):
     )
     assert many.status_code == 422 and "unknown column(s)" in many.json()["error"]
     assert len(many.content) < 2_000
+
+
+def test_an_unknown_path_or_method_answers_in_the_same_error_shape(serving):
+    r = httpx.get(f"{serving}/modles/{MODEL}/predict")
+    assert r.status_code == 404 and "detail" not in r.json()
+    assert "'/modles/credit_srv/predict'" in r.json()["error"]
+    assert "/models/{name}/predict" in r.json()["error"]
+    r = httpx.get(f"{serving}/models/{MODEL}/predict")
+    assert r.status_code == 405 and r.json() == {
+        "error": "GET is not allowed on '/models/credit_srv/predict'"
+    }
+    assert r.headers["allow"] == "POST"
+    r = httpx.get(f"{serving}/" + "x" * 10_000)
+    assert r.status_code == 404 and len(r.json()["error"]) < 400

@@ -115,3 +115,27 @@ def test_a_corrupt_parquet_file_is_a_message_not_a_traceback(tmp_path, tables):
     result = runner.invoke(app, ["drift", "-r", str(bad), "-c", tables[1]])
     assert result.exit_code == 1 and "cannot be read as parquet" in result.output
     assert "Traceback" not in result.output
+
+
+def test_dates_and_times_are_the_same_categories_from_parquet_and_from_csv(tmp_path):
+    rng = np.random.default_rng(3)
+    days = pd.date_range("2024-01-01", periods=30, freq="D")
+    df = pd.DataFrame(
+        {
+            "day": pd.Series(rng.choice(days, 600)).where(rng.random(600) > 0.1),  # nulls too
+            "hour": pd.date_range("2024-01-01", periods=600, freq="h").tz_localize("UTC"),
+            "wait": pd.to_timedelta(rng.integers(0, 5, 600), unit="h"),
+            "plan": rng.choice(["a", "b"], 600),
+        }
+    )
+    df.to_parquet(tmp_path / "t.parquet")
+    df.to_csv(tmp_path / "t.csv", index=False)
+    for ref, cur in [("t.parquet", "t.csv"), ("t.csv", "t.parquet")]:
+        result = compare_tables(read_columns(str(tmp_path / ref)), read_table(str(tmp_path / cur)))
+        assert {name: f.psi for name, f in result.features.items()} == {
+            "day": 0.0,
+            "hour": 0.0,
+            "wait": 0.0,
+            "plan": 0.0,
+        }, (ref, cur)
+        assert not result.features["day"].unseen and result.features["day"].null_share_current > 0

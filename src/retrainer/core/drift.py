@@ -163,6 +163,10 @@ def _as_category(values: Any) -> np.ndarray:
     import pandas as pd
 
     s = values if isinstance(values, pd.Series) else pd.Series(values)
+    if s.dtype.kind in "mM":
+        # Dates and times as pandas writes them to CSV (a column of midnights as dates only),
+        # so the same data read from Parquet and from CSV has the same categories.
+        return np.asarray(s.astype(str).astype(object).where(s.notna(), None), dtype=object)
     out = s.astype(object).where(s.notna(), None)
     mask = out.notna()
     if s.dtype.kind in "OSU" and pd.api.types.infer_dtype(out[mask], skipna=True) == "string":

@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from retrainer.config.settings import Settings
 from retrainer.serving import openapi
@@ -29,6 +30,10 @@ from retrainer.serving.routes import admin, feedback, ops, rollout, scoring
 from retrainer.serving.state import ServingState
 
 log = logging.getLogger("retrainer.serving")
+ENDPOINTS = (
+    "serving answers POST /models/{name}/predict, /models/{name}/feedback, GET /models, "
+    "/models/{name}, /health, /ready, /metrics, and /docs with the token"
+)
 
 
 def create_app(
@@ -105,6 +110,20 @@ def create_app(
     @app.exception_handler(HTTPProblem)
     async def problem(request: Request, exc: HTTPProblem) -> Response:
         return problem_response(request, exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def routing(request: Request, exc: StarletteHTTPException) -> Response:
+        # An unknown path or a method a route does not take: the same error shape as every
+        # other refusal (FastAPI's own is {"detail": ...}), saying what there is instead.
+        if exc.status_code == 404:
+            message = f"no such endpoint: {request.url.path[:200]!r}; {ENDPOINTS}"
+        elif exc.status_code == 405:
+            message = f"{request.method[:16]} is not allowed on {request.url.path[:200]!r}"
+        else:
+            message = str(exc.detail)
+        return problem_response(
+            request, HTTPProblem(exc.status_code, message, headers=dict(exc.headers or {}))
+        )
 
     app.include_router(ops.router)
     app.include_router(scoring.router)
