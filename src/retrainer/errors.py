@@ -10,7 +10,12 @@ class RetrainerError(Exception):
 
 
 class SpecError(RetrainerError):
-    """A model spec is missing, unreadable or invalid."""
+    """A model spec is missing, unreadable or invalid.
+
+    `team`: the team the broken file names (`access_control.team`), when it could be read: its
+    error is shown to that team only."""
+
+    team: str | None = None
 
 
 class DataError(RetrainerError):

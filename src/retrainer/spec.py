@@ -29,6 +29,7 @@ CLASSIFICATION_METRICS = ("roc_auc", "f1", "accuracy", "precision", "recall", "l
 REGRESSION_METRICS = ("rmse", "mae", "r2")
 LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+TEAM_PATTERN = r"^[a-z][a-z0-9_-]{0,49}$"  # also a valid part of a DAG id
 MODULE_PATTERN = r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*"
 _YAML_BASE = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~10x faster at parse time
 
@@ -527,7 +528,7 @@ class AccessControl(_Strict):
     `roles`: the FAB auth manager: role name -> `read` or `edit`, set as the DAGs'
     `access_control`."""
 
-    team: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_-]{0,49}$")
+    team: str | None = Field(default=None, pattern=TEAM_PATTERN)
     roles: dict[str, Literal["read", "edit"]] = Field(default_factory=dict)
 
     @field_validator("roles")
@@ -837,13 +838,27 @@ def read_spec_yaml(path: str | Path) -> Any:
 def load_spec(path: str | Path, estimator_modules: Sequence[str] | None = None) -> ModelSpec:
     path = Path(path)
     raw = read_spec_yaml(path)
-    spec = parse_spec(raw, str(path), estimator_modules)
+    try:
+        spec = parse_spec(raw, str(path), estimator_modules)
+    except SpecError as exc:
+        exc.team = declared_team(raw)
+        raise
     if path.stem != spec.name:
-        raise SpecError(
+        misnamed = SpecError(
             f"{path}: name: expected the file name {path.stem!r} (one spec per file, named after "
             f"the model); found {spec.name!r}"
         )
+        misnamed.team = spec.team
+        raise misnamed
     return spec
+
+
+def declared_team(raw: Any) -> str | None:
+    """The team a spec's YAML names (`access_control.team`), if it names a valid one, whatever
+    else is wrong with the spec."""
+    access = raw.get("access_control") if isinstance(raw, dict) else None
+    team = access.get("team") if isinstance(access, dict) else None
+    return team if isinstance(team, str) and re.fullmatch(TEAM_PATTERN, team) else None
 
 
 def spec_files(models_dir: str | Path) -> list[Path]:

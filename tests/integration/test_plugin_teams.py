@@ -173,3 +173,49 @@ def test_a_team_model_not_parsed_yet_is_shown_to_its_team_only(client, teams):
     fraud = models_page(client, login(client, "fraud_user", "pw-fraud_user"))
     credit = models_page(client, login(client, "credit_viewer", "pw-credit_viewer"))
     assert "team_late" not in fraud and "team_late" in credit
+
+
+def test_a_broken_spec_is_shown_to_the_team_it_names_only(client, teams):
+    """A team's broken file (a bad metric, a file name that is not the model's) goes to the
+    team's own errors DAG and page listing, not to everyone's; a file whose team cannot be read
+    stays in the shared one."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from retrainer.config.settings import get_settings
+    from retrainer.orchestration.dags import build_dags
+    from retrainer.orchestration.teams import bundle_name, spec_teams
+
+    models = teams[2]
+    write_specs(models, {"team_fraud_bad": "fraud", "misnamed": "fraud"})
+    raw = yaml.safe_load((models / "team_fraud_bad.yaml").read_text())
+    raw["gate"]["primary_metric"] = "rmse"
+    (models / "team_fraud_bad.yaml").write_text(yaml.safe_dump(raw))
+    raw = yaml.safe_load((models / "misnamed.yaml").read_text())
+    (models / "misnamed.yaml").write_text(yaml.safe_dump(dict(raw, name="other_name")))
+    (models / "garbled.yaml").write_text("name: [unclosed\naccess_control: {team: fraud}\n")
+    try:
+        assert spec_teams(models) == ["credit", "fraud"]
+        assert get_settings().models_dir == models
+        fraud = build_dags("retrain", team="fraud")["retrainer_spec_errors_fraud"]
+        assert "team_fraud_bad.yaml" in fraud.doc_md and "misnamed.yaml" in fraud.doc_md
+        assert "garbled.yaml" not in fraud.doc_md
+        shared = build_dags("retrain", team=None)["retrainer_spec_errors"]
+        assert "garbled.yaml" in shared.doc_md and "team_fraud_bad" not in shared.doc_md
+        assert "retrainer_spec_errors_credit" not in build_dags("retrain", team="credit")
+        folder = models.parent / "bundles" / "fraud"
+        bag = DagBag(dag_folder=folder, bundle_path=folder, bundle_name=bundle_name("fraud"))
+        assert not bag.import_errors and "retrainer_spec_errors_fraud" in bag.dag_ids
+
+        def listed(user: str) -> set[str]:
+            auth = login(client, user, teams[1] if user == teams[0] else f"pw-{user}")
+            resp = client.get("/retrainer/api/models", headers=auth)
+            assert resp.status_code == 200, resp.text
+            return set(resp.json()["broken_specs"])
+
+        everything = {"team_fraud_bad.yaml", "misnamed.yaml", "garbled.yaml"}
+        assert listed("fraud_user") == everything
+        assert listed("credit_viewer") == {"garbled.yaml"}
+        assert listed(teams[0]) == everything  # the admin
+    finally:
+        for name in ("team_fraud_bad", "misnamed", "garbled"):
+            (models / f"{name}.yaml").unlink()

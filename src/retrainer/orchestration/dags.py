@@ -2,7 +2,9 @@
 
 One DAG file per kind keeps each file's parse short: `build_dags(kind)` imports only that
 kind's module. A broken spec never hides the other models' DAGs: it becomes the
-`retrainer_spec_errors` DAG (carried by the retrain file, so it exists exactly once).
+`retrainer_spec_errors` DAG (carried by the retrain file, so it exists exactly once), or in
+multi-team mode `retrainer_spec_errors_<team>` in the bundle of the team the file names, so that
+one team's broken file is not shown to the others.
 """
 
 from __future__ import annotations
@@ -17,13 +19,11 @@ from airflow.sdk.exceptions import AirflowFailException
 from retrainer.config.settings import get_settings
 from retrainer.errors import SpecError
 from retrainer.orchestration.common import START
-from retrainer.orchestration.teams import KINDS
+from retrainer.orchestration.teams import KINDS, spec_errors_dag_id
 from retrainer.spec import iter_specs
 
-SPEC_ERRORS_DAG_ID = "retrainer_spec_errors"
 
-
-def spec_errors_dag(errors: list[tuple[Path, Exception]]) -> DAG:
+def spec_errors_dag(errors: list[tuple[Path, Exception]], team: str | None = None) -> DAG:
     """Broken specs made visible in the Airflow UI, without hiding the other models' DAGs."""
 
     # indented, not fenced: no text in an error (a key holding ``` and a newline) can end it
@@ -37,7 +37,7 @@ def spec_errors_dag(errors: list[tuple[Path, Exception]]) -> DAG:
     )
     names = ", ".join(p.name for p, _ in errors)
     with DAG(
-        dag_id=SPEC_ERRORS_DAG_ID,
+        dag_id=spec_errors_dag_id(team),
         description=f"{len(errors)} broken model spec(s): {names}. Fix them; other models are unaffected.",
         schedule=None,
         start_date=START,
@@ -76,10 +76,10 @@ def build_dags(
     errors: list[tuple[Path, Exception]] = []
     by_team = team is not None or multi_team()
     for path, spec in iter_specs(root):
+        if by_team and spec.team != team:  # a broken spec: the team it names, if readable
+            continue
         if isinstance(spec, SpecError):
             errors.append((path, spec))
-            continue
-        if by_team and spec.team != team:
             continue
         try:
             made = [builder(spec, path)] + (extra(spec) if extra is not None else [])
@@ -87,6 +87,7 @@ def build_dags(
             errors.append((path, exc))
             continue
         dags.update({dag.dag_id: dag for dag in made})
-    if errors and kind == "retrain" and team is None:  # once, in the default bundle
-        dags[SPEC_ERRORS_DAG_ID] = spec_errors_dag(errors)
+    if errors and kind == "retrain":  # once per bundle
+        dag = spec_errors_dag(errors, team if by_team else None)
+        dags[dag.dag_id] = dag
     return dags

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from retrainer.spec import SpecError, iter_specs
+from retrainer.spec import iter_specs
 
 KINDS = ("retrain", "deploy", "monitor")  # one DAG file per kind, in each bundle
 LOCAL_BUNDLE = "airflow.dag_processing.bundles.local.LocalDagBundle"
@@ -24,12 +24,18 @@ globals().update(build_dags("{kind}", team="{team}"))
 '''
 
 
+SPEC_ERRORS_DAG_ID = "retrainer_spec_errors"
+
+
 def spec_teams(models_dir: Path) -> list[str]:
-    """The teams the valid specs name, sorted."""
-    return sorted(
-        {spec.team for _, spec in iter_specs(models_dir) if not isinstance(spec, SpecError)}
-        - {None}  # type: ignore[arg-type]
-    )
+    """The teams the specs name, sorted: a broken spec's team too, so that its error has a
+    bundle to be shown in (its team's, not everyone's)."""
+    return sorted({spec.team for _, spec in iter_specs(models_dir) if spec.team is not None})
+
+
+def spec_errors_dag_id(team: str | None) -> str:
+    """The DAG that shows the broken specs of `team` (None: those without a readable team)."""
+    return SPEC_ERRORS_DAG_ID if team is None else f"{SPEC_ERRORS_DAG_ID}_{team}"
 
 
 def bundle_name(team: str) -> str:

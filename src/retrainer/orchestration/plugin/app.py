@@ -5,7 +5,8 @@ Airflow's auth manager (the session cookie the UI sets, or a bearer token) and a
 without one; the models listed are those whose DAGs the user may read. The page's actions
 (trigger a retrain, roll back, approve) call Airflow's own REST API from the browser, with the
 user's own session: Airflow checks each against the user's permissions. In multi-team mode a
-team's models (spec `access_control.team`) are listed only for the team's users and admins.
+team's models (spec `access_control.team`) are listed only for the team's users and admins, and
+so are the names of its broken spec files.
 """
 
 from __future__ import annotations
@@ -85,10 +86,13 @@ def create_app() -> FastAPI:
     def models_data(user: Any = Depends(current_user), model: str | None = None) -> dict[str, Any]:
         from retrainer.config.settings import get_settings
         from retrainer.orchestration.plugin.data import dag_ids, load_specs, model_rows
+        from retrainer.orchestration.teams import spec_errors_dag_id
 
         settings = get_settings()
-        specs, _ = load_specs(settings.models_dir)
+        specs, broken = load_specs(settings.models_dir)
         teams = {d: s.team for s in specs for d in dag_ids(s).values()}
+        # a broken spec is listed to whoever may read the DAG that shows its error
+        teams |= {spec_errors_dag_id(team): team for _, team in broken}
         readable = visible_dags(user, teams)
         data = model_rows(readable, settings, only=model)
         can_run = visible_dags(user, {d: teams[d] for d in readable}, "PUT")

@@ -45,15 +45,16 @@ def cache_seconds() -> float:
         return DEFAULT_CACHE_SECONDS
 
 
-def load_specs(models_dir: Path) -> tuple[list[ModelSpec], list[str]]:
-    """Every valid spec (re-read only when a file in the folder changed) and the broken files."""
+def load_specs(models_dir: Path) -> tuple[list[ModelSpec], list[tuple[str, str | None]]]:
+    """Every valid spec (re-read only when a file in the folder changed) and the broken files,
+    each with the team it names (None when it names none or cannot be read)."""
     files = sorted(models_dir.glob("*.y*ml"))
     stamp = tuple((f.name, f.stat().st_mtime_ns) for f in files)
     if _SPECS.get("stamp") != stamp or _SPECS.get("dir") != models_dir:
         specs, broken = [], []
         for path, spec in iter_specs(models_dir):
             if isinstance(spec, SpecError):
-                broken.append(path.name)
+                broken.append((path.name, spec.team))
             else:
                 specs.append(spec)
         _SPECS.update(stamp=stamp, dir=models_dir, specs=specs, broken=broken)
@@ -138,9 +139,16 @@ def model_rows(
     only: str | None = None,
 ) -> dict[str, Any]:
     """The page's data: one row per model whose DAGs the user may read (`visible`: DAG ids, or
-    None for every model)."""
+    None for every model), and the broken spec files whose errors DAG the user may read."""
+    from retrainer.orchestration.teams import spec_errors_dag_id
+
     settings = settings or get_settings()
-    specs, broken = load_specs(settings.models_dir)
+    specs, broken_specs = load_specs(settings.models_dir)
+    broken = [
+        name
+        for name, team in broken_specs
+        if visible is None or spec_errors_dag_id(team) in visible
+    ]
     if only:
         specs = [s for s in specs if s.name == only]
     if visible is not None:
