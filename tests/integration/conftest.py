@@ -89,6 +89,12 @@ def s3_bucket(s3_endpoint):
 def register_version(name: str, run_id: str, spec_updates: dict | None = None, **model_updates):
     """Validate, train, evaluate, gate and register one candidate, as the retrain DAG's tasks do
     (`spec_updates`: top-level spec blocks replaced for this candidate, e.g. its features)."""
+    return prepare_version(name, run_id, spec_updates, **model_updates)()
+
+
+def prepare_version(name: str, run_id: str, spec_updates: dict | None = None, **model_updates):
+    """`register_version` up to its last step: the candidate validated, trained and gated now,
+    and a call that registers it (moving the challenger alias) when the test wants it to."""
     from retrainer.config.settings import RunContext
     from retrainer.spec import load_spec, parse_spec
     from retrainer.steps import retrain as pipeline
@@ -102,9 +108,13 @@ def register_version(name: str, run_id: str, spec_updates: dict | None = None, *
     validated = pipeline.validate_data(spec, ctx)
     trained = pipeline.train_candidate(spec, ctx, validated)
     gated = pipeline.gate_candidate(spec, ctx, pipeline.evaluate_candidate(spec, ctx, trained))
-    registered = pipeline.register_candidate(spec, ctx, gated)
-    assert registered is not None, gated["gate"]["reasons"]
-    return registered["version"]
+
+    def register() -> str:
+        registered = pipeline.register_candidate(spec, ctx, gated)
+        assert registered is not None, gated["gate"]["reasons"]
+        return registered["version"]
+
+    return register
 
 
 @pytest.fixture(scope="session")

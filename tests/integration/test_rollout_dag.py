@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from conftest import credit_rows, register_version, start_server, stop_server
+from conftest import credit_rows, prepare_version, register_version, start_server, stop_server
 from retrainer import constants as C
 from retrainer.config.settings import RunContext, get_settings
 
@@ -319,9 +319,12 @@ def test_a_newer_version_during_a_rollout(server, rows, policy):
     s = spec(strategy="canary", bake_time="8s", on_new_version=policy)
     start = int(time.time() * 1000)
     newer = {}
+    # trained before the rollout starts: under load, training it inside the 8-second canary
+    # step let the step end first; only its registration (the challenger alias) comes mid-step
+    register = prepare_version(MODEL, f"rdag-{policy}-b-{time.time_ns()}")
 
     def register_newer():
-        newer["v"] = register_version(MODEL, f"rdag-{policy}-b-{time.time_ns()}")
+        newer["v"] = register()
 
     in_canary = lambda: rollout_status(server)["mode"] == "canary"  # noqa: E731
     with Traffic(server, rows):

@@ -431,3 +431,98 @@ def test_an_unknown_path_or_method_answers_in_the_same_error_shape(serving):
     assert r.headers["allow"] == "POST"
     r = httpx.get(f"{serving}/" + "x" * 10_000)
     assert r.status_code == 404 and len(r.json()["error"]) < 400
+
+
+@pytest.fixture(scope="module")
+def quick_heads(served_model):
+    """A server that waits 1 s for a request's line and headers."""
+    from retrainer.config.settings import get_settings
+    from testenv import free_port
+
+    proc, url = start_server(
+        get_settings(), MODEL, free_port(), {"RETRAINER_SERVING_HEAD_SECONDS": "1"}
+    )
+    yield url
+    stop_server(proc)
+
+
+def _answer_when_held(url: str, first: bytes, trickle: bytes = b"") -> tuple[bytes, float]:
+    """Open a connection, send `first`, then one byte of `trickle` every 0.3 s; what the server
+    answered before closing, and after how long."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=15)
+    started = time.monotonic()
+    answer = b""
+    try:
+        sock.sendall(first)
+        sock.settimeout(0.3)
+        for i in range(100):
+            try:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+            except TimeoutError:
+                if trickle:
+                    sock.sendall(trickle[i % len(trickle) : i % len(trickle) + 1])
+            except ConnectionResetError:
+                break
+    finally:
+        sock.close()
+    return answer, time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    "first, trickle",
+    [
+        (b"", b""),  # opened and left silent
+        (b"POST /models/credit_srv/predict HTTP/1.1\r\nHost: x\r\n", b"X-Slow: aaaaaaaaaa"),
+        (b"G", b"ET /health HTTP/1.1\r\nHost: x\r\n"),  # the request line a byte at a time
+    ],
+    ids=["silent", "trickled-headers", "trickled-line"],
+)
+def test_a_late_request_head_is_answered_408_and_the_connection_closed(quick_heads, first, trickle):
+    answer, waited = _answer_when_held(quick_heads, first, trickle)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert answer.endswith(b"the request line and headers did not arrive in time\n")
+    assert 0.9 < waited < 10  # closed at the deadline, not held on to
+
+
+def test_a_kept_alive_connection_gets_the_head_deadline_again_for_each_request(quick_heads):
+    import socket
+
+    host, port = quick_heads.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=15) as sock:
+        for _ in range(3):  # each answered, though the connection outlives the 1 s deadline
+            time.sleep(0.6)
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = sock.recv(65536)
+            while not got.endswith(b"}"):  # the body may come in a segment of its own
+                got += sock.recv(65536)
+            assert got.startswith(b"HTTP/1.1 200 ") and got.endswith(b'{"status":"ok"}')
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # no end of headers
+        sock.settimeout(5)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 408 ")
+
+
+def test_an_odd_head_deadline_is_refused_at_start(served_model):
+    import os
+    import subprocess
+    import sys
+
+    from retrainer.config.environment import process_environment
+    from retrainer.config.settings import get_settings
+
+    for value in ("0", "-1", "nan", "inf", "soon"):
+        env = {**process_environment(get_settings()), "RETRAINER_SERVING_HEAD_SECONDS": value}
+        out = subprocess.run(
+            [sys.executable, "-m", "retrainer.cli", "serve", "--port", "1"],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode != 0 and "RETRAINER_SERVING_HEAD_SECONDS" in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr

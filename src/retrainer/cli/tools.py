@@ -28,9 +28,16 @@ def serve(
     import uvicorn
 
     from retrainer.serving.app import create_app
+    from retrainer.serving.options import ServingOptions
+    from retrainer.serving.protocol import with_head_deadline
 
     settings = _settings()
-    application = create_app(settings, default_model=model, max_rows=max_rows)
+    try:
+        options = ServingOptions.from_env(settings)
+    except ValueError as exc:
+        fail(str(exc))
+        return
+    application = create_app(settings, default_model=model, max_rows=max_rows, options=options)
     uvicorn.run(
         application,
         host=host or settings.host,
@@ -38,7 +45,7 @@ def serve(
         log_level="warning",
         access_log=False,
         loop="uvloop",
-        http="httptools",
+        http=with_head_deadline(options.head_seconds),  # httptools, with a deadline for heads
         timeout_graceful_shutdown=10,
     )
 

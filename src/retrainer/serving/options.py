@@ -27,6 +27,7 @@ class ServingOptions:
     upload_retry_max_seconds: float = 30.0  # back-off cap between upload attempts
     max_body_bytes: int = 2_000_000
     body_seconds: float = 30.0  # a request body not all arrived by then is answered 408
+    head_seconds: float = 10.0  # a request line and headers not all arrived by then: 408, closed
     docs: bool | None = None  # /docs and /openapi.json; default: on, behind the token if set
     shadow_queue_rows: int = 20_000  # mirrored rows waiting for a shadow; beyond, dropped
     log_enabled: bool = True  # False only to measure the log's cost (bench): answers unlogged
@@ -59,10 +60,12 @@ class ServingOptions:
                     f"{key}: expected {kind.replace(' | None', '')}; found {raw!r}"
                 ) from None
         opts = cls(**values)  # type: ignore[arg-type]
-        if not opts.body_seconds > 0:
-            raise ValueError(
-                f"RETRAINER_SERVING_BODY_SECONDS must be > 0; found {opts.body_seconds}"
-            )
+        for name in ("body_seconds", "head_seconds"):
+            if not 0 < getattr(opts, name) < float("inf"):
+                raise ValueError(
+                    f"RETRAINER_SERVING_{name.upper()} must be a number of seconds > 0; found "
+                    f"{getattr(opts, name)}"
+                )
         if opts.spool_max_mb <= 0 or not 0 < opts.spool_warn_fraction <= 1:
             raise ValueError(
                 "RETRAINER_SERVING_SPOOL_MAX_MB must be > 0 and "
