@@ -167,3 +167,42 @@ def test_retention_prunes_old_day_partitions(tmp_path):
     log = DurableLog(str(dest), "requests", tmp_path / "spool", retention_days=30)
     assert log.prune(datetime.now(UTC) + timedelta(days=1)) == 2
     assert [p.name for p in (dest / "m").iterdir()] == [f"date={datetime.now(UTC).date()}"]
+
+
+@pytest.mark.parametrize("cut_fails", [False, True], ids=["cut", "new segment"])
+@pytest.mark.parametrize("new_version", [False, True], ids=["rows frame", "schema frame"])
+def test_a_failed_append_leaves_no_torn_frame_before_later_rows(
+    tmp_path, monkeypatch, cut_fails, new_version
+):
+    """A full disk lets part of a frame through, then fails: that request gets the error, and
+    every later, answered one is still logged (the torn frame used to end the segment there)."""
+    import errno
+
+    from retrainer.serving import durable_log
+
+    log = DurableLog(str(tmp_path / "dest"), "requests", tmp_path / "spool", compact_seconds=3600)
+    log.open()
+    log.append("m", "1", SCHEMA, rows(1))
+    real_write, calls = os.write, []
+
+    def full_disk(fd, data):
+        calls.append(1)
+        if len(calls) == 1:
+            return real_write(fd, bytes(data)[:7])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def no_cut(fd, length):
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(durable_log.os, "write", full_disk)
+    if cut_fails:
+        monkeypatch.setattr(durable_log.os, "ftruncate", no_cut)
+    with pytest.raises(OSError, match="No space left"):
+        log.append("m", "2" if new_version else "1", SCHEMA, rows(1, 1))
+    monkeypatch.undo()
+    for i in range(2, 6):
+        log.append("m", "2" if new_version else "1", SCHEMA, rows(1, i))
+    assert log.flush().written == 5
+    ids = sorted(r["_request_id"] for r in parquet_rows(tmp_path / "dest"))
+    assert ids == ["r0", "r2", "r3", "r4", "r5"]
+    log.close()

@@ -206,14 +206,20 @@ class DurableLog:
                 raise RuntimeError(f"the {self.kind} log is closed")
             n = 0
             key = (model, version)
-            if key not in self._active_keys:
-                n += self._write(
-                    orjson.dumps({"t": "schema", "m": model, "v": version, "columns": schema})
-                )
+            new_key = key not in self._active_keys
+            try:
+                if new_key:
+                    n += self._write(
+                        orjson.dumps({"t": "schema", "m": model, "v": version, "columns": schema})
+                    )
+                n += self._write(body)
+                if self.fsync:
+                    os.fsync(self._fd)
+            except Exception:
+                self._undo_locked()  # the request gets the error; nothing of it stays
+                raise
+            if new_key:
                 self._active_keys.add(key)
-            n += self._write(body)
-            if self.fsync:
-                os.fsync(self._fd)
             self._active_bytes += n
             self.bytes += n
             if self._active_bytes >= SEGMENT_MAX_BYTES:
@@ -221,6 +227,18 @@ class DurableLog:
                 self._wake.set()
         if self.bytes >= self.warn_bytes and self._state == "ok" or self.bytes >= self.max_bytes:
             self._report_state()
+
+    def _undo_locked(self) -> None:
+        """Cut what a failed append wrote (a frame torn by a full disk, say) off the segment: a
+        torn frame in the middle would end the segment there when it is read, and every row
+        appended after it, answered, would be lost. If the cut fails too, start a new segment,
+        where the torn frame is the old one's harmless last bytes."""
+        try:
+            os.ftruncate(self._fd, self._active_bytes)
+        except OSError:
+            log.warning("%s log: could not cut a failed write off %s", self.kind, self._active)
+            os.close(self._fd)
+            self._new_segment()
 
     def _write(self, payload: bytes) -> int:
         frame = HEADER.pack(len(payload), zlib.crc32(payload)) + payload
