@@ -204,6 +204,36 @@ def test_unseen_categories_are_their_own_bucket(champion):
     assert home["current"][home["buckets"].index("<unseen>")] == pytest.approx(0.5)
 
 
+def test_rows_that_reach_the_log_late_count_in_the_window_they_arrive_in(champion):
+    """Rows answered two hours ago that reach the log only now (S3 was down, or a killed
+    replica's spool was adopted later) fell before every window when windows went by the time
+    rows were answered; they count in the window in which they arrive, once."""
+    from datetime import timedelta
+
+    from retrainer.serving.inference_log import BatchedParquetLog
+
+    log_traffic(pd.read_csv(TRAFFIC / "base.csv"), champion)
+    _, _, first = monitor()  # a decided window: the next one starts where it ended
+    assert first["decision"]["decision"] != "insufficient_data"
+    answered = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+    rows = pd.read_csv(TRAFFIC / "base.csv").drop(columns=["Status"]).to_dict(orient="records")
+    log = BatchedParquetLog(get_settings().inference_log_root)
+    log.append(
+        MODEL,
+        [
+            {**row, "_request_id": "late", "_row": i, "_ts": answered, "_model_version": champion}
+            for i, row in enumerate(rows)
+        ],
+    )
+    log.close()
+    _, _, check = monitor()
+    d = check["decision"]
+    assert d["rows"] == 600 and d["decision"] == "ok", d.get("reasons")
+    assert d["window"]["start"] > answered  # they were answered before the window began
+    _, _, again = monitor()
+    assert again["decision"]["decision"] == "insufficient_data"  # counted once, not twice
+
+
 def test_window_bounds_never_overlap():
     from retrainer.steps.monitor.window import read_log
 

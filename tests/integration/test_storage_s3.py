@@ -84,3 +84,26 @@ def test_retrain_validates_data_from_s3(s3_bucket, airflow_db):
     out = pipeline.validate_data(spec, ctx, data_uri=f"s3://{s3_bucket}/credit/")
     assert out["rows"] == len(credit)
     assert out["source"] == f"s3://{s3_bucket}/credit/"
+
+
+def test_a_listing_gives_each_objects_arrival_time(s3_bucket, tmp_path):
+    """What the monitor's window goes by: when each log file landed, from the same listing."""
+    import time
+
+    prefix = f"s3://{s3_bucket}/log/m/date=2026-01-01"
+    before = time.time()
+    storage.write_table(frame(), f"{prefix}/requests-a.parquet")
+    storage.write_bytes(f"{prefix}/.requests-b.parquet.tmp", b"x")  # not visible
+    timed = storage.list_data_files_timed(f"s3://{s3_bucket}/log/m")
+    assert [f for f, _ in timed] == [f"{prefix}/requests-a.parquet"]
+    assert before - 2 <= timed[0][1] <= time.time() + 2  # moto's clock is this machine's
+    single = storage.list_data_files_timed(f"{prefix}/requests-a.parquet")
+    assert single == timed
+    local = tmp_path / "date=2026-01-01"
+    local.mkdir()
+    storage.write_table(frame(), str(local / "requests-a.parquet"))
+    (timed_local,) = storage.list_data_files_timed(str(tmp_path))
+    assert timed_local == (
+        str(local / "requests-a.parquet"),
+        (local / "requests-a.parquet").stat().st_mtime,
+    )

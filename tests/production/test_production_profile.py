@@ -16,6 +16,7 @@ import pytest
 from conftest import CANARY, production_platform
 from retrainer import constants as C
 from retrainer.config.secrets import airflow_credentials
+from retrainer.steps.monitor.window import S3_SETTLE_SECONDS
 
 pytestmark = pytest.mark.production
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,6 +136,7 @@ def test_the_loop_runs_on_the_celery_worker(platform):
         admin_token=token,
     )
     assert sent.failed == 0 and sent.labelled == 950
+    time.sleep(S3_SETTLE_SECONDS)  # on S3 a window ends that long before its check
     monitor = run_dag(api, "credit_default_monitor", {})
     assert monitor["state"] == "success"
     spec = find_spec(settings.models_dir, "credit_default")

@@ -206,3 +206,32 @@ def test_a_failed_append_leaves_no_torn_frame_before_later_rows(
     ids = sorted(r["_request_id"] for r in parquet_rows(tmp_path / "dest"))
     assert ids == ["r0", "r2", "r3", "r4", "r5"]
     log.close()
+
+
+def test_the_last_label_given_wins_whichever_replica_logged_it(tmp_path):
+    """Two serving replicas log feedback for the same row; files sort by replica (boot time)
+    and segment, so the label given last must be found by its time, not by file order."""
+    import time
+
+    from retrainer.steps.monitor.window import last_labels, read_log
+
+    dest = str(tmp_path / "dest")
+    first = DurableLog(dest, "feedback", tmp_path / "spool-a", compact_seconds=3600)
+    first.open()
+    time.sleep(0.01)  # booted later: its files sort after the first replica's
+    second = DurableLog(dest, "feedback", tmp_path / "spool-b", compact_seconds=3600)
+    second.open()
+    label = [("_request_id", "string"), ("_row", "long"), ("_label", "string"), ("_ts", "string")]
+    second.append(
+        "m", "1", label, [{"_request_id": "r1", "_row": 0, "_label": "bad", "_ts": now_iso()}]
+    )
+    time.sleep(0.01)
+    first.append(
+        "m", "1", label, [{"_request_id": "r1", "_row": 0, "_label": "good", "_ts": now_iso()}]
+    )
+    for log in (first, second):
+        log.flush()
+        log.close()
+    fb = read_log(dest, "m", None, datetime.now(UTC) + timedelta(minutes=1))
+    assert list(fb["_label"]) == ["good", "bad"]  # file order puts the older label last
+    assert list(last_labels(fb)["_label"]) == ["good"]

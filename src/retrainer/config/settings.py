@@ -76,6 +76,10 @@ class Settings:
     # Data snapshots of retrain runs (work/<model>/<run>/): kept while their version is
     # registered; the others (rejected, failed or deleted versions) for this many days.
     snapshot_days: int = 30
+    # The monitor's window ends this long before its check (a file that lands later is counted
+    # by the next window): default 0 for a log on local disk, 5 on S3, whose object times are
+    # whole seconds (truncated) from the store's own clock.
+    log_settle_seconds: int | None = None
     # OpenLineage (Airflow's provider): the transport as JSON, none: no lineage events.
     lineage_transport: str | None = None
     lineage_namespace: str = "retrainer"
@@ -90,6 +94,11 @@ class Settings:
                 "RETRAINER_TASK_SLOTS must be at least 1 and RETRAINER_THREADS at least 0 "
                 f"(0: fit the worker); found {self.task_slots} and {self.threads}"
             )
+        if self.log_settle_seconds is not None and not 0 <= self.log_settle_seconds <= 86_400:
+            raise ValueError(
+                "RETRAINER_LOG_SETTLE_SECONDS must be 0 to 86400 (a day); found "
+                f"{self.log_settle_seconds}"
+            )
         for name in ("home", "models_dir", "dags_dir"):  # frozen: set once, here
             object.__setattr__(self, name, Path(getattr(self, name)).expanduser().resolve())
 
@@ -101,7 +110,7 @@ class Settings:
             raw = env.get(f"RETRAINER_{f.name.upper()}")
             if raw is None or raw == "":
                 continue
-            if f.type in ("int", int):
+            if f.type in ("int", int, "int | None"):
                 try:
                     values[f.name] = int(raw)
                 except ValueError:

@@ -584,7 +584,7 @@ def _with_labels(spec: ModelSpec, settings: Settings, rows: pd.DataFrame) -> pd.
 
     import pandas as pd
 
-    from retrainer.steps.monitor.window import read_log
+    from retrainer.steps.monitor.window import last_labels, read_log
 
     if rows.empty:
         return rows
@@ -594,7 +594,7 @@ def _with_labels(spec: ModelSpec, settings: Settings, rows: pd.DataFrame) -> pd.
     )
     if fb.empty:
         return rows.iloc[0:0]
-    fb = fb.drop_duplicates(["_request_id", "_row"], keep="last")
+    fb = last_labels(fb)
     joined = rows.assign(_row=rows["_row"].astype("int64")).merge(
         fb[["_request_id", "_row", "_label"]].assign(_row=fb["_row"].astype("int64")),
         on=["_request_id", "_row"],

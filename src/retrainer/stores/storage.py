@@ -15,6 +15,7 @@ import hashlib
 import io
 import logging
 import os
+import stat
 import tempfile
 from collections import Counter
 from pathlib import Path
@@ -103,49 +104,63 @@ def _visible(name: str) -> bool:
 
 def list_data_files(uri: str) -> list[str]:
     """The table files behind a URI: itself if it is a file, else every csv/parquet below it."""
+    return [f for f, _ in list_data_files_timed(uri)]
+
+
+def list_data_files_timed(uri: str) -> list[tuple[str, float]]:
+    """`list_data_files` with each file's last write (epoch seconds: the file's mtime, or the
+    object's LastModified as S3 reports it), from the same listing."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
         client = s3_client()
         with _s3_errors(uri):
             if key and not key.endswith("/"):
                 try:
-                    client.head_object(Bucket=bucket, Key=key)
-                    return [uri]
+                    head = client.head_object(Bucket=bucket, Key=key)
+                    return [(uri, head["LastModified"].timestamp())]
                 except Exception as exc:  # not a single object: treat as a prefix
                     code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
                     if code not in ("404", "NoSuchKey", "NotFound"):
                         raise
             prefix = key.rstrip("/") + "/" if key else ""
-            keys: list[str] = []
+            objects: list[tuple[str, float]] = []
             for page in client.get_paginator("list_objects_v2").paginate(
                 Bucket=bucket, Prefix=prefix
             ):
-                keys += [o["Key"] for o in page.get("Contents", [])]
-        files = sorted(
-            f"s3://{bucket}/{k}" for k in keys if k.lower().endswith(TABLE_SUFFIXES) and _visible(k)
+                objects += [
+                    (o["Key"], o["LastModified"].timestamp()) for o in page.get("Contents", [])
+                ]
+        timed = sorted(
+            (f"s3://{bucket}/{k}", t)
+            for k, t in objects
+            if k.lower().endswith(TABLE_SUFFIXES) and _visible(k)
         )
-        if not files:
+        if not timed:
             raise DataError(
                 f"{uri}: no csv or parquet objects under this prefix; land a batch there or fix data.train"
             )
-        return files
+        return timed
     path = Path(uri)
     if path.is_file():
-        return [str(path)]
+        return [(str(path), path.stat().st_mtime)]
     if not path.exists():
         raise DataError(
             f"{uri}: no such file or folder; fix data.train in the spec or the --data/data_path given"
         )
-    files = sorted(
-        str(p)
-        for p in path.rglob("*")
-        if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES and _visible(p.name)
-    )
-    if not files:
+    timed = []
+    for p in path.rglob("*"):
+        if p.suffix.lower() in TABLE_SUFFIXES and _visible(p.name):
+            try:
+                st = p.stat()
+            except FileNotFoundError:  # removed since the listing (retention, a replace)
+                continue
+            if stat.S_ISREG(st.st_mode):
+                timed.append((str(p), st.st_mtime))
+    if not timed:
         raise DataError(
             f"{uri}: the folder holds no .csv or .parquet files; land a batch there or fix data.train"
         )
-    return files
+    return sorted(timed)
 
 
 def _parse(data: bytes, uri: str) -> pd.DataFrame:

@@ -15,7 +15,7 @@ from retrainer.spec import ModelSpec
 from retrainer.steps.monitor.checks import champion_reference, find_checks, parse_ts
 from retrainer.steps.monitor.decision import DECIDED, NO_CHAMPION, LabelCheck, decide
 from retrainer.steps.monitor.report import publish
-from retrainer.steps.monitor.window import META_COLUMNS, read_log
+from retrainer.steps.monitor.window import META_COLUMNS, last_labels, read_log
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -48,7 +48,7 @@ def label_check(
     )
     if fb.empty:
         return None
-    fb = fb.drop_duplicates(["_request_id", "_row"], keep="last")
+    fb = last_labels(fb)
     rows = window_df.assign(_row=window_df["_row"].astype("int64"))
     joined = rows.merge(
         fb[["_request_id", "_row", "_label"]].assign(_row=fb["_row"].astype("int64")),

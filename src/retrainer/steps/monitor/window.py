@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,8 @@ META_COLUMNS = (
     "_role",
 )
 CHAMPION = "champion"
+LATE_DAYS = 7  # how long after it was answered a row arriving in the log is still counted
+S3_SETTLE_SECONDS = 5  # S3 object times are whole seconds, from the store's clock
 
 
 def _days(start: datetime, end: datetime) -> list[str]:
@@ -39,26 +42,38 @@ def _days(start: datetime, end: datetime) -> list[str]:
     return out
 
 
-def read_log(root: str, model: str, start: datetime | None, end: datetime) -> pd.DataFrame:
-    """Rows of a date-partitioned log with start <= _ts < end (columns may differ by file)."""
+def read_log(
+    root: str, model: str, start: datetime | None, end: datetime, arrived: bool = False
+) -> pd.DataFrame:
+    """Rows of a date-partitioned log with start <= _ts < end (columns may differ by file).
+
+    `arrived`: instead, every row whose file reached the log in [start, end), whenever it was
+    answered: what a monitor window reads, so that rows serving could not write at once (an S3
+    outage, a killed replica's spool adopted later) count in the window in which they arrive
+    instead of falling before every window. Their day partitions are looked for up to
+    `LATE_DAYS` before `start`."""
     import pandas as pd
 
     from retrainer.errors import DataError
     from retrainer.stores import storage
 
     base = storage.join(root, model)
+    timed: list[tuple[str, float]] = []
     if start is None:
-        try:
-            files = storage.list_data_files(base)
-        except DataError:
-            files = []
+        with contextlib.suppress(DataError):  # nothing logged yet
+            timed = storage.list_data_files_timed(base)
     else:
-        files = []
-        for day in _days(start, end):
+        first = start - timedelta(days=LATE_DAYS) if arrived else start
+        for day in _days(first, end):
             try:
-                files += storage.list_data_files(storage.join(base, f"date={day}"))
+                timed += storage.list_data_files_timed(storage.join(base, f"date={day}"))
             except DataError:
                 continue
+    if arrived:
+        low = start.timestamp() if start is not None else float("-inf")
+        files = [f for f, t in timed if low <= t < end.timestamp()]
+    else:
+        files = [f for f, _ in timed]
     frames = []
     for f in files:
         try:
@@ -69,11 +84,25 @@ def read_log(root: str, model: str, start: datetime | None, end: datetime) -> pd
     if not frames:
         return pd.DataFrame()
     df = pd.concat(frames, ignore_index=True, sort=False)
+    if arrived:
+        return df
     ts = pd.to_datetime(df["_ts"], utc=True, errors="coerce", format="ISO8601")
     keep = ts < pd.Timestamp(end)
     if start is not None:
         keep &= ts >= pd.Timestamp(start)
     return df[keep.to_numpy()].reset_index(drop=True)
+
+
+def last_labels(feedback: pd.DataFrame) -> pd.DataFrame:
+    """One label per answered row: the one given last by its `_ts`. Not by file order: files
+    sort by replica and segment, so another replica's older label could override a correction."""
+    import pandas as pd
+
+    ts = pd.to_datetime(feedback["_ts"], utc=True, errors="coerce", format="ISO8601")
+    ordered = feedback.assign(_label_ts=ts).sort_values(
+        "_label_ts", kind="stable", na_position="first"
+    )
+    return ordered.drop_duplicates(["_request_id", "_row"], keep="last").drop(columns="_label_ts")
 
 
 def champion_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -89,11 +118,15 @@ def champion_rows(df: pd.DataFrame) -> pd.DataFrame:
 def window_start(
     client: MlflowClient, spec: ModelSpec, settings: Settings, exclude_run: str = ""
 ) -> datetime | None:
-    """Where the last decided check's window ended (None: from the beginning of the log)."""
-    for run in find_checks(client, spec, settings, f"tags.`{C.TAG_WINDOW_CONSUMED}` = 'true'", 2):
-        if run.info.run_id != exclude_run:
-            return parse_ts(run.data.tags.get(C.TAG_WINDOW_END))
-    return None
+    """Where the decided checks' windows end (None: from the beginning of the log): the latest
+    end among the last few, not the end of the last one started (a re-run of an old DAG run)."""
+    runs = find_checks(client, spec, settings, f"tags.`{C.TAG_WINDOW_CONSUMED}` = 'true'", 10)
+    ends = [
+        parse_ts(run.data.tags.get(C.TAG_WINDOW_END))
+        for run in runs
+        if run.info.run_id != exclude_run
+    ]
+    return max((e for e in ends if e is not None), default=None)
 
 
 def read_window(
@@ -114,13 +147,19 @@ def read_window(
     run = client.get_run(run_id)
     end = parse_ts(run.data.tags.get(C.TAG_WINDOW_END))
     if end is None:
-        end = now or datetime.now(UTC)
+        settle = settings.log_settle_seconds
+        if settle is None:
+            settle = S3_SETTLE_SECONDS if storage.is_s3(settings.inference_log_root) else 0
+        end = (now or datetime.now(UTC)) - timedelta(seconds=settle)
         start = window_start(client, spec, settings, exclude_run=run_id)
+        if start is not None and end < start:  # checks closer together than the settle time
+            end = start
         client.set_tag(run_id, C.TAG_WINDOW_END, end.isoformat())
         client.set_tag(run_id, C.TAG_WINDOW_START, start.isoformat() if start else "")
     else:
         start = parse_ts(run.data.tags.get(C.TAG_WINDOW_START))
-    df = champion_rows(read_log(settings.inference_log_root, spec.name, start, end))
+    # by arrival: a row logged late (an outage, an adopted spool) counts in the window it lands in
+    df = champion_rows(read_log(settings.inference_log_root, spec.name, start, end, arrived=True))
     uri = storage.join(settings.work_root, spec.name, run_key(ctx), "window.parquet")
     if len(df):
         storage.write_table(_parquet_safe(df), uri)
