@@ -128,8 +128,11 @@ def test_models_page_links_and_rollback_in_a_browser(platform):
 
         # Roll back from the page: the deploy DAG puts v1 back.
         page.goto(f"{settings.airflow_url}/retrainer/models")
+        asked = []
+        page.once("dialog", lambda d: (asked.append(d.message), d.accept()))  # "Roll back?"
         page.locator(f"#model-{MODEL} button[data-act=rollback]").click()
         page.wait_for_selector("#msg:has-text('started')", timeout=30_000)
+        assert asked == [f"Roll {MODEL} back to v1?"], asked
         browser.close()
     wait_deploys(api, 3)
     assert champion(settings, MODEL) == "1"

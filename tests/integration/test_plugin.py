@@ -77,6 +77,50 @@ def test_models_page_and_data(api, retrained):
     assert [m["name"] for m in only["models"]] == [MODEL]
 
 
+def test_summary_tags_of_any_shape_are_shown_safely_and_never_break_the_page(api, retrained):
+    """Anyone who may write MLflow tags writes the summaries the page reads: a link in a tag is
+    never used (a `javascript:` URL or an attribute break-out ran script in every viewer's
+    browser), a NaN metric (a one-class test split) no longer makes the data route a 500 for
+    everyone, and values of the wrong shape are dropped."""
+    from retrainer.orchestration.plugin.data import clear_cache
+    from retrainer.stores.overview import SUMMARY_GATE, SUMMARY_LEDGER, SUMMARY_MONITOR
+    from retrainer.stores.tracking import mlflow_client
+
+    client, auth = api
+    mlflow = mlflow_client(get_settings())
+    saved = mlflow.get_registered_model(MODEL).tags
+    hostile = {
+        SUMMARY_GATE: '{"decision":"promote","candidate":NaN,"champion":Infinity,'
+        '"airflow_url":"x\\" onmouseover=\\"alert(1)","mlflow_url":"javascript:alert(1)",'
+        '"dag_id":"d/../x","dag_run_id":7,"reasons":"not a list","time":"yesterday"}',
+        SUMMARY_MONITOR: '{"decision":"ok","psi":{"Age":"high","Amount":0.2},'
+        '"estimate":"not a dict","mlflow_run_id":"r\\"><script>"}',
+        SUMMARY_LEDGER: '["a string", {"action":"promote","to":"2","airflow_url":"javascript:x"}]',
+    }
+    try:
+        for key, text in hostile.items():
+            mlflow.set_registered_model_tag(MODEL, key, text)
+        clear_cache()
+        resp = client.get(f"/retrainer/api/models?model={MODEL}", headers=auth)
+        assert resp.status_code == 200, resp.text
+        (row,) = resp.json()["models"]
+    finally:
+        for key in hostile:
+            if key in saved:
+                mlflow.set_registered_model_tag(MODEL, key, saved[key])
+            else:
+                mlflow.delete_registered_model_tag(MODEL, key)
+        clear_cache()
+    gate, monitor = row["gate"], row["monitor"]
+    assert gate["candidate"] is None and gate["champion"] is None and gate["time"] is None
+    assert gate["airflow_url"] == "dags/d%2F..%2Fx/runs/7" and "mlflow_url" not in gate
+    assert gate["reasons"] == []
+    assert monitor["psi"] == {"Age": None, "Amount": 0.2} and "estimate" not in monitor
+    assert monitor["mlflow_url"].endswith("/#/runs/r%22%3E%3Cscript%3E" + C.MLFLOW_UI_TRAINING)
+    assert row["ledger"] == [{"action": "promote", "to": "2"}]
+    assert "javascript:" not in resp.text
+
+
 def test_plugin_is_listed_with_its_views(api):
     client, auth = api
     plugins = client.get("/api/v2/plugins", headers=auth).json()["plugins"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,18 @@ PSI_KEEP = 30  # the largest PSI values kept in the summary (the run has them al
 
 
 def _dump(value: dict[str, Any] | list[Any]) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)
+    return json.dumps(_finite(value), separators=(",", ":"), default=str)
+
+
+def _finite(value: Any) -> Any:
+    """`value` with every NaN or infinite float as None (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def write_summary(client: MlflowClient, model: str, key: str, value: dict[str, Any]) -> None:
@@ -121,10 +133,12 @@ def write_summary_list(client: MlflowClient, model: str, key: str, value: list[A
 
 
 def _load(text: str | None) -> Any:
+    """A summary tag's JSON; NaN and infinities (a one-class test split's roc_auc) as None, so
+    what reads it can answer it as JSON."""
     if not text:
         return None
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=lambda _: None)
     except ValueError:
         return None
 

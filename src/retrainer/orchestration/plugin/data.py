@@ -4,6 +4,7 @@ decisions, built from the specs and the MLflow overview (two MLflow calls, cache
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -14,7 +15,7 @@ from urllib.parse import quote
 
 from retrainer import constants as C
 from retrainer.config.settings import Settings, get_settings
-from retrainer.spec import ModelSpec, SpecError, iter_specs
+from retrainer.spec import ModelSpec, SpecError, iter_specs, spec_files
 
 log = logging.getLogger(__name__)
 CACHE_SECONDS_ENV = "RETRAINER_MODELS_PAGE_CACHE_SECONDS"
@@ -48,8 +49,7 @@ def cache_seconds() -> float:
 def load_specs(models_dir: Path) -> tuple[list[ModelSpec], list[tuple[str, str | None]]]:
     """Every valid spec (re-read only when a file in the folder changed) and the broken files,
     each with the team it names (None when it names none or cannot be read)."""
-    files = sorted(models_dir.glob("*.y*ml"))
-    stamp = tuple((f.name, f.stat().st_mtime_ns) for f in files)
+    stamp = tuple((f.name, _mtime(f)) for f in spec_files(models_dir))
     if _SPECS.get("stamp") != stamp or _SPECS.get("dir") != models_dir:
         specs, broken = [], []
         for path, spec in iter_specs(models_dir):
@@ -59,6 +59,13 @@ def load_specs(models_dir: Path) -> tuple[list[ModelSpec], list[tuple[str, str |
                 specs.append(spec)
         _SPECS.update(stamp=stamp, dir=models_dir, specs=specs, broken=broken)
     return list(_SPECS["specs"]), list(_SPECS["broken"])
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:  # removed since the listing
+        return 0
 
 
 def overview(settings: Settings, names: list[str]) -> dict[str, Any]:
@@ -78,7 +85,14 @@ def overview(settings: Settings, names: list[str]) -> dict[str, Any]:
             _CACHE.refreshing = True
             threading.Thread(target=_refresh, args=(settings, names, key), daemon=True).start()
             return _CACHE.value
-    value = _read(settings, names)  # nothing cached for these models yet
+    try:
+        value = _read(settings, names)  # nothing cached for these models, or long ago
+    except Exception:
+        with _CACHE.lock:
+            if _CACHE.key == key and _CACHE.value:  # MLflow down: the last overview, however old
+                log.warning("MLflow unreachable: the Models page shows the last overview read")
+                return _CACHE.value
+        raise
     with _CACHE.lock:
         _CACHE.at, _CACHE.key, _CACHE.value = time.monotonic(), key, value
     return value
@@ -116,21 +130,60 @@ def dag_ids(spec: ModelSpec) -> dict[str, str]:
     }
 
 
-def _run_link(ref: dict[str, Any] | None, mlflow: str) -> dict[str, Any] | None:
-    """Airflow and MLflow links of a decision's summary."""
-    if not ref:
+# What the page reads of a summary as a number, a list of texts, or a table of numbers; any
+# other shape in a tag (anyone who may write MLflow tags writes these) is dropped, never shown.
+NUMBERS = ("time", "candidate", "champion", "max_psi", "rows", "psi_warn", "psi_retrain")
+ESTIMATE_NUMBERS = ("estimated", "reference", "drop", "outside_share")
+
+
+def _number(value: Any) -> float | int | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return value if ok else None
+
+
+def _texts(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else []
+
+
+def _run_link(ref: Any, mlflow: str) -> dict[str, Any] | None:
+    """A decision's summary as the page may show it, with its Airflow and MLflow links (made
+    here from the ids, never taken from the tag)."""
+    if not isinstance(ref, dict) or not ref:
         return None
-    out = dict(ref)
-    if ref.get("dag_id") and ref.get("dag_run_id"):
-        out["airflow_url"] = f"dags/{quote(ref['dag_id'])}/runs/{quote(ref['dag_run_id'], safe='')}"
+    out: dict[str, Any] = {
+        k: v if isinstance(v, str | int | float | bool) or v is None else str(v)
+        for k, v in ref.items()
+        if isinstance(k, str) and k not in ("airflow_url", "mlflow_url", "psi", "estimate")
+    }
+    out |= {k: _number(ref.get(k)) for k in NUMBERS if k in ref}
+    for k in ("reasons", "features"):
+        if k in ref:
+            out[k] = _texts(ref[k])
+    if isinstance(ref.get("psi"), dict):
+        out["psi"] = {str(f): _number(v) for f, v in ref["psi"].items()}
+    estimate = ref.get("estimate")
+    if isinstance(estimate, dict):
+        out["estimate"] = {
+            "metric": str(estimate.get("metric") or ""),
+            "trusted": estimate.get("trusted") is not False,
+            **{k: _number(estimate.get(k)) for k in ESTIMATE_NUMBERS},
+        }
+    dag_id, dag_run_id = ref.get("dag_id"), ref.get("dag_run_id")
+    if dag_id and dag_run_id:
+        out["airflow_url"] = (
+            f"dags/{quote(str(dag_id), safe='')}/runs/{quote(str(dag_run_id), safe='')}"
+        )
     if ref.get("mlflow_run_id"):
-        exp = ref.get("experiment_id")
+        run = quote(str(ref["mlflow_run_id"]), safe="")
+        exp = quote(str(ref.get("experiment_id") or ""), safe="")
         out["mlflow_url"] = (
-            f"{mlflow}/#/experiments/{exp}/runs/{ref['mlflow_run_id']}"
-            if exp
-            else f"{mlflow}/#/runs/{ref['mlflow_run_id']}"
+            f"{mlflow}/#/experiments/{exp}/runs/{run}" if exp else f"{mlflow}/#/runs/{run}"
         ) + C.MLFLOW_UI_TRAINING
     return out
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def model_rows(
@@ -190,7 +243,9 @@ def model_rows(
                 "version_count": reg.get("version_count", 0),
                 "gate": _run_link(reg.get("gate"), mlflow),
                 "monitor": _run_link(reg.get("monitor"), mlflow),
-                "ledger": [_run_link(e, mlflow) for e in reg.get("ledger", [])],
+                "ledger": [
+                    e for e in (_run_link(r, mlflow) for r in _list(reg.get("ledger"))) if e
+                ],
                 "mlflow_url": f"{mlflow}/#/models/{quote(spec.name)}{C.MLFLOW_UI_TRAINING}",
             }
         )

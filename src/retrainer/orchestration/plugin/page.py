@@ -32,12 +32,15 @@ const BASE = here.slice(0, here.indexOf("/retrainer/"));   // Airflow's own path
 const API = BASE + "/api/v2";
 const params = new URLSearchParams(window.location.search);
 const dagParam = params.get("dag") || "";
-const onlyModel = params.get("model") || dagParam.replace(/_(retrain|deploy|monitor)$/, "");
+const onlyModel = params.get("model") ||
+  (dagParam.startsWith("retrainer_spec_errors") ? "" : dagParam.replace(/_(retrain|deploy|monitor|rollout_control)$/, ""));
 const esc = s => String(s ?? "").replace(/[&<>"']/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;","'":"&#39;"}[c]));
-const when = ms => ms ? new Date(Number(ms)).toISOString().replace("T"," ").slice(0,16) + " UTC" : "";
+const when = ms => { const d = new Date(Number(ms)); return ms && !isNaN(d) ? d.toISOString().replace("T"," ").slice(0,16) + " UTC" : ""; };
+const href = u => /^(https?:\/\/|\/)/i.test(String(u ?? "")) ? esc(u) : "#";   // never javascript: or data:
+const num = (v, digits) => typeof v === "number" && isFinite(v) ? v.toFixed(digits) : "n/a";
 const badge = d => `<span class="badge ${esc(d)}">${esc(d)}</span>`;
-const airflowLink = (ref, text) => ref && ref.airflow_url ? `<a target="_top" href="${BASE}/${ref.airflow_url}">${esc(text || "Airflow run")}</a>` : "";
-const mlflowLink = (ref, text) => ref && ref.mlflow_url ? `<a target="_blank" rel="noopener" href="${esc(ref.mlflow_url)}">${esc(text || "MLflow run")}</a>` : "";
+const airflowLink = (ref, text) => ref && ref.airflow_url ? `<a target="_top" href="${esc(BASE + "/" + ref.airflow_url)}">${esc(text || "Airflow run")}</a>` : "";
+const mlflowLink = (ref, text) => ref && ref.mlflow_url ? `<a target="_blank" rel="noopener" href="${href(ref.mlflow_url)}">${esc(text || "MLflow run")}</a>` : "";
 function say(text, bad) { const m = document.getElementById("msg"); m.textContent = text; m.style.color = bad ? "#8a041a" : "#014d40"; }
 
 async function airflow(method, path, body) {
@@ -69,21 +72,25 @@ async function approve(dag) {
 
 function psiTable(m) {
   const mon = m.monitor; if (!mon || !mon.psi) return "";
-  const rows = Object.entries(mon.psi).filter(([,v]) => v !== null).sort((a,b) => b[1]-a[1]).slice(0, 8);
+  const rows = Object.entries(mon.psi).filter(([,v]) => typeof v === "number").sort((a,b) => b[1]-a[1]).slice(0, 8);
   const max = Math.max(m.psi_retrain, ...rows.map(r => r[1]));
   return `<table aria-label="PSI per feature"><tr><th>feature</th><th>PSI</th><th></th></tr>` + rows.map(([f,v]) =>
-    `<tr><td>${esc(f)}</td><td>${v.toFixed(3)}</td><td><span class="bar ${v>=m.psi_retrain?"r":v>=m.psi_warn?"w":""}" style="width:${Math.max(2, 80*v/max)}px"></span></td></tr>`).join("") + `</table>`;
+    `<tr><td>${esc(f)}</td><td>${num(v, 3)}</td><td><span class="bar ${v>=m.psi_retrain?"r":v>=m.psi_warn?"w":""}" style="width:${Math.max(2, 80*v/max)}px"></span></td></tr>`).join("") + `</table>`;
 }
 function versionLine(alias, v) {
   if (!v) return `<div>${alias}: <span class="muted">none</span></div>`;
   const metric = Object.entries(v.metrics || {}).slice(0, 2).map(([k,x]) => `${esc(k)} ${esc(x)}`).join(", ");
-  return `<div>${alias}: <a target="_blank" rel="noopener" href="${esc(v.mlflow_url || "#")}"><b>v${esc(v.version)}</b></a> <span class="muted small">${metric}</span></div>`;
+  return `<div>${alias}: <a target="_blank" rel="noopener" href="${href(v.mlflow_url)}"><b>v${esc(v.version)}</b></a> <span class="muted small">${metric}</span></div>`;
 }
 function render(data) {
   document.getElementById("meta").textContent =
     `${data.models.length} model(s) you can see` + (data.user ? ` · signed in as ${data.user}` : "") +
     (data.broken_specs.length ? ` · broken specs: ${data.broken_specs.join(", ")}` : "");
-  const out = data.models.map(m => {
+  const out = data.models.map(m => { try { return modelBox(m); } catch (e) {
+    return `<section class="model"><h2>${esc(m.name)}</h2><p class="muted">this model's summary could not be shown (${esc(e.message)})</p></section>`; } });
+  document.getElementById("models").innerHTML = out.join("") || `<p class="muted">No model you can see.</p>`;
+}
+function modelBox(m) {
     const g = m.gate, mon = m.monitor, a = m.aliases;
     const prev = a.previous ? a.previous.version : null;
     const actions = m.can_act ? `
@@ -91,13 +98,13 @@ function render(data) {
       <button data-act="rollback" data-model="${esc(m.name)}" ${prev ? "" : "disabled"} title="${prev ? "put v"+esc(prev)+" back through the deploy DAG" : "no previous version"}">Roll back${prev ? " to v"+esc(prev) : ""}</button>
       ${m.approval === "manual" ? `<button data-act="approve" data-model="${esc(m.name)}">Approve pending deploy</button>` : ""}` :
       `<span class="muted small">read only</span>`;
-    const gate = g ? `${badge(g.decision)} ${esc(g.primary_metric)} ${g.candidate != null ? Number(g.candidate).toFixed(4) : "?"}` +
-        (g.champion != null ? ` vs champion v${esc(g.champion_version)} ${Number(g.champion).toFixed(4)}` : "") +
+    const gate = g ? `${badge(g.decision)} ${esc(g.primary_metric)} ${num(g.candidate, 4)}` +
+        (g.champion != null ? ` vs champion v${esc(g.champion_version)} ${num(g.champion, 4)}` : "") +
         `<div class="small">${(g.reasons || []).map(esc).join("<br>")}</div><div class="small muted">${when(g.time)} · ${airflowLink(g)} · ${mlflowLink(g)}</div>`
       : `<span class="muted">no gate decision yet</span>`;
-    const monitor = mon ? `${badge(mon.decision)} max PSI ${mon.max_psi != null ? Number(mon.max_psi).toFixed(3) : "n/a"} on ${esc(mon.rows)} rows
+    const monitor = mon ? `${badge(mon.decision)} max PSI ${num(mon.max_psi, 3)} on ${esc(mon.rows)} rows
         (warn ${esc(m.psi_warn)}, retrain ${esc(m.psi_retrain)})` + (mon.action ? `<div class="small">automation: ${esc(mon.action)} ${esc(mon.action_detail || "")}</div>` : "") +
-        (mon.estimate && mon.estimate.estimated != null ? `<div class="small">estimated ${esc(mon.estimate.metric)} without labels ${Number(mon.estimate.estimated).toFixed(3)} (reference ${Number(mon.estimate.reference).toFixed(3)})` +
+        (mon.estimate && mon.estimate.estimated != null ? `<div class="small">estimated ${esc(mon.estimate.metric)} without labels ${num(mon.estimate.estimated, 3)} (reference ${num(mon.estimate.reference, 3)})` +
           (mon.estimate.outside_share != null ? ` · ${Math.round(100 * mon.estimate.outside_share)}% of the rows outside the training data` + (mon.estimate.trusted ? "" : `: <b>not trusted</b>`) : "") + `</div>` : "") +
         psiTable(m) + `<div class="small muted">${when(mon.time)} · ${airflowLink(mon)} · ${mlflowLink(mon, "MLflow check")}</div>`
       : `<span class="muted">no monitor check yet</span>`;
@@ -107,7 +114,7 @@ function render(data) {
     return `<section class="model" id="model-${esc(m.name)}" data-model="${esc(m.name)}">
       <h2>${esc(m.name)} <span class="muted small">${esc(m.task)} · owner ${esc(m.owner)} · ${esc(m.version_count)} version(s) · approval ${esc(m.approval)}</span></h2>
       <div class="muted small">${esc(m.description)}</div>
-      <div class="small">DAGs: ${Object.values(m.dags).map(d => `<a target="_top" href="${BASE}/dags/${esc(d)}">${esc(d)}</a>`).join(" · ")} · <a target="_blank" rel="noopener" href="${esc(m.mlflow_url)}">MLflow model</a></div>
+      <div class="small">DAGs: ${Object.values(m.dags).map(d => `<a target="_top" href="${BASE}/dags/${esc(d)}">${esc(d)}</a>`).join(" · ")} · <a target="_blank" rel="noopener" href="${href(m.mlflow_url)}">MLflow model</a></div>
       <div class="grid">
         <div class="box"><h3>Versions</h3>${versionLine("champion", a.champion)}${versionLine("challenger", a.challenger)}${versionLine("previous", a.previous)}</div>
         <div class="box gate"><h3>Last gate decision</h3>${gate}</div>
@@ -115,14 +122,15 @@ function render(data) {
         <div class="box"><h3>Ledger (rollout)</h3>${ledger}</div>
       </div>
       <div style="margin-top:8px">${actions}</div></section>`;
-  });
-  document.getElementById("models").innerHTML = out.join("") || `<p class="muted">No model you can see.</p>`;
 }
 document.addEventListener("click", async ev => {
   const b = ev.target.closest("button[data-act]"); if (!b) return;
   const m = b.dataset.model; const row = window.DATA.models.find(x => x.name === m);
   b.disabled = true;
   if (b.dataset.act === "retrain") await trigger(row.dags.retrain, {reason: "Models page"}, "Retrain");
+  const sure = {rollback: `Roll ${m} back to v${row.aliases.previous && row.aliases.previous.version}?`,
+                approve: `Approve every deployment of ${m} waiting for approval?`}[b.dataset.act];
+  if (sure && !window.confirm(sure)) return;
   if (b.dataset.act === "rollback") await trigger(row.dags.deploy, {version: row.aliases.previous.version, reason: "rollback from the Models page"}, "Roll back");
   if (b.dataset.act === "approve") await approve(row.dags.deploy);
   b.disabled = false;
@@ -130,7 +138,11 @@ document.addEventListener("click", async ev => {
 async function load() {
   const url = BASE + "/retrainer/api/models" + (onlyModel ? "?model=" + encodeURIComponent(onlyModel) : "");
   const resp = await fetch(url, {credentials: "same-origin"});
-  if (!resp.ok) { say(`Could not load the models (${resp.status}): log in to Airflow first`, true); return; }
+  if (!resp.ok) {
+    say(resp.status === 401 ? "Log in to Airflow first, then reload this page"
+        : `Could not load the models (HTTP ${resp.status}); MLflow may be unreachable: reload in a minute`, true);
+    return;
+  }
   window.DATA = await resp.json();
   render(window.DATA);
 }
