@@ -171,3 +171,20 @@ def test_mlflow_opens_on_model_training_and_versions_are_described(retrained):
     text = client.get_model_version(MODEL, "1").description
     assert "Gate passed" in text and dr.run_id in text and "validated rows" in text
     assert "no champion to compare with" in text
+
+
+def test_a_dangling_spec_link_and_an_unreachable_registry_are_not_500s(api, tmp_path, monkeypatch):
+    from retrainer.orchestration.plugin import data
+
+    client, auth = api
+    (tmp_path / "gone.yaml").symlink_to(tmp_path / "nowhere.yaml")
+    assert data.load_specs(tmp_path) == ([], [])
+
+    def down(settings, names):
+        raise ConnectionError("MLflow is down")
+
+    data.clear_cache()
+    monkeypatch.setattr(data, "_read", down)
+    resp = client.get("/retrainer/api/models", headers=auth)
+    assert resp.status_code == 503 and "could not be read (ConnectionError)" in resp.text
+    data.clear_cache()

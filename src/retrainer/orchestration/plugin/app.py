@@ -11,12 +11,15 @@ so are the names of its broken spec files.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
 
 from retrainer.orchestration.plugin.page import PAGE
+
+log = logging.getLogger(__name__)
 
 
 async def current_user(request: Request) -> Any:
@@ -94,7 +97,15 @@ def create_app() -> FastAPI:
         # a broken spec is listed to whoever may read the DAG that shows its error
         teams |= {spec_errors_dag_id(team): team for _, team in broken}
         readable = visible_dags(user, teams)
-        data = model_rows(readable, settings, only=model)
+        try:
+            data = model_rows(readable, settings, only=model)
+        except Exception as exc:  # MLflow unreachable and nothing read before
+            log.warning("Models page: the registry could not be read", exc_info=True)
+            raise HTTPException(
+                503,
+                f"the MLflow registry could not be read ({type(exc).__name__}); try again in a "
+                "minute",
+            ) from None
         can_run = visible_dags(user, {d: teams[d] for d in readable}, "PUT")
         for row in data["models"]:
             row["can_act"] = bool(can_run & set(row["dags"].values()))
