@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from retrainer.config.secrets import airflow_credentials
 from retrainer.config.settings import Settings, get_settings
+from retrainer.errors import RetrainerError
 
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -19,7 +20,7 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code)
 
@@ -32,7 +33,11 @@ def plain(value: object) -> str:
 
 
 def _settings() -> Settings:
-    return get_settings()
+    """The settings, or the command fails with what is wrong with them (no traceback)."""
+    try:
+        return get_settings()
+    except (ValueError, RetrainerError) as exc:
+        fail(str(exc))
 
 
 def _login(settings: Settings) -> str:

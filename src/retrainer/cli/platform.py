@@ -10,6 +10,7 @@ from rich.table import Table
 
 from retrainer.cli.common import PASSTHROUGH, _login, _settings, console, err, fail
 from retrainer.config.environment import process_environment
+from retrainer.config.resources import redact_url
 from retrainer.errors import RetrainerError
 
 app = typer.Typer()
@@ -66,20 +67,22 @@ def mlflow_server() -> None:
     try:
         if settings.resources.mlflow_auth:
             services.write_mlflow_auth_config(settings)
-        env = services.service_env(settings)
+        env = services.mlflow_server_env(settings)  # its store's URL: never on the command line
+        argv = services.mlflow_server_argv(settings)
     except RetrainerError as exc:
         fail(str(exc))
-        return
-    argv = services.mlflow_server_argv(settings)
     os.execvpe(argv[0], argv, env)
 
 
 @app.command()
 def down() -> None:
-    """Stop everything `retrainer up` started for this state folder."""
+    """Stop everything `retrainer up` started for this state folder (under either profile)."""
     from retrainer.platform import services
 
-    services.stop(_settings(), say=console.print)
+    try:
+        services.stop(_settings(), say=console.print)
+    except RetrainerError as exc:
+        fail(str(exc))
 
 
 @app.command()
@@ -88,8 +91,12 @@ def status() -> None:
     from retrainer.platform import services
 
     settings = _settings()
+    try:
+        rows = services.status(settings)
+    except RetrainerError as exc:
+        fail(str(exc))
     table = Table("service", "state", "detail")
-    for name, state, detail in services.status(settings):
+    for name, state, detail in rows:
         color = {"running": "green", "stopped": "dim", "unhealthy": "red"}[state]
         table.add_row(name, f"[{color}]{state}[/]", detail)
     console.print(table)
@@ -100,13 +107,21 @@ def status() -> None:
 
 @app.command()
 def env() -> None:
-    """Print shell exports pointing Airflow and MLflow at the state folder: eval "$(retrainer env)"."""
+    """Print shell exports pointing Airflow and MLflow at the state folder: eval "$(retrainer env)".
+    Secrets are not printed: a password variable is named only, a URL holding a password is
+    shown masked in a comment (exporting the mask would break it)."""
     import shlex
 
-    for key, value in process_environment(_settings()).items():
+    try:
+        variables = process_environment(_settings())
+    except RetrainerError as exc:
+        fail(str(exc))
+    for key, value in variables.items():
         if key.endswith(("PASSWORD", "SECRET", "SECRET_KEY", "TOKEN")):
             # Secrets stay where they came from (the environment, a secret store).
             print(f"# {key} is set; not printed")
+        elif (masked := redact_url(value)) != value:
+            print(f"# {key}={masked} (holds a password; not printed)")
         else:
             print(f"export {key}={shlex.quote(value)}")
 
@@ -157,13 +172,16 @@ def copy_models_command(
     from retrainer.stores.tracking import mlflow_client
 
     settings = _settings()
-    local = (
-        None
-        if settings.tracking_uri.startswith(("http://", "https://"))
-        else settings.artifact_root
-    )
-    with console.status(f"copying from {source} to {settings.tracking_uri}..."):
-        copied = copy_models(source, mlflow_client(settings), model or None, artifact_root=local)
+    try:
+        target = settings.tracking_uri
+        local = None if target.startswith(("http://", "https://")) else settings.artifact_root
+        # Shown without the passwords either URL may hold (copy_models tags the copies so too).
+        with console.status(f"copying from {redact_url(source)} to {redact_url(target)}..."):
+            copied = copy_models(
+                source, mlflow_client(settings), model or None, artifact_root=local
+            )
+    except RetrainerError as exc:
+        fail(str(exc))
     table = Table("model", "source version", "target version", "")
     for c in copied:
         table.add_row(

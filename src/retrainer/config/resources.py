@@ -4,7 +4,8 @@ else in the code asks which profile is active (Dagster's resources per deploymen
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 from retrainer.config.secrets import state_secret
 from retrainer.config.settings import Settings
@@ -18,7 +19,7 @@ class Resources:
     executor: str
     airflow_database_url: str
     tracking_uri: str  # what clients (tasks, serving, CLI) use
-    mlflow_server_args: list[str]  # the tracking server's store, artifacts and app
+    mlflow_server_args: list[str]  # the tracking server's artifacts and app
     work_root: str
     inference_log_root: str
     feedback_root: str
@@ -29,6 +30,10 @@ class Resources:
     # alembic and a schema check: about 1 s of CPU per task).
     service_tracking_uri: str = ""
     mlflow_auth: bool = False
+    # Variables only the tracking server gets: its store's URL, which may hold the database
+    # password, goes through its environment (mlflow reads MLFLOW_BACKEND_STORE_URI), not its
+    # command line, which any user on the machine can read (`ps`).
+    mlflow_server_environment: dict[str, str] = field(default_factory=dict)
 
 
 def _embedded(s: Settings) -> Resources:
@@ -39,9 +44,8 @@ def _embedded(s: Settings) -> Resources:
         executor="LocalExecutor",
         airflow_database_url=db,
         tracking_uri=tracking,
+        mlflow_server_environment={"MLFLOW_BACKEND_STORE_URI": tracking},
         mlflow_server_args=[
-            "--backend-store-uri",
-            tracking,
             "--default-artifact-root",
             (s.mlflow_dir / "artifacts").as_uri(),
         ],
@@ -101,9 +105,8 @@ def _production(s: Settings) -> Resources:
         airflow_database_url=s.airflow_database_url,
         tracking_uri=s.mlflow_tracking_uri or f"http://{s.host}:{s.mlflow_port}",
         service_tracking_uri=s.mlflow_tracking_uri or f"http://{s.host}:{s.mlflow_port}",
+        mlflow_server_environment={"MLFLOW_BACKEND_STORE_URI": s.mlflow_database_url},
         mlflow_server_args=[
-            "--backend-store-uri",
-            s.mlflow_database_url,
             "--artifacts-destination",
             str(s.mlflow_artifacts_uri),
             "--serve-artifacts",
@@ -133,3 +136,14 @@ def _production(s: Settings) -> Resources:
 
 
 RESOURCE_SETS = {"embedded": _embedded, "production": _production}
+
+# A URL's password as SQLAlchemy reads it (`scheme://user:password@host...`: the user ends at the
+# first ":", the password at the first "@"); the same reading covers redis:// and http(s)://.
+_URL_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#@]*):[^@]*@")
+
+
+def redact_url(value: str) -> str:
+    """``value`` with the password of a URL masked (``postgresql://u:***@host/db``), else as
+    given: for printing, logging and tagging resource URLs. Idempotent, and it leaves the rest of
+    the text as written, so a redacted value can be compared with another one redacted."""
+    return _URL_PASSWORD.sub(r"\g<head>:***@", value, count=1)

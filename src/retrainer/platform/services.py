@@ -1,28 +1,33 @@
 """Start, stop and inspect the platform's processes for a state folder.
 
 Each service is a plain process group with a pid file and a log under the state folder, so
-`retrainer down` can stop exactly what `retrainer up` started, from any shell.
+`retrainer down` can stop exactly what `retrainer up` started, from any shell. The pid file
+also holds the process's start time: a pid the kernel has since given to another process (after
+the service died, or a reboot) is told apart, and never signalled.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import signal
 import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 import httpx
 
 from retrainer.config.environment import process_environment
-from retrainer.config.secrets import airflow_credentials
+from retrainer.config.resources import redact_url
+from retrainer.config.secrets import airflow_credentials, write_private
 from retrainer.config.settings import Settings
-from retrainer.errors import ServiceError
+from retrainer.errors import ConfigError, ServiceError
 from retrainer.orchestration.teams import spec_teams, team_environment, write_team_bundles
 
 
@@ -31,6 +36,7 @@ class Service:
     name: str
     argv: list[str]
     health_url: str | None = None  # None: alive is healthy
+    env: dict[str, str] = field(default_factory=dict)  # its own variables, beyond service_env
 
 
 def venv_bin() -> Path:
@@ -45,7 +51,8 @@ def venv_bin() -> Path:
 
 
 def mlflow_server_argv(settings: Settings) -> list[str]:
-    """The MLflow tracking server of the profile (store, artifacts, auth app)."""
+    """The MLflow tracking server of the profile (artifacts, auth app); its store comes through
+    the environment (`mlflow_server_env`): the URL may hold a password, a command line is public."""
     return [
         str(venv_bin() / "mlflow"),
         "server",
@@ -70,19 +77,46 @@ def airflow_argv(args: list[str]) -> list[str]:
     return [str(venv_bin() / "airflow"), *args]
 
 
+def mlflow_server_env(settings: Settings) -> dict[str, str]:
+    """The MLflow tracking server's environment: a platform process's, plus its store."""
+    return {**service_env(settings), **settings.resources.mlflow_server_environment}
+
+
 AIRFLOW_HEALTH = "/api/v2/monitor/health"  # the api-server's, unauthenticated
+
+# Every service `start` may start, in the order it starts them (either profile); `stop` goes the
+# other way: the UIs and serving first, MLflow, which the others report to, last.
+START_ORDER = (
+    "mlflow",
+    "airflow-dag-processor",
+    "airflow-scheduler",
+    "airflow-triggerer",
+    "airflow-celery-worker",
+    "serving",
+    "airflow-api-server",
+)
 
 
 def services(settings: Settings) -> list[Service]:
     """Airflow's parts (plus a Celery worker in production), the MLflow server, serving."""
     airflow = str(venv_bin() / "airflow")
+    slots = str(settings.task_slots)
     workers = (
-        [Service("airflow-celery-worker", airflow_argv(["celery", "worker", "--concurrency", "2"]))]
+        [
+            Service(
+                "airflow-celery-worker", airflow_argv(["celery", "worker", "--concurrency", slots])
+            )
+        ]
         if settings.resources.executor == "CeleryExecutor"
         else []
     )
     return [
-        Service("mlflow", mlflow_server_argv(settings), f"{settings.mlflow_url}/health"),
+        Service(
+            "mlflow",
+            mlflow_server_argv(settings),
+            f"{settings.mlflow_url}/health",
+            env=settings.resources.mlflow_server_environment,
+        ),
         Service("airflow-dag-processor", [airflow, "dag-processor"]),
         Service("airflow-scheduler", airflow_argv(["scheduler"])),
         Service("airflow-triggerer", [airflow, "triggerer"]),
@@ -125,13 +159,75 @@ def pid_file(settings: Settings, name: str) -> Path:
     return settings.run_dir / f"{name}.pid"
 
 
-def read_pid(settings: Settings, name: str) -> int | None:
-    path = pid_file(settings, name)
+SUPERVISOR = "retrainer.platform.supervise"  # the module each service runs under
+
+
+@dataclass(frozen=True)
+class PidRecord:
+    """A pid file: the service's supervisor and when it started (`process_start`), so that the
+    same pid held by another process later is not taken for it. `started` is None in a file
+    written before start times were recorded."""
+
+    pid: int
+    started: str | None
+
+
+def write_pid_file(settings: Settings, name: str, pid: int) -> None:
+    """Record a service's pid and start time; replaced at once, so a reader never sees half."""
+    started = process_start(pid)
+    write_private(pid_file(settings, name), f"{pid}\n{started or ''}\n")
+
+
+def read_pid_file(path: Path) -> PidRecord | None:
     try:
-        pid = int(path.read_text().strip())
+        lines = path.read_text().split("\n")
+        return PidRecord(
+            int(lines[0].strip()), (lines[1].strip() if len(lines) > 1 else "") or None
+        )
     except (OSError, ValueError):
         return None
-    return pid if alive(pid) else None
+
+
+def read_pid(settings: Settings, name: str) -> int | None:
+    """The pid of the running service `name`, or None. A pid file that names no process, or
+    another process than the one `start` recorded, is stale: it is removed."""
+    record = _own_record(settings, name)
+    return record.pid if record else None
+
+
+def _own_record(settings: Settings, name: str) -> PidRecord | None:
+    path = pid_file(settings, name)
+    record = read_pid_file(path)
+    if record is not None and is_service_process(record, name, settings.home):
+        return record
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+    return None
+
+
+def is_service_process(record: PidRecord, name: str, home: Path) -> bool:
+    """Whether the process `record` names is still the one `start` started for `name`: alive,
+    and started when recorded. A file from before start times were recorded counts as ours only
+    while its pid leads its own session running the supervisor of `name` in the state folder
+    `home` (what `start` makes), so `down` after an upgrade still stops what an older `up`
+    started."""
+    if not alive(record.pid):
+        return False
+    if record.started is not None:
+        return process_start(record.pid) == record.started
+    try:
+        leads = os.getsid(record.pid) == record.pid
+    except OSError:
+        return False
+    argv = process_argv(record.pid)
+    supervises = any(argv[i : i + 2] == [SUPERVISOR, name] for i in range(len(argv) - 1))
+    try:
+        here = Path(os.readlink(f"/proc/{record.pid}/cwd")) == home
+    except FileNotFoundError:
+        here = not Path("/proc/self/cwd").exists()  # no /proc to tell: the command line decides
+    except OSError:
+        here = False
+    return leads and supervises and here
 
 
 def alive(pid: int) -> bool:
@@ -140,13 +236,57 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # another user's
     # A zombie child of ours counts as dead.
+    fields = _proc_stat(pid)
+    return not fields or fields[0] != "Z"
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (the first is field 3, the state),
+    or None without one. The name is in parentheses and may hold spaces and parentheses itself,
+    so the fields start after the last closing one."""
     try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split()[2] != "Z"
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            text = fh.read()
     except OSError:
-        return True
+        return None
+    return parse_proc_stat(text)
+
+
+def parse_proc_stat(text: bytes) -> list[str] | None:
+    _, paren, rest = text.rpartition(b")")
+    return rest.decode("ascii", "replace").split() if paren else None
+
+
+def process_start(pid: int) -> str | None:
+    """When the process started, as a token that differs between two processes that held the
+    same pid: field 22 of /proc/<pid>/stat (clock ticks after boot); `ps`'s start time where
+    there is no /proc. None: no such process (or it cannot be read)."""
+    fields = _proc_stat(pid)
+    if fields is not None:
+        return fields[19] if len(fields) > 19 else None
+    if Path("/proc/self/stat").exists():
+        return None  # /proc works, this process is gone
+    return _ps(pid, "lstart")
+
+
+def process_argv(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().decode(errors="replace").split("\0")
+    except OSError:
+        return (_ps(pid, "command") or "").split()
+
+
+def _ps(pid: int, column: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["ps", "-o", f"{column}=", "-p", str(pid)], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
 
 
 def healthy(url: str | None, timeout: float = 2.0) -> bool:
@@ -172,16 +312,18 @@ def init_state(settings: Settings, say: Callable[[str], None] = print) -> None:
     airflow_credentials(settings)
     env = service_env(settings)
     marker = settings.airflow_home / ".migrated"
-    if not marker.exists():
+    key = airflow_migration_key(settings)
+    if not marker.exists() or marker.read_text().strip() != key:
         say(
-            f"Migrating the Airflow metadata database in {settings.airflow_home} (first use, ~30 s)..."
+            f"Migrating the Airflow metadata database {redact_url(settings.resources.airflow_database_url)} "
+            "(first use, a new database or a new Airflow; ~30 s)..."
         )
         run_logged(
             [str(venv_bin() / "airflow"), "db", "migrate"],
             env,
             settings.logs_dir / "airflow-db-migrate.log",
         )
-        marker.touch()
+        marker.write_text(key + "\n")
     # Multi-team mode: each team's bundle of DAG files, and the teams in Airflow's database.
     teams = spec_teams(settings.models_dir)
     write_team_bundles(teams, team_bundles_dir(settings))
@@ -205,22 +347,47 @@ def init_state(settings: Settings, say: Callable[[str], None] = print) -> None:
         mlflow_marker.touch()
 
 
+def airflow_migration_key(settings: Settings) -> str:
+    """What Airflow's schema was last migrated for: the database (its URL, the password left
+    out: a new password needs no migration) and the installed Airflow. The `.migrated` marker
+    holds it, so a new database or an upgrade runs `airflow db migrate` again."""
+    versions = []
+    for dist in ("apache-airflow", "apache-airflow-core"):
+        try:
+            versions.append(f"{dist}=={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{dist} absent")
+    url = redact_url(settings.resources.airflow_database_url)
+    return hashlib.sha256("\n".join([url, *versions]).encode()).hexdigest()
+
+
 def write_mlflow_auth_config(settings: Settings) -> Path:
-    """MLflow's basic-auth app config: the admin from configuration, users in PostgreSQL."""
+    """MLflow's basic-auth app config: the admin from configuration, users in PostgreSQL.
+    Owner-only from its first byte; MLflow reads it with configparser, so each value is
+    escaped for its interpolation (a "%" in a password or a percent-encoded URL)."""
     path = Path(settings.resources.environment["MLFLOW_AUTH_CONFIG_PATH"])
-    path.parent.mkdir(parents=True, exist_ok=True)
     auth_db = settings.mlflow_auth_database_url or f"sqlite:///{settings.mlflow_dir / 'auth.db'}"
-    path.write_text(
-        "[mlflow]\n"
-        "default_permission = READ\n"
-        f"database_uri = {auth_db}\n"
-        f"admin_username = {settings.mlflow_admin_user}\n"
-        f"admin_password = {settings.mlflow_admin_password}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
-        f"auth_cache_ttl_seconds = {max(0, settings.mlflow_auth_cache_seconds)}\n"
-    )
-    path.chmod(0o600)
+    values = {
+        "default_permission": "READ",
+        "database_uri": auth_db,
+        "admin_username": settings.mlflow_admin_user,
+        "admin_password": str(settings.mlflow_admin_password),
+        "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+        "auth_cache_ttl_seconds": str(max(0, settings.mlflow_auth_cache_seconds)),
+    }
+    lines = [f"{key} = {_ini_value(key, value)}" for key, value in values.items()]
+    write_private(path, "[mlflow]\n" + "\n".join(lines) + "\n")
     return path
+
+
+def _ini_value(key: str, value: str) -> str:
+    """`value` as configparser (interpolation on) reads it back unchanged."""
+    if value != value.strip() or "\n" in value or "\r" in value:
+        raise ConfigError(
+            f"MLflow's auth config cannot hold {key}: it starts or ends with white space or "
+            "spans lines (configparser would change it)"
+        )
+    return value.replace("%", "%%")
 
 
 def ensure_bucket(bucket: str, say: Callable[[str], None] = print) -> None:
@@ -270,15 +437,15 @@ def start(settings: Settings, say: Callable[[str], None] = print, timeout: float
         # Under a supervisor that restarts it if it exits on its own (Airflow's parts exit
         # when PostgreSQL restarts); `stop` signals the group, which holds both.
         proc = subprocess.Popen(
-            [sys.executable, "-m", "retrainer.platform.supervise", svc.name, "--", *svc.argv],
-            env=service_env(settings, through_server=svc.name != "mlflow"),
+            [sys.executable, "-m", SUPERVISOR, svc.name, "--", *svc.argv],
+            env={**service_env(settings, through_server=svc.name != "mlflow"), **svc.env},
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             cwd=settings.home,
         )
-        pid_file(settings, svc.name).write_text(str(proc.pid))
+        write_pid_file(settings, svc.name, proc.pid)
         started.append(svc)
         say(f"{svc.name}: started (pid {proc.pid}, log {settings.logs_dir / (svc.name + '.log')})")
     deadline = time.monotonic() + timeout
@@ -305,20 +472,45 @@ def tail_log(settings: Settings, name: str, lines: int = 25) -> str:
         return "(no log)"
 
 
+def started_services(settings: Settings) -> list[str]:
+    """The services with a pid file: whatever `start` started, under any profile."""
+    return sorted(p.stem for p in settings.run_dir.glob("*.pid"))
+
+
+def stop_order(names: Iterable[str]) -> list[str]:
+    """Services to stop, the reverse of `START_ORDER`; names it does not know (from another
+    version of retrainer) first."""
+    given = set(names)
+    known = [n for n in reversed(START_ORDER) if n in given]
+    return sorted(given.difference(known)) + known
+
+
 def stop(settings: Settings, say: Callable[[str], None] = print, timeout: float = 30.0) -> None:
-    for svc in reversed(services(settings)):
-        pid = read_pid(settings, svc.name)
-        if pid is None:
-            pid_file(settings, svc.name).unlink(missing_ok=True)
+    """Stop every service `start` started for this state folder: each pid file's, whatever the
+    profile then (a Celery worker started by `up --profile production` too). A stale pid file
+    is removed and its pid never signalled."""
+    refused: list[str] = []
+    for name in stop_order(started_services(settings)):
+        record = _own_record(settings, name)
+        if record is None:
             continue
-        _signal_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if alive(pid):
-            _signal_group(pid, signal.SIGKILL)
-        pid_file(settings, svc.name).unlink(missing_ok=True)
-        say(f"{svc.name}: stopped")
+        try:
+            _signal_group(record.pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while is_service_process(record, name, settings.home) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if is_service_process(record, name, settings.home):
+                _signal_group(record.pid, signal.SIGKILL)
+        except PermissionError:
+            refused.append(f"{name} (pid {record.pid})")
+            continue
+        pid_file(settings, name).unlink(missing_ok=True)
+        say(f"{name}: stopped")
+    if refused:
+        raise ServiceError(
+            f"not allowed to stop {', '.join(refused)}: started by another user; stop them as "
+            "that user"
+        )
 
 
 # Settings that put part of the embedded profile's state outside its state folder.
@@ -361,18 +553,31 @@ def set_aside(settings: Settings, say: Callable[[str], None] = print) -> Path:
 
 
 def _signal_group(pid: int, sig: int) -> None:
+    """Signal the group the service's supervisor leads (`start` gives it its own session), or
+    the process alone if it leads none. PermissionError is the caller's to report."""
     try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        with contextlib.suppress(ProcessLookupError):
+        leads = os.getpgid(pid) == pid
+    except OSError:
+        leads = False
+    try:
+        if leads:
+            os.killpg(pid, sig)
+        else:
             os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def status(settings: Settings) -> list[tuple[str, str, str]]:
-    """(service, state, detail) for each service."""
+    """(service, state, detail) for each service of the profile, and any other one running
+    (started under the other profile)."""
     rows = []
-    for svc in services(settings):
+    mine = services(settings)
+    others = [n for n in started_services(settings) if n not in {s.name for s in mine}]
+    for svc in [*mine, *(Service(n, []) for n in others)]:
         pid = read_pid(settings, svc.name)
+        if pid is None and svc.name in others:
+            continue
         if pid is None:
             rows.append((svc.name, "stopped", ""))
         elif healthy(svc.health_url):
