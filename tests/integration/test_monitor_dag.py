@@ -156,6 +156,41 @@ def test_delayed_labels_below_the_gate_threshold_are_a_retrain_reason(champion):
     assert d["labels"]["below_threshold"] and "roc_auc" in d["reasons"][-1]
 
 
+def test_labels_that_come_after_their_window_was_decided_still_count(champion):
+    """A label usually comes days after its answer, after the check that read its row: it is
+    matched, through the answer time its request id carries, in the window it arrives in (it
+    was matched only against that window's own rows, so never)."""
+    from retrainer.serving.inference_log import BatchedParquetLog, now_iso
+    from retrainer.steps.monitor.window import read_log
+
+    base = pd.read_csv(TRAFFIC / "base.csv")
+    log_traffic(base, champion)  # answered today, no labels yet
+    _, _, first = monitor()
+    assert first["decision"]["decision"] == "ok" and first["decision"]["labels"] is None
+    logged = read_log(get_settings().inference_log_root, MODEL, None, datetime.now(UTC))
+    answered = logged[logged["_request_id"] == logged["_request_id"].iloc[-1]]
+    assert len(answered) == 600
+    log_traffic(base, champion)  # the next window's own traffic
+    flipped = base["Status"].map({"good": "bad", "bad": "good"})  # the world changed
+    fb = BatchedParquetLog(get_settings().feedback_root, "feedback")
+    fb.append(
+        MODEL,
+        [
+            {"_request_id": rid, "_row": int(row), "_label": y, "_ts": now_iso(), "_answered": ts}
+            for rid, row, ts, y in zip(
+                answered["_request_id"], answered["_row"], answered["_ts"], flipped, strict=True
+            )
+        ],
+    )
+    fb.close()
+    _, _, second = monitor()
+    d = second["decision"]
+    assert d["labels"]["rows"] == 600 and d["labels"]["value"] < 0.75, d["labels"]
+    assert d["decision"] == "retrain" and "roc_auc" in d["reasons"][-1]
+    _, _, third = monitor()  # counted once: the next window has neither rows nor labels
+    assert third["decision"]["decision"] == "insufficient_data"
+
+
 @pytest.mark.parametrize(
     "mangle, expect",
     [

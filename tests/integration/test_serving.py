@@ -146,6 +146,12 @@ def test_feedback_and_inference_log_land_as_parquet(serving, rows):
     assert list(mine["Age"]) == [r["Age"] for r in rows[:3]]
     assert set(mine["_prediction"]) <= {"good", "bad"} and mine["_model_version"].notna().all()
     assert sorted(fb[fb["_request_id"] == rid]["_label"]) == ["bad", "good", "good"]
+    # each label says when its request was answered (from the id): the monitor finds the row by it
+    import pandas as pd
+
+    answered = pd.to_datetime(fb[fb["_request_id"] == rid]["_answered"], utc=True)
+    logged = pd.Timestamp(mine["_ts"].iloc[0])
+    assert ((logged - answered).dt.total_seconds().between(0, 2)).all(), (answered, logged)
     assert any(p.startswith("date=") for p in (p.name for p in Path(log_root).iterdir()))
     # One schema per model version: the whole folder reads as one dataset.
     for root in (log_root, fb_root):

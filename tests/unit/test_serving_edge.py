@@ -96,3 +96,21 @@ def test_request_ids_prove_the_model_and_the_row_count():
     nonce, _, mac = rid.split("-")
     assert ids.rows("credit", f"{nonce}-ff-{mac}") is None  # row count tampered with
     assert ids.rows("credit", "req-1") is None and ids.issue("credit", 3) != rid
+
+
+def test_request_ids_carry_their_answer_time_and_older_ids_stay_valid():
+    import hashlib
+    import hmac
+
+    ids = RequestIds("secret")
+    rid = ids.issue("credit", 2, now=1_780_000_000.7)
+    assert ids.check("credit", rid) == (2, 1_780_000_000.0)
+    nonce, rows, mac = rid.split("-")
+    later = f"{int(nonce[:8], 16) + 86_400:08x}{nonce[8:]}"
+    assert ids.check("credit", f"{later}-{rows}-{mac}") is None  # the time is under the MAC
+    # An id issued before answer times were kept: a random nonce, MAC'd without the marker.
+    key = hashlib.sha256(b"retrainer-request-id:secret").digest()
+    old_nonce = "0123456789abcdef"
+    old_mac = hmac.new(key, b"credit\x000123456789abcdef\x003", hashlib.sha256).hexdigest()[:16]
+    assert ids.check("credit", f"{old_nonce}-3-{old_mac}") == (3, None)
+    assert ids.rows("credit", f"{old_nonce}-3-{old_mac}") == 3

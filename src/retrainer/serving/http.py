@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from typing import Any
 
 import orjson
@@ -161,29 +162,42 @@ def client_request_id(request: Request) -> str | None:
 
 
 class RequestIds:
-    """Server request ids that carry their row count and prove which model answered them.
+    """Server request ids that carry their row count and answer time, and prove which model
+    answered them.
 
-    `<random>-<rows in hex>-<HMAC>`: /feedback checks an id was issued by this deployment for
-    this model and a row is within it, with no lookup (any replica, after any restart).
+    `<seconds since the epoch, 8 hex><random, 8 hex>-<rows in hex>-<HMAC>`: /feedback checks an
+    id was issued by this deployment for this model and a row is within it, with no lookup (any
+    replica, after any restart), and learns when it was answered, so the monitor can find the
+    row of a label that arrives days later. Ids issued before the time was added (a random
+    nonce, MAC'd without the marker) stay valid, with no answer time.
     """
 
     def __init__(self, key: str) -> None:
         self._key = hashlib.sha256(b"retrainer-request-id:" + key.encode()).digest()
 
-    def _mac(self, model: str, nonce: str, rows: int) -> str:
-        msg = f"{model}\x00{nonce}\x00{rows}".encode()
-        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()[:16]
+    def _mac(self, model: str, nonce: str, rows: int, timed: bool = True) -> str:
+        msg = f"{model}\x00{nonce}\x00{rows}" + ("\x00t" if timed else "")
+        return hmac.new(self._key, msg.encode(), hashlib.sha256).hexdigest()[:16]
 
-    def issue(self, model: str, rows: int) -> str:
-        nonce = secrets.token_hex(8)
+    def issue(self, model: str, rows: int, now: float | None = None) -> str:
+        seconds = int(time.time() if now is None else now) & 0xFFFFFFFF
+        nonce = f"{seconds:08x}{secrets.token_hex(4)}"
         return f"{nonce}-{rows:x}-{self._mac(model, nonce, rows)}"
 
-    def rows(self, model: str, request_id: str) -> int | None:
-        """How many rows the request had, or None if this model never issued the id."""
+    def check(self, model: str, request_id: str) -> tuple[int, float | None] | None:
+        """(rows, answered at: epoch seconds, None for an id from before times were kept), or
+        None if this model never issued the id."""
         m = SERVER_ID.fullmatch(request_id)
         if not m:
             return None
         nonce, rows = m.group(1), int(m.group(2), 16)
-        if not hmac.compare_digest(m.group(3), self._mac(model, nonce, rows)):
-            return None
-        return rows
+        if hmac.compare_digest(m.group(3), self._mac(model, nonce, rows)):
+            return rows, float(int(nonce[:8], 16))
+        if hmac.compare_digest(m.group(3), self._mac(model, nonce, rows, timed=False)):
+            return rows, None
+        return None
+
+    def rows(self, model: str, request_id: str) -> int | None:
+        """How many rows the request had, or None if this model never issued the id."""
+        checked = self.check(model, request_id)
+        return None if checked is None else checked[0]

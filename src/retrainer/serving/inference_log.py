@@ -92,6 +92,7 @@ def feedback_schema(handle: LoadedModel) -> Schema:
         ("_row", "long"),
         ("_label", handle.label_type),
         ("_ts", "string"),
+        ("_answered", "string"),  # when the labelled request was answered (None: not known)
     ]
 
 

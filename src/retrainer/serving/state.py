@@ -14,6 +14,7 @@ from collections import OrderedDict
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import suppress
+from datetime import UTC, datetime
 from typing import Any
 
 from retrainer.config.secrets import api_token, serving_admin_token
@@ -517,19 +518,26 @@ class ServingState:
                     handle.name, m.label(handle.name, str(rec["_prediction"]))
                 ).inc()
 
-    def log_feedback(self, handle: LoadedModel, items: list[tuple[str, int, Any]]) -> int:
-        """Spool labels; a label equal to the row's latest one (logged recently, or earlier in
-        this request) is not repeated. A correction is always logged, even back to an earlier
-        label ([bad, good, bad] logs all three): readers keep a row's last label."""
+    def log_feedback(
+        self, handle: LoadedModel, items: list[tuple[str, int, Any, float | None]]
+    ) -> int:
+        """Spool labels, each with when its request was answered (`_answered`, from the request
+        id; None for an id from before): the monitor finds the row of a label that arrives days
+        later by it. A label equal to the row's latest one (logged recently, or earlier in this
+        request) is not repeated. A correction is always logged, even back to an earlier label
+        ([bad, good, bad] logs all three): readers keep a row's last label."""
         ts = now_iso()
         fresh: list[dict[str, Any]] = []
         latest: dict[tuple[str, int], Any] = {}
-        for rid, row, label in items:
+        for rid, row, label, answered in items:
             key = (rid, row)
             if latest.get(key, self.recent_labels.get(key, _NONE)) == label:
                 continue
             latest[key] = label
-            fresh.append({"_request_id": rid, "_row": row, "_label": label, "_ts": ts})
+            when = None if answered is None else datetime.fromtimestamp(answered, UTC).isoformat()
+            fresh.append(
+                {"_request_id": rid, "_row": row, "_label": label, "_ts": ts, "_answered": when}
+            )
         self.feedback_log.append(handle.name, handle.version, feedback_schema(handle), fresh)
         for rec in fresh:  # remembered once spooled, so a retry after a 503 is logged
             key = (rec["_request_id"], rec["_row"])

@@ -55,7 +55,7 @@ async def feedback(name: str, request: Request) -> dict[str, Any]:
         items = [body]
     if not isinstance(items, list) or not items or len(items) > MAX_LABELS:
         raise HTTPProblem(422, f"{SHAPE} (1 to {MAX_LABELS} labels)")
-    checked: list[tuple[str, int, Any]] = []
+    checked: list[tuple[str, int, Any, float | None]] = []
     for i, item in enumerate(items):
         where = f"feedback item {i}"
         if not isinstance(item, dict) or "request_id" not in item or "label" not in item:
@@ -70,16 +70,17 @@ async def feedback(name: str, request: Request) -> dict[str, Any]:
             raise HTTPProblem(422, f"{where}: request_id must be a string")
         if not isinstance(row, int) or isinstance(row, bool) or row < 0:
             raise HTTPProblem(422, f"{where}: row must be a non-negative integer")
-        n = state.request_ids.rows(name, rid)
-        if n is None:
+        issued = state.request_ids.check(name, rid)
+        if issued is None:
             raise HTTPProblem(
                 404,
                 f"{where}: no request {rid[:80]!r} was answered by {name}; "
                 "send the request_id its /predict answer gave",
             )
+        n, answered = issued
         if row >= n:
             raise HTTPProblem(422, f"{where}: row {row} is outside request {rid} ({n} rows)")
-        checked.append((rid, row, check_label(handle, item["label"], where)))
+        checked.append((rid, row, check_label(handle, item["label"], where), answered))
     try:
         logged = state.log_feedback(handle, checked)
     except SpoolFull as exc:

@@ -15,7 +15,7 @@ from retrainer.spec import ModelSpec
 from retrainer.steps.monitor.checks import champion_reference, find_checks, parse_ts
 from retrainer.steps.monitor.decision import DECIDED, NO_CHAMPION, LabelCheck, decide
 from retrainer.steps.monitor.report import publish
-from retrainer.steps.monitor.window import META_COLUMNS, last_labels, read_log
+from retrainer.steps.monitor.window import META_COLUMNS, champion_rows, last_labels, read_log
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -30,6 +30,7 @@ def label_check(
     settings: Settings,
     window_df: pd.DataFrame,
     start: datetime | None,
+    end: datetime,
     model_uri: str,
     numeric: list[str],
     categorical: list[str],
@@ -43,13 +44,17 @@ def label_check(
     metric = spec.gate.primary_metric
     if window_df.empty or "_request_id" not in window_df:
         return None
-    fb = read_log(
-        settings.feedback_root, spec.name, start, datetime.now(UTC) + timedelta(minutes=1)
-    )
+    # The labels that reached the log in this window, for rows of this window or of any earlier
+    # one (a label often comes days after its answer): labelled rows are counted once, in the
+    # window their label arrives in.
+    fb = read_log(settings.feedback_root, spec.name, start, end, arrived=True)
     if fb.empty:
         return None
     fb = last_labels(fb)
-    rows = window_df.assign(_row=window_df["_row"].astype("int64"))
+    rows = pd.concat(
+        [window_df, _answered_before(settings, spec, fb, window_df)], ignore_index=True
+    )
+    rows = rows.assign(_row=rows["_row"].astype("int64")).drop_duplicates(["_request_id", "_row"])
     joined = rows.merge(
         fb[["_request_id", "_row", "_label"]].assign(_row=fb["_row"].astype("int64")),
         on=["_request_id", "_row"],
@@ -84,6 +89,29 @@ def label_check(
     )
 
 
+def _answered_before(
+    settings: Settings, spec: ModelSpec, labels: pd.DataFrame, window_df: pd.DataFrame
+) -> pd.DataFrame:
+    """The champion's logged rows, outside this window, that `labels` label: read from the day
+    partitions their answer times name (labels from request ids that carry no time can only
+    match the window's own rows)."""
+    import pandas as pd
+
+    if "_answered" not in labels.columns:
+        return window_df.iloc[0:0]
+    wanted = labels[~labels["_request_id"].isin(set(window_df["_request_id"]))]
+    answered = pd.to_datetime(wanted["_answered"], utc=True, errors="coerce", format="ISO8601")
+    ids = set(wanted["_request_id"][answered.notna().to_numpy()])
+    frames = []
+    for day in sorted({t.date() for t in answered.dropna()}):
+        first = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        logged = read_log(settings.inference_log_root, spec.name, first, first + timedelta(days=1))
+        if len(logged) and "_request_id" in logged.columns:
+            frames.append(champion_rows(logged[logged["_request_id"].isin(ids).to_numpy()]))
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else window_df.iloc[0:0]
+
+
 def measure_drift(
     spec: ModelSpec, ctx: RunContext, read: dict[str, Any], settings: Settings | None = None
 ) -> dict[str, Any]:
@@ -114,6 +142,7 @@ def measure_drift(
             settings,
             df,
             parse_ts(window.get("start")),
+            parse_ts(window["end"]) or datetime.now(UTC),
             f"runs:/{champ_run}/{C.MODEL_ARTIFACT_NAME}",
             profile.numeric,
             profile.categorical,
