@@ -333,13 +333,12 @@ def test_a_client_hanging_up_mid_body_is_not_a_failed_prediction(serving):
 
 @pytest.fixture(scope="module")
 def impatient(served_model):
-    """A server that waits 1 s for a request body."""
+    """A server that waits 1 s for a request's line and headers, and 1 s for its body."""
     from retrainer.config.settings import get_settings
     from testenv import free_port
 
-    proc, url = start_server(
-        get_settings(), MODEL, free_port(), {"RETRAINER_SERVING_BODY_SECONDS": "1"}
-    )
+    waits = {"RETRAINER_SERVING_BODY_SECONDS": "1", "RETRAINER_SERVING_HEAD_SECONDS": "1"}
+    proc, url = start_server(get_settings(), MODEL, free_port(), waits)
     yield url
     stop_server(proc)
 
@@ -433,19 +432,6 @@ def test_an_unknown_path_or_method_answers_in_the_same_error_shape(serving):
     assert r.status_code == 404 and len(r.json()["error"]) < 400
 
 
-@pytest.fixture(scope="module")
-def quick_heads(served_model):
-    """A server that waits 1 s for a request's line and headers."""
-    from retrainer.config.settings import get_settings
-    from testenv import free_port
-
-    proc, url = start_server(
-        get_settings(), MODEL, free_port(), {"RETRAINER_SERVING_HEAD_SECONDS": "1"}
-    )
-    yield url
-    stop_server(proc)
-
-
 def _answer_when_held(url: str, first: bytes, trickle: bytes = b"") -> tuple[bytes, float]:
     """Open a connection, send `first`, then one byte of `trickle` every 0.3 s; what the server
     answered before closing, and after how long."""
@@ -483,17 +469,17 @@ def _answer_when_held(url: str, first: bytes, trickle: bytes = b"") -> tuple[byt
     ],
     ids=["silent", "trickled-headers", "trickled-line"],
 )
-def test_a_late_request_head_is_answered_408_and_the_connection_closed(quick_heads, first, trickle):
-    answer, waited = _answer_when_held(quick_heads, first, trickle)
+def test_a_late_request_head_is_answered_408_and_the_connection_closed(impatient, first, trickle):
+    answer, waited = _answer_when_held(impatient, first, trickle)
     assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
     assert answer.endswith(b"the request line and headers did not arrive in time\n")
     assert 0.9 < waited < 10  # closed at the deadline, not held on to
 
 
-def test_a_kept_alive_connection_gets_the_head_deadline_again_for_each_request(quick_heads):
+def test_a_kept_alive_connection_gets_the_head_deadline_again_for_each_request(impatient):
     import socket
 
-    host, port = quick_heads.removeprefix("http://").split(":")
+    host, port = impatient.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=15) as sock:
         for _ in range(3):  # each answered, though the connection outlives the 1 s deadline
             time.sleep(0.6)
