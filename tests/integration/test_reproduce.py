@@ -16,6 +16,7 @@ from retrainer.cli import app
 from retrainer.config.settings import RunContext, get_settings
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 MODEL = "credit_repro"
 runner = CliRunner()
 
@@ -95,6 +96,84 @@ def test_retention_keeps_registered_snapshots_and_lets_others_go(versions):
     assert {f.why for f in kept} == {f"v{v} is registered" for v in versions}
     v1_snapshot = client().get_model_version(MODEL, versions[0]).tags["retrainer.data_snapshot"]
     assert Path(v1_snapshot).exists()
+
+
+def test_pruning_deletes_only_its_own_run_folders_and_never_on_a_registry_error(
+    versions, tmp_path, monkeypatch
+):
+    """The snapshot tag is an ordinary run tag anyone who may edit the run can change: pointed
+    at another folder (or at `s3://bucket/x`, whose parent is the bucket) it was deleted; and
+    any registry error (MLflow down, no permission on the model) read as 'the version was
+    deleted', so every registered version's snapshot went."""
+    from mlflow.exceptions import MlflowException
+
+    from retrainer.steps import provenance, retrain
+    from retrainer.steps import snapshots as snap
+
+    victim = tmp_path / "someone-elses" / "data.parquet"
+    victim.parent.mkdir()
+    victim.write_text("precious")
+    ctx = RunContext(dag_id=f"{MODEL}_retrain", run_id=f"repro-hostile-{time.time_ns()}")
+    run_id = retrain.validate_data(spec(), ctx)["mlflow_run_id"]
+    client().set_tag(run_id, provenance.TAG_DATA_SNAPSHOT, str(victim))
+    later = datetime.now(UTC) + timedelta(days=365)
+    fates = {f.uri: f for f in snap.prune(spec(), now=later)}
+    assert fates[str(victim.parent)].keep and "left alone" in fates[str(victim.parent)].why
+    assert victim.exists()
+
+    def denied(*args, **kwargs):
+        raise MlflowException("no permission", error_code="PERMISSION_DENIED")
+
+    monkeypatch.setattr("retrainer.stores.registry.versions_for_run", denied)
+    fates = snap.prune(spec(), now=later)
+    assert fates and all(f.keep for f in fates)
+    assert any(f.why.startswith("the registry could not be asked (") for f in fates)
+    v1 = client().get_model_version(MODEL, versions[0])  # (v2's was removed by an earlier test)
+    assert Path(v1.tags["retrainer.data_snapshot"]).exists()
+
+
+def test_a_run_run_again_trains_on_the_data_it_took_not_on_a_grown_folder(versions, tmp_path):
+    """Clearing a finished retrain run re-ran validate_data on the source folder, which had
+    grown: it overwrote the snapshot a registered version was trained on (reproduce then said
+    IMPOSSIBLE) and train_candidate failed for good on params MLflow will not change."""
+    import shutil
+
+    from retrainer.steps import retrain
+
+    batches = tmp_path / "batches"
+    batches.mkdir()
+    base = ROOT / "examples" / "credit" / "batches" / "base.csv"
+    shutil.copy(base, batches / "first.csv")
+    ctx = RunContext(dag_id=f"{MODEL}_retrain", run_id=f"repro-again-{time.time_ns()}")
+    taken = retrain.validate_data(spec(), ctx, data_uri=str(batches))
+    trained = retrain.train_candidate(spec(), ctx, taken)
+    shutil.copy(base, batches / "second.csv")  # a batch lands; the run is cleared, runs again
+    again = retrain.validate_data(spec(), ctx, data_uri=str(batches))
+    assert again["snapshot_uri"] == taken["snapshot_uri"] and again["rows"] == taken["rows"]
+    assert client().get_run(taken["mlflow_run_id"]).data.tags["retrainer.data_digest"] == (
+        client().get_run(again["mlflow_run_id"]).data.tags["retrainer.data_digest"]
+    )
+    assert retrain.train_candidate(spec(), ctx, again)["mlflow_run_id"] == trained["mlflow_run_id"]
+
+
+def test_a_file_removed_while_a_folder_is_read_is_a_retry_not_a_failure(tmp_path, monkeypatch):
+    from retrainer.errors import TransientError
+    from retrainer.stores import storage
+
+    (tmp_path / "a.csv").write_text("x\n1\n")
+    listed = storage.list_data_files
+    monkeypatch.setattr(
+        storage, "list_data_files", lambda uri: [*listed(uri), str(tmp_path / "b.csv")]
+    )
+    with pytest.raises(TransientError, match="b.csv was removed while"):
+        storage.read_table(str(tmp_path))
+
+
+def test_an_empty_s3_key_is_never_removed():
+    from retrainer.stores import storage
+
+    with pytest.raises(ValueError, match="whole bucket"):
+        storage.remove("s3://shared-bucket/")
 
 
 def test_card_cli_in_every_format(versions, tmp_path):

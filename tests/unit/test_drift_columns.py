@@ -125,6 +125,11 @@ def test_dates_and_times_are_the_same_categories_from_parquet_and_from_csv(tmp_p
             "day": pd.Series(rng.choice(days, 600)).where(rng.random(600) > 0.1),  # nulls too
             "hour": pd.date_range("2024-01-01", periods=600, freq="h").tz_localize("UTC"),
             "wait": pd.to_timedelta(rng.integers(0, 5, 600), unit="h"),
+            # midnights and one other time: pandas' CSV then writes 00:00:00 out for every row
+            "mixed": pd.Series(rng.choice(days, 600)).where(
+                np.arange(600) != 5, days[0] + pd.Timedelta("8h30min")
+            ),
+            "fraction": pd.Series(rng.choice(days, 600)) + pd.Timedelta("500ms"),
             "plan": rng.choice(["a", "b"], 600),
         }
     )
@@ -136,6 +141,20 @@ def test_dates_and_times_are_the_same_categories_from_parquet_and_from_csv(tmp_p
             "day": 0.0,
             "hour": 0.0,
             "wait": 0.0,
+            "mixed": 0.0,
+            "fraction": 0.0,
             "plan": 0.0,
         }, (ref, cur)
         assert not result.features["day"].unseen and result.features["day"].null_share_current > 0
+
+
+def test_a_stored_profile_and_json_traffic_spell_the_same_dates_alike():
+    """A profile stored with timestamps spelt out (`2024-01-01 00:00:00`) against traffic that
+    sends dates alone or ISO 8601 with `T`: the same categories, not every value unseen."""
+    from retrainer.core.drift import build_profile, compare_to_profile
+
+    days = [f"2024-01-0{d} 00:00:00" for d in range(1, 6)] + ["2024-01-06 08:30:00"]
+    profile = build_profile(pd.DataFrame({"day": days * 50}), [], ["day"])
+    sent = [d[:10] for d in days[:5]] + ["2024-01-06T08:30:00"]
+    result = compare_to_profile(profile, pd.DataFrame({"day": sent * 50}))
+    assert result.features["day"].psi == 0.0 and not result.features["day"].unseen

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -235,3 +236,34 @@ def test_the_last_label_given_wins_whichever_replica_logged_it(tmp_path):
     fb = read_log(dest, "m", None, datetime.now(UTC) + timedelta(minutes=1))
     assert list(fb["_label"]) == ["good", "bad"]  # file order puts the older label last
     assert list(last_labels(fb)["_label"]) == ["good"]
+
+
+def test_a_segment_compacted_again_does_not_rewrite_what_it_wrote(tmp_path):
+    """A retry of a segment (one of its files failed, or the process died before deleting it)
+    must not touch the files already written: the monitor's windows go by when files arrive,
+    and a rewrite would count their rows again."""
+    import shutil
+
+    from retrainer.serving.durable_log import compact_file
+    from retrainer.steps.monitor.window import read_log
+
+    log = DurableLog(str(tmp_path / "dest"), "requests", tmp_path / "spool", compact_seconds=3600)
+    log.open()
+    log.append("m", "1", SCHEMA, rows(5))
+    log.append("m", "2", SCHEMA, rows(3, 5))
+    seg = log._active
+    (tmp_path / "kept").mkdir()
+    kept = tmp_path / "kept" / seg.name  # destination names come from the segment's
+    with log._lock:
+        log._rotate_locked()
+    shutil.copy(seg, kept)
+    assert log.flush().written == 8
+    log.close()
+    files = sorted((tmp_path / "dest" / "m").rglob("*.parquet"))
+    before = {f: f.stat().st_mtime_ns for f in files}
+    first = datetime.now(UTC)
+    time.sleep(0.05)
+    assert compact_file(str(kept), str(tmp_path / "dest"), "requests") == (8, 0)
+    assert {f: f.stat().st_mtime_ns for f in files} == before
+    later = read_log(str(tmp_path / "dest"), "m", first, datetime.now(UTC), arrived=True)
+    assert later.empty  # nothing arrived again

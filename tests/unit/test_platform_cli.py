@@ -60,14 +60,11 @@ def test_env_masks_the_passwords_in_urls(state, monkeypatch):
     assert result.exit_code == 0, result.output
     assert not [s for s in secrets if s in result.output]
     lines = result.output.splitlines()
+    said = "(holds a password; not printed: `retrainer airflow ...` and `retrainer mlflow ...` run with it set)"
     assert (
-        "# AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=postgresql+psycopg2://u:***@db/airflow "
-        "(holds a password; not printed)"
+        f"# AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=postgresql+psycopg2://u:***@db/airflow {said}"
     ) in lines
-    assert (
-        "# AIRFLOW__CELERY__BROKER_URL=redis://:***@redis:6379/0 (holds a password; not printed)"
-        in lines
-    )
+    assert f"# AIRFLOW__CELERY__BROKER_URL=redis://:***@redis:6379/0 {said}" in lines
     assert "export RETRAINER_MLFLOW_ARTIFACTS_URI=s3://b/mlflow" in lines
 
 

@@ -106,9 +106,10 @@ def test_request_ids_carry_their_answer_time_and_older_ids_stay_valid():
     rid = ids.issue("credit", 2, now=1_780_000_000.7)
     assert ids.check("credit", rid) == (2, 1_780_000_000.0)
     nonce, rows, mac = rid.split("-")
+    assert len(nonce) == 24  # 8 hex of time, 64 random bits: no more collisions than before
     later = f"{int(nonce[:8], 16) + 86_400:08x}{nonce[8:]}"
     assert ids.check("credit", f"{later}-{rows}-{mac}") is None  # the time is under the MAC
-    # An id issued before answer times were kept: a random nonce, MAC'd without the marker.
+    # An id issued before answer times were kept: a random 16-hex nonce.
     key = hashlib.sha256(b"retrainer-request-id:secret").digest()
     old_nonce = "0123456789abcdef"
     old_mac = hmac.new(key, b"credit\x000123456789abcdef\x003", hashlib.sha256).hexdigest()[:16]

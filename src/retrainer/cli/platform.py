@@ -121,7 +121,10 @@ def env() -> None:
             # Secrets stay where they came from (the environment, a secret store).
             print(f"# {key} is set; not printed")
         elif (masked := redact_url(value)) != value:
-            print(f"# {key}={masked} (holds a password; not printed)")
+            print(
+                f"# {key}={masked} (holds a password; not printed: `retrainer airflow ...` and "
+                "`retrainer mlflow ...` run with it set)"
+            )
         else:
             print(f"export {key}={shlex.quote(value)}")
 

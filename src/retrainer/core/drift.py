@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -163,10 +164,6 @@ def _as_category(values: Any) -> np.ndarray:
     import pandas as pd
 
     s = values if isinstance(values, pd.Series) else pd.Series(values)
-    if s.dtype.kind in "mM":
-        # Dates and times as pandas writes them to CSV (a column of midnights as dates only),
-        # so the same data read from Parquet and from CSV has the same categories.
-        return np.asarray(s.astype(str).astype(object).where(s.notna(), None), dtype=object)
     out = s.astype(object).where(s.notna(), None)
     mask = out.notna()
     if s.dtype.kind in "OSU" and pd.api.types.infer_dtype(out[mask], skipna=True) == "string":
@@ -179,6 +176,26 @@ def _category_key(v: Any) -> str:
     if isinstance(v, float) and v.is_integer():
         return str(int(v))
     return str(v)
+
+
+_DATETIME_TEXT = re.compile(r"(\d{4}-\d{2}-\d{2})[ T](\d{2}:\d{2}:\d{2}(?:\.\d+)?)(.*)")
+_MIDNIGHT = re.compile(r"00:00:00(?:\.0+)?")
+
+
+def _canonical(text: str) -> str:
+    """One spelling of a date or time however it was written: a timestamp (`str()` of a Parquet
+    datetime), pandas' CSV (a column of midnights as dates only) and ISO 8601 with `T` (JSON
+    traffic). A naive midnight is the date alone, any other time `date time[zone]`. Applied to
+    each distinct value, on both sides of a comparison and to stored profiles' categories."""
+    m = _DATETIME_TEXT.fullmatch(text)
+    if m is None:
+        return text
+    day, clock, zone = m.groups()
+    if not zone and _MIDNIGHT.fullmatch(clock):
+        return day
+    if "." in clock:  # .500000 (a timestamp) and .500 (pandas' CSV) alike
+        clock = clock.rstrip("0").rstrip(".")
+    return f"{day} {clock}{zone}"
 
 
 def quantile_edges(x: np.ndarray, bins: int) -> np.ndarray:
@@ -261,13 +278,13 @@ def _categorical_counts(x: np.ndarray, categories: list[str]) -> tuple[np.ndarra
 
     vc = pd.Series(x, dtype=object).value_counts(dropna=False)
     counts = np.zeros(len(categories) + 2, dtype=np.int64)
-    index = {c: i for i, c in enumerate(categories)}
+    index = {_canonical(c): i for i, c in enumerate(categories)}
     unseen: list[str] = []
     for value, n in vc.items():  # one entry per distinct value, most frequent first
         if value is None or (isinstance(value, float) and math.isnan(value)):
             counts[-1] += int(n)
-        elif str(value) in index:
-            counts[index[str(value)]] += int(n)
+        elif (key := _canonical(str(value))) in index:
+            counts[index[key]] += int(n)
         else:
             counts[-2] += int(n)
             unseen.append(str(value))
@@ -293,7 +310,7 @@ def build_profile(
         )
     for col in categorical:
         x = _as_category(df[col])
-        present = sorted({v for v in x if v is not None})
+        present = sorted({_canonical(v) for v in {v for v in x if v is not None}})
         counts = categorical_counts(x, present)
         features[col] = FeatureProfile(
             kind="categorical",

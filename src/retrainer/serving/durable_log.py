@@ -237,7 +237,8 @@ class DurableLog:
             os.ftruncate(self._fd, self._active_bytes)
         except OSError:
             log.warning("%s log: could not cut a failed write off %s", self.kind, self._active)
-            os.close(self._fd)
+            fd, self._fd = self._fd, -1  # never a closed number another file may reuse
+            os.close(fd)
             self._new_segment()
 
     def _write(self, payload: bytes) -> int:
@@ -555,6 +556,12 @@ def _write_group(
     from retrainer.stores import storage
 
     name = f"{kind}-{stem[4:]}-v{_safe(g.version)}"
+    uri = storage.join(root, g.model, f"date={g.day}", f"{name}.parquet")
+    if storage.exists(uri):
+        # Written by an earlier attempt at this segment (one of its files failed, or the process
+        # died before deleting it): the same rows, since names come from the segment. Written
+        # again it would look newly arrived to the monitor, whose windows go by arrival.
+        return len(g.rows), 0
     good: list[dict[str, Any]] = g.rows
     bad: list[dict[str, Any]] = []
     try:
@@ -569,9 +576,9 @@ def _write_group(
                 bad.append({"reason": f"{type(exc).__name__}: {exc}"[:500], "row": rec})
         table = to_table(good, schema) if good else None
     if bad:
-        uri = storage.join(root, QUARANTINE, g.model, f"date={g.day}", f"{name}.jsonl")
+        aside = storage.join(root, QUARANTINE, g.model, f"date={g.day}", f"{name}.jsonl")
         lines = b"".join(orjson.dumps(b, default=str) + b"\n" for b in bad)
-        storage.write_bytes(uri, lines)
+        storage.write_bytes(aside, lines)
         log.error(
             "%s log: %d row(s) of %s v%s could not be written (%s); quarantined in %s",
             kind,
@@ -579,11 +586,10 @@ def _write_group(
             g.model,
             g.version,
             bad[0]["reason"],
-            uri,
+            aside,
         )
     if table is not None:
         buf = io.BytesIO()
         pq.write_table(table, buf)
-        uri = storage.join(root, g.model, f"date={g.day}", f"{name}.parquet")
         storage.write_bytes(uri, buf.getvalue())
     return len(good), len(bad)

@@ -22,7 +22,7 @@ from starlette.requests import ClientDisconnect
 JSON = "application/json"
 CSV = "text/csv"
 CLIENT_ID = re.compile(r"[A-Za-z0-9._:/+=@-]{1,128}")
-SERVER_ID = re.compile(r"([0-9a-f]{16})-([0-9a-f]{1,8})-([0-9a-f]{16})")
+SERVER_ID = re.compile(r"([0-9a-f]{24}|[0-9a-f]{16})-([0-9a-f]{1,8})-([0-9a-f]{16})")
 # MLflow's error codes for the statuses /invocations answers (its scoring server's shape).
 MLFLOW_CODES = {
     400: "BAD_REQUEST",
@@ -165,23 +165,23 @@ class RequestIds:
     """Server request ids that carry their row count and answer time, and prove which model
     answered them.
 
-    `<seconds since the epoch, 8 hex><random, 8 hex>-<rows in hex>-<HMAC>`: /feedback checks an
-    id was issued by this deployment for this model and a row is within it, with no lookup (any
-    replica, after any restart), and learns when it was answered, so the monitor can find the
-    row of a label that arrives days later. Ids issued before the time was added (a random
-    nonce, MAC'd without the marker) stay valid, with no answer time.
+    `<seconds since the epoch, 8 hex><random, 16 hex>-<rows in hex>-<HMAC>`: /feedback checks
+    an id was issued by this deployment for this model and a row is within it, with no lookup
+    (any replica, after any restart), and learns when it was answered, so the monitor can find
+    the row of a label that arrives days later. Ids issued before the time was added (a random
+    16-hex nonce) stay valid, with no answer time.
     """
 
     def __init__(self, key: str) -> None:
         self._key = hashlib.sha256(b"retrainer-request-id:" + key.encode()).digest()
 
-    def _mac(self, model: str, nonce: str, rows: int, timed: bool = True) -> str:
-        msg = f"{model}\x00{nonce}\x00{rows}" + ("\x00t" if timed else "")
-        return hmac.new(self._key, msg.encode(), hashlib.sha256).hexdigest()[:16]
+    def _mac(self, model: str, nonce: str, rows: int) -> str:
+        msg = f"{model}\x00{nonce}\x00{rows}".encode()
+        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()[:16]
 
     def issue(self, model: str, rows: int, now: float | None = None) -> str:
         seconds = int(time.time() if now is None else now) & 0xFFFFFFFF
-        nonce = f"{seconds:08x}{secrets.token_hex(4)}"
+        nonce = f"{seconds:08x}{secrets.token_hex(8)}"
         return f"{nonce}-{rows:x}-{self._mac(model, nonce, rows)}"
 
     def check(self, model: str, request_id: str) -> tuple[int, float | None] | None:
@@ -191,11 +191,9 @@ class RequestIds:
         if not m:
             return None
         nonce, rows = m.group(1), int(m.group(2), 16)
-        if hmac.compare_digest(m.group(3), self._mac(model, nonce, rows)):
-            return rows, float(int(nonce[:8], 16))
-        if hmac.compare_digest(m.group(3), self._mac(model, nonce, rows, timed=False)):
-            return rows, None
-        return None
+        if not hmac.compare_digest(m.group(3), self._mac(model, nonce, rows)):
+            return None
+        return rows, (float(int(nonce[:8], 16)) if len(nonce) == 24 else None)
 
     def rows(self, model: str, request_id: str) -> int | None:
         """How many rows the request had, or None if this model never issued the id."""

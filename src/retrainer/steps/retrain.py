@@ -80,8 +80,21 @@ def validate_data(
         client.log_text(run_id, json.dumps(trigger, indent=2, default=str), C.ARTIFACT_TRIGGER)
         client.set_tag(run_id, C.TAG_TRIGGER_ORIGIN, str(trigger.get("origin", "")))
 
+    # A run's data is read once: a retry, or the run cleared and run again, validates and trains
+    # on the snapshot it took (re-reading a grown folder overwrote the data a registered version
+    # was trained on, and changed params MLflow then refused to log again, for good).
+    taken = client.get_run(run_id).data.tags.get(provenance.TAG_DATA_SNAPSHOT)
+    if taken and not storage.exists(taken):
+        taken = None
+    if taken:
+        log.info(
+            "this run already took its data (%s): validating that again, not %s (trigger a new "
+            "run to read the source again)",
+            taken,
+            source,
+        )
     try:
-        df = storage.read_table(source)
+        df = storage.read_table(taken or source)
     except DataError as exc:
         client.set_tag(run_id, C.TAG_VALIDATION, "failed")
         client.log_text(run_id, str(exc), "validation/error.txt")
@@ -105,8 +118,9 @@ def validate_data(
         )
 
     digest = storage.table_digest(df)
-    snapshot = storage.join(settings.work_root, spec.name, run_key(ctx), "data.parquet")
-    storage.write_table(df, snapshot)
+    snapshot = taken or storage.join(settings.work_root, spec.name, run_key(ctx), "data.parquet")
+    if not taken:
+        storage.write_table(df, snapshot)
     client.set_tag(run_id, C.TAG_DATA_DIGEST, digest)
     # The exact rows trained on, by reference: the source folder may grow, this file does not.
     client.set_tag(run_id, provenance.TAG_DATA_SNAPSHOT, snapshot)
@@ -175,9 +189,11 @@ def train_candidate(
                 "features.categorical": ",".join(categorical)[:6000],
                 "rows.train": len(train),
                 "rows.test": len(test),
-                "threads": settings.task_threads,
             }
         )
+        # a tag, not a param: a retry may land on a worker with other cores, and MLflow refuses
+        # to change a param (the retry failed for good)
+        mlflow.set_tag("retrainer.threads", str(settings.task_threads))
         mlflow.log_metric("fit_seconds", fit_seconds)
         source = validated["source"]
         target = spec.data.target

@@ -43,17 +43,36 @@ def plan_retention(
         filter_string=f"tags.`{provenance.TAG_DATA_SNAPSHOT}` != ''",
         max_results=10_000,
     )
+    from retrainer.stores import storage
+    from retrainer.stores.registry import versions_for_run
+
+    home = storage.join(settings.work_root, spec.name)
     fates = []
     for run in runs:
         folder = run.data.tags[provenance.TAG_DATA_SNAPSHOT].rsplit("/", 1)[0]
+        parent, _, segment = folder.rstrip("/").rpartition("/")
+        if parent != home or not segment or segment in (".", ".."):
+            # a tag anyone who may edit the run can change: never a licence to delete elsewhere
+            fates.append(SnapshotFate(folder, True, f"not a run folder under {home}: left alone"))
+            continue
+        try:  # the versions registered from the run, whatever tags it holds
+            versions = sorted(
+                int(v.version) for v in versions_for_run(client, spec.name, run.info.run_id)
+            )
+        except MlflowException as exc:  # MLflow down, no permission: never read as "deleted"
+            fates.append(
+                SnapshotFate(folder, True, f"the registry could not be asked ({exc.error_code})")
+            )
+            continue
+        if versions:
+            names = ", ".join(f"v{v}" for v in versions)
+            fates.append(
+                SnapshotFate(
+                    folder, True, f"{names} {'is' if len(versions) == 1 else 'are'} registered"
+                )
+            )
+            continue
         version = run.data.tags.get(C.TAG_MODEL_VERSION)
-        if version:
-            try:
-                client.get_model_version(spec.name, version)
-                fates.append(SnapshotFate(folder, True, f"v{version} is registered"))
-                continue
-            except MlflowException:
-                pass
         started = datetime.fromtimestamp(run.info.start_time / 1000, UTC)
         what = f"v{version} was deleted" if version else "registered no version"
         if started > horizon:

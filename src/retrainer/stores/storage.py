@@ -218,7 +218,17 @@ def read_table(uri: str) -> pd.DataFrame:
     import pandas as pd
 
     files = list_data_files(uri)
-    frames = [_parse(read_bytes(f), f) for f in files]
+    frames = []
+    for f in files:
+        try:
+            data = read_bytes(f)
+        except DataError:
+            if f != uri and not exists(f):  # listed, then removed (replaced, compacted)
+                raise TransientError(
+                    f"{f} was removed while {uri} was read; reading the folder again will do"
+                ) from None
+            raise
+        frames.append(_parse(data, f))
     first = list(frames[0].columns)
     for f, frame in zip(files[1:], frames[1:], strict=True):
         if list(frame.columns) != first and set(frame.columns) != set(first):
@@ -418,9 +428,11 @@ def exists(uri: str) -> bool:
 
 
 def remove(uri: str) -> None:
-    """Delete a file or a whole folder/prefix; a missing one is fine."""
+    """Delete a file or a whole folder/prefix; a missing one is fine. Never a whole bucket."""
     if is_s3(uri):
         bucket, key = split_s3(uri)
+        if not key.strip("/"):
+            raise ValueError(f"{uri}: refusing to delete a whole bucket")
         client = s3_client()
         with _s3_errors(uri):
             for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):

@@ -88,14 +88,18 @@ def create_app() -> FastAPI:
     @app.get("/api/models")
     def models_data(user: Any = Depends(current_user), model: str | None = None) -> dict[str, Any]:
         from retrainer.config.settings import get_settings
-        from retrainer.orchestration.plugin.data import dag_ids, load_specs, model_rows
-        from retrainer.orchestration.teams import spec_errors_dag_id
+        from retrainer.orchestration.plugin.data import (
+            dag_ids,
+            errors_dag_of,
+            load_specs,
+            model_rows,
+        )
 
         settings = get_settings()
         specs, broken = load_specs(settings.models_dir)
         teams = {d: s.team for s in specs for d in dag_ids(s).values()}
         # a broken spec is listed to whoever may read the DAG that shows its error
-        teams |= {spec_errors_dag_id(team): team for _, team in broken}
+        teams |= {errors_dag_of(team): team for _, team in broken}
         readable = visible_dags(user, teams)
         try:
             data = model_rows(readable, settings, only=model)

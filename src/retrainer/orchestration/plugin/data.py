@@ -182,6 +182,15 @@ def _run_link(ref: Any, mlflow: str) -> dict[str, Any] | None:
     return out
 
 
+def errors_dag_of(team: str | None) -> str:
+    """The DAG that shows a broken spec naming `team`: its team's in multi-team mode, else the
+    shared one (where build_dags puts it)."""
+    from retrainer.orchestration.dags import multi_team
+    from retrainer.orchestration.teams import spec_errors_dag_id
+
+    return spec_errors_dag_id(team if multi_team() else None)
+
+
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
@@ -193,14 +202,10 @@ def model_rows(
 ) -> dict[str, Any]:
     """The page's data: one row per model whose DAGs the user may read (`visible`: DAG ids, or
     None for every model), and the broken spec files whose errors DAG the user may read."""
-    from retrainer.orchestration.teams import spec_errors_dag_id
-
     settings = settings or get_settings()
     specs, broken_specs = load_specs(settings.models_dir)
     broken = [
-        name
-        for name, team in broken_specs
-        if visible is None or spec_errors_dag_id(team) in visible
+        name for name, team in broken_specs if visible is None or errors_dag_of(team) in visible
     ]
     if only:
         specs = [s for s in specs if s.name == only]

@@ -15,7 +15,14 @@ from retrainer.spec import ModelSpec
 from retrainer.steps.monitor.checks import champion_reference, find_checks, parse_ts
 from retrainer.steps.monitor.decision import DECIDED, NO_CHAMPION, LabelCheck, decide
 from retrainer.steps.monitor.report import publish
-from retrainer.steps.monitor.window import META_COLUMNS, champion_rows, last_labels, read_log
+from retrainer.steps.monitor.window import (
+    LATE_DAYS,
+    META_COLUMNS,
+    champion_rows,
+    last_labels,
+    read_days,
+    read_log,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -23,6 +30,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
+LABEL_DAYS = 90  # how long after its answer a label is still matched with its row (retention)
 
 
 def label_check(
@@ -44,15 +52,27 @@ def label_check(
     metric = spec.gate.primary_metric
     if window_df.empty or "_request_id" not in window_df:
         return None
-    # The labels that reached the log in this window, for rows of this window or of any earlier
-    # one (a label often comes days after its answer): labelled rows are counted once, in the
-    # window their label arrives in.
-    fb = read_log(settings.feedback_root, spec.name, start, end, arrived=True)
-    if fb.empty:
+    # A labelled row counts once, in the window where the later of it and its label arrives:
+    # the window's own rows with any label of the last LATE_DAYS (one may have come before its
+    # row reached the log), and earlier windows' rows whose label arrived now (a label often
+    # comes days after its answer), found through the answer time the label carries.
+    fresh = read_log(settings.feedback_root, spec.name, start, end, arrived=True)
+    earlier = (
+        read_log(
+            settings.feedback_root,
+            spec.name,
+            start - timedelta(days=LATE_DAYS),
+            start,
+            arrived=True,
+        )
+        if start is not None
+        else pd.DataFrame()
+    )
+    if fresh.empty and earlier.empty:
         return None
-    fb = last_labels(fb)
+    fb = last_labels(pd.concat([earlier, fresh], ignore_index=True, sort=False))
     rows = pd.concat(
-        [window_df, _answered_before(settings, spec, fb, window_df)], ignore_index=True
+        [window_df, _answered_before(settings, spec, fresh, window_df, end)], ignore_index=True
     )
     rows = rows.assign(_row=rows["_row"].astype("int64")).drop_duplicates(["_request_id", "_row"])
     joined = rows.merge(
@@ -90,26 +110,36 @@ def label_check(
 
 
 def _answered_before(
-    settings: Settings, spec: ModelSpec, labels: pd.DataFrame, window_df: pd.DataFrame
+    settings: Settings,
+    spec: ModelSpec,
+    labels: pd.DataFrame,
+    window_df: pd.DataFrame,
+    end: datetime,
 ) -> pd.DataFrame:
-    """The champion's logged rows, outside this window, that `labels` label: read from the day
-    partitions their answer times name (labels from request ids that carry no time can only
-    match the window's own rows)."""
+    """The champion's logged rows, outside this window, that `labels` label: from the day
+    partitions their answer times name (and the next day: a row answered just before midnight
+    may be logged after it), up to LABEL_DAYS back, each read once and cut to those rows as it
+    is read. Labels from request ids that carry no time match only the window's own rows."""
     import pandas as pd
 
-    if "_answered" not in labels.columns:
+    if labels.empty or "_answered" not in labels.columns:
         return window_df.iloc[0:0]
     wanted = labels[~labels["_request_id"].isin(set(window_df["_request_id"]))]
     answered = pd.to_datetime(wanted["_answered"], utc=True, errors="coerce", format="ISO8601")
     ids = set(wanted["_request_id"][answered.notna().to_numpy()])
-    frames = []
-    for day in sorted({t.date() for t in answered.dropna()}):
-        first = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        logged = read_log(settings.inference_log_root, spec.name, first, first + timedelta(days=1))
-        if len(logged) and "_request_id" in logged.columns:
-            frames.append(champion_rows(logged[logged["_request_id"].isin(ids).to_numpy()]))
-    frames = [f for f in frames if len(f)]
-    return pd.concat(frames, ignore_index=True) if frames else window_df.iloc[0:0]
+    oldest = (end - timedelta(days=LABEL_DAYS)).date()
+    days = {d + timedelta(days=k) for d in {t.date() for t in answered.dropna()} for k in (0, 1)}
+    found = read_days(
+        settings.inference_log_root,
+        spec.name,
+        {d for d in days if oldest <= d <= end.date()},
+        lambda frame: (
+            frame[frame["_request_id"].isin(ids).to_numpy()]
+            if "_request_id" in frame.columns
+            else frame.iloc[0:0]
+        ),
+    )
+    return champion_rows(found) if len(found) else window_df.iloc[0:0]
 
 
 def measure_drift(

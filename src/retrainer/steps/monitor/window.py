@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from retrainer import constants as C
@@ -74,23 +75,52 @@ def read_log(
         files = [f for f, t in timed if low <= t < end.timestamp()]
     else:
         files = [f for f, _ in timed]
-    frames = []
-    for f in files:
-        try:
-            frames.append(storage._parse(storage.read_bytes(f), f))
-        except DataError as exc:  # a torn or corrupt part never stops the check
-            log.warning("skipping unreadable log file %s: %s", f, exc)
-    frames = [fr for fr in frames if len(fr)]
-    if not frames:
-        return pd.DataFrame()
-    df = pd.concat(frames, ignore_index=True, sort=False)
-    if arrived:
+    df = _read_files(files)
+    if arrived or df.empty:
         return df
     ts = pd.to_datetime(df["_ts"], utc=True, errors="coerce", format="ISO8601")
     keep = ts < pd.Timestamp(end)
     if start is not None:
         keep &= ts >= pd.Timestamp(start)
     return df[keep.to_numpy()].reset_index(drop=True)
+
+
+def _read_files(
+    files: list[str], keep: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+) -> pd.DataFrame:
+    """The log files' rows in one frame (`keep`: each file's rows to keep, as it is read)."""
+    import pandas as pd
+
+    from retrainer.errors import DataError
+    from retrainer.stores import storage
+
+    frames = []
+    for f in files:
+        try:
+            frame = storage._parse(storage.read_bytes(f), f)
+        except DataError as exc:  # a torn or corrupt part never stops the check
+            log.warning("skipping unreadable log file %s: %s", f, exc)
+            continue
+        frame = keep(frame) if keep is not None else frame
+        if len(frame):
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
+
+
+def read_days(
+    root: str, model: str, days: set[date], keep: Callable[[pd.DataFrame], pd.DataFrame]
+) -> pd.DataFrame:
+    """The rows `keep` keeps of whole day partitions of a log, each read once."""
+    from retrainer.errors import DataError
+    from retrainer.stores import storage
+
+    files: list[str] = []
+    for day in sorted(days):
+        try:
+            files += storage.list_data_files(storage.join(root, model, f"date={day.isoformat()}"))
+        except DataError:  # nothing logged that day, or pruned
+            continue
+    return _read_files(files, keep)
 
 
 def last_labels(feedback: pd.DataFrame) -> pd.DataFrame:
