@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from retrainer import constants as C
+from retrainer.config.resources import redact_url
 from retrainer.config.settings import Settings
 
 
@@ -39,11 +40,11 @@ def location(uri: str) -> DatasetRef:
 
 
 def run_artifact(settings: Settings, run_id: str, path: str) -> DatasetRef:
-    return DatasetRef(settings.tracking_uri, f"runs/{run_id}/artifacts/{path}")
+    return DatasetRef(redact_url(settings.tracking_uri), f"runs/{run_id}/artifacts/{path}")
 
 
 def model_version(settings: Settings, model: str, version: str) -> DatasetRef:
-    return DatasetRef(settings.tracking_uri, f"models/{model}/versions/{version}")
+    return DatasetRef(redact_url(settings.tracking_uri), f"models/{model}/versions/{version}")
 
 
 def deployment(settings: Settings, model: str) -> DatasetRef:

@@ -382,6 +382,7 @@ def register_candidate(
         **{k: run_tags_[k] for k in provenance.PROVENANCE_TAGS if k in run_tags_},
     }
     reg = register(client, spec.name, gated["model_uri"], run_id, tags, spec.description)
+    client.set_tag(run_id, C.TAG_MODEL_VERSION, reg.version)  # at once: the run says what it made
     # One paragraph for the MLflow UI (what changed, the gate, the data), kept as a version tag
     # so that the model card, which becomes the description below, always opens with it.
     client.set_model_version_tag(
@@ -391,7 +392,6 @@ def register_candidate(
         version_description(spec, ctx, gated, decision),
     )
     client.set_tag(run_id, C.TAG_STAGE, "registered")
-    client.set_tag(run_id, C.TAG_MODEL_VERSION, reg.version)
     links = decision.links | {"candidate_version": model_version(settings, spec.name, reg.version)}
     client.log_text(
         run_id, json.dumps(replace(decision, links=links).to_dict(), indent=2), C.ARTIFACT_GATE_JSON
