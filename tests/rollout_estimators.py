@@ -24,8 +24,10 @@ class FaultyClassifier(ClassifierMixin, BaseEstimator):
         max_iter: int = 200,
         learning_rate: float = 0.05,
         random_state: int = 42,
+        hang_above: float = 0.0,
     ) -> None:
         self.raise_above = raise_above
+        self.hang_above = hang_above  # a value beyond this: predict hangs (a minute)
         self.delay = delay
         self.max_iter = max_iter
         self.learning_rate = learning_rate
@@ -44,6 +46,8 @@ class FaultyClassifier(ClassifierMixin, BaseEstimator):
         if self.delay:
             time.sleep(self.delay)
         values = np.asarray(X, dtype=float)
+        if self.hang_above and np.any(np.abs(np.nan_to_num(values)) > self.hang_above):
+            time.sleep(60)
         if np.any(np.abs(np.nan_to_num(values)) > self.raise_above):
             raise RuntimeError(f"challenger fault: a value beyond {self.raise_above} sd")
         return self.inner_.predict_proba(X)

@@ -150,8 +150,9 @@ def test_a_run_run_again_trains_on_the_data_it_took_not_on_a_grown_folder(versio
     shutil.copy(base, batches / "second.csv")  # a batch lands; the run is cleared, runs again
     again = retrain.validate_data(spec(), ctx, data_uri=str(batches))
     assert again["snapshot_uri"] == taken["snapshot_uri"] and again["rows"] == taken["rows"]
-    assert client().get_run(taken["mlflow_run_id"]).data.tags["retrainer.data_digest"] == (
-        client().get_run(again["mlflow_run_id"]).data.tags["retrainer.data_digest"]
+    assert (
+        client().get_run(taken["mlflow_run_id"]).data.tags["retrainer.data_digest"]
+        == (client().get_run(again["mlflow_run_id"]).data.tags["retrainer.data_digest"])
     )
     assert retrain.train_candidate(spec(), ctx, again)["mlflow_run_id"] == trained["mlflow_run_id"]
 

@@ -375,3 +375,52 @@ def test_a_killed_server_leaves_no_child_process(versions, rows, tmp_path):
         proc.wait(30)
     gone, alive = psutil.wait_procs(children, timeout=15)
     assert not alive, [(p.pid, p.cmdline()[-3:]) for p in alive]
+
+
+@pytest.mark.slow  # a version and a server of its own
+def test_a_hung_challenger_never_holds_a_canary_request(versions, rows, tmp_path):
+    """A challenger whose predict hangs: past RETRAINER_SERVING_CHALLENGER_SECONDS the champion
+    answers, it counts as the challenger's error, the request is logged once (as the
+    champion's), and the rollout can still be ended (requests waited for ever)."""
+    from retrainer.config.settings import get_settings
+    from retrainer.steps.monitor.window import read_log
+    from testenv import free_port
+
+    v1, _ = versions
+    os.environ["RETRAINER_ESTIMATOR_MODULES"] = "rollout_estimators"
+    try:
+        hung = str(
+            register_version(
+                MODEL,
+                "roll-hang",
+                estimator="rollout_estimators.FaultyClassifier",
+                params={"raise_above": 1e12, "hang_above": 1000.0, "max_iter": 200},
+            )
+        )
+    finally:
+        os.environ.pop("RETRAINER_ESTIMATOR_MODULES", None)
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        "RETRAINER_SERVING_SPOOL_DIR": str(tmp_path / "spool"),
+        "RETRAINER_SERVING_CHALLENGER_SECONDS": "1",
+    }
+    proc, url = start_server(get_settings(), MODEL, free_port(), env)
+    try:
+        put = rollout(url, "PUT", {"challenger": hung, "mode": "canary", "fraction": 1.0})
+        assert put.status_code == 200, put.text
+        row = dict(rows[0], Age=1_000_000)  # far beyond hang_above once scaled
+        answers = load(url, [{"rows": [row]}] * 3, clients=3)
+        assert [a.status_code for a in answers] == [200] * 3
+        assert {a.headers["x-model-version"] for a in answers} == {v1}
+        stats = rollout(url).json()["stats"]["challenger"]
+        assert stats["errors"] == stats["fallbacks"] == 3
+        ok = httpx.post(f"{url}/models/{MODEL}/predict", json={"rows": [rows[1]]}, timeout=30)
+        assert ok.status_code == 200  # the challenger's executor is still held by the hang
+        assert rollout(url, "DELETE").status_code == 200
+        httpx.post(f"{url}/flush", headers=admin(), timeout=60)
+        logged = read_log(get_settings().inference_log_root, MODEL, None, datetime.now(UTC))
+        ids = [a.json()["request_id"] for a in answers]
+        mine = logged[logged["_request_id"].isin(ids)]
+        assert len(mine) == 3 and set(mine["_model_version"]) == {v1}
+    finally:
+        stop_server(proc)

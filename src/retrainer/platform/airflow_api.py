@@ -17,6 +17,12 @@ FINISHED = {"success", "failed"}
 POLL_SECONDS = 0.5
 
 
+class AirflowUnreachable(AirflowAPIError):
+    """No answer at all (refused, timed out): it may come back."""
+
+    permanent = False
+
+
 @dataclass
 class AirflowClient:
     base_url: str
@@ -25,41 +31,53 @@ class AirflowClient:
     timeout: float = 30.0
     _token: str | None = field(default=None, repr=False)
 
+    def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return httpx.request(method, url, timeout=self.timeout, **kwargs)
+        except httpx.HTTPError as exc:  # refused, timed out, reset: a message, not a traceback
+            raise AirflowUnreachable(
+                f"Airflow at {self.base_url} could not be reached ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); is the platform up? `retrainer status` tells"
+            ) from None
+
+    def _json(self, resp: httpx.Response, what: str) -> Any:
+        try:
+            return resp.json() if resp.content else None
+        except ValueError:
+            raise AirflowAPIError(
+                f"{what}: Airflow at {self.base_url} answered {resp.status_code} with something "
+                f"that is not JSON ({resp.text[:120]!r}); is a proxy in the way?"
+            ) from None
+
     def _headers(self) -> dict[str, str]:
         if self._token is None:
-            resp = httpx.post(
+            resp = self._send(
+                "POST",
                 f"{self.base_url}/auth/token",
                 json={"username": self.username, "password": self.password},
-                timeout=self.timeout,
             )
             if resp.status_code not in (200, 201):
                 raise AirflowAPIError(
                     f"Airflow at {self.base_url} refused the login for {self.username!r} "
                     f"({resp.status_code}: {resp.text[:200]}); check `retrainer status`"
                 )
-            self._token = resp.json()["access_token"]
+            token = self._json(resp, "login")
+            if not isinstance(token, dict) or not isinstance(token.get("access_token"), str):
+                raise AirflowAPIError(
+                    f"login: Airflow at {self.base_url} answered without an access token"
+                )
+            self._token = token["access_token"]
         return {"Authorization": f"Bearer {self._token}"}
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        resp = httpx.request(
-            method,
-            f"{self.base_url}/api/v2{path}",
-            headers=self._headers(),
-            timeout=self.timeout,
-            **kwargs,
-        )
+        url = f"{self.base_url}/api/v2{path}"
+        resp = self._send(method, url, headers=self._headers(), **kwargs)
         if resp.status_code == 401:  # token expired: log in again once
             self._token = None
-            resp = httpx.request(
-                method,
-                f"{self.base_url}/api/v2{path}",
-                headers=self._headers(),
-                timeout=self.timeout,
-                **kwargs,
-            )
+            resp = self._send(method, url, headers=self._headers(), **kwargs)
         if resp.status_code >= 400:
             raise AirflowAPIError(f"{method} {path} answered {resp.status_code}: {resp.text[:500]}")
-        return resp.json() if resp.content else None
+        return self._json(resp, f"{method} {path}")
 
     def get_dag(self, dag_id: str) -> dict[str, Any] | None:
         try:
@@ -127,10 +145,17 @@ class AirflowClient:
         deadline = time.monotonic() + timeout
         seen: dict[str, str] = {}
         while True:
-            run = self.dag_run(dag_id, run_id)
-            states = {
-                ti["task_id"]: str(ti.get("state")) for ti in self.task_instances(dag_id, run_id)
-            }
+            try:
+                run = self.dag_run(dag_id, run_id)
+                states = {
+                    ti["task_id"]: str(ti.get("state"))
+                    for ti in self.task_instances(dag_id, run_id)
+                }
+            except AirflowUnreachable:  # the api-server restarting: the run goes on meanwhile
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
+                continue
             if states != seen and on_change:
                 on_change(states)
             seen = states

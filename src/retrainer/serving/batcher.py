@@ -183,10 +183,13 @@ class Batcher:
             start = 0
             for it in items:
                 end = start + len(it.rows)
-                parts.append(
-                    (it, labels[start:end], probs[start:end] if probs is not None else None)
-                )
+                if not it.future.done():  # a request given up on (the champion answered it)
+                    parts.append(
+                        (it, labels[start:end], probs[start:end] if probs is not None else None)
+                    )
                 start = end
+            if not parts:
+                return
             if self.log_in_thread:
                 await loop.run_in_executor(None, self.log_batch, handle, parts)
             else:

@@ -28,6 +28,7 @@ class ServingOptions:
     max_body_bytes: int = 2_000_000
     body_seconds: float = 30.0  # a request body not all arrived by then is answered 408
     head_seconds: float = 10.0  # a request line and headers not all arrived by then: 408, closed
+    challenger_seconds: float = 5.0  # a canary challenger's answer later than this: the champion's
     docs: bool | None = None  # /docs and /openapi.json; default: on, behind the token if set
     shadow_queue_rows: int = 20_000  # mirrored rows waiting for a shadow; beyond, dropped
     log_enabled: bool = True  # False only to measure the log's cost (bench): answers unlogged
@@ -60,7 +61,7 @@ class ServingOptions:
                     f"{key}: expected {kind.replace(' | None', '')}; found {raw!r}"
                 ) from None
         opts = cls(**values)  # type: ignore[arg-type]
-        for name in ("body_seconds", "head_seconds"):
+        for name in ("body_seconds", "head_seconds", "challenger_seconds"):
             if not 0 < getattr(opts, name) < float("inf"):
                 raise ValueError(
                     f"RETRAINER_SERVING_{name.upper()} must be a number of seconds > 0; found "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -102,10 +103,24 @@ async def answer(
         else:
             state.inference_log.check_capacity()
             try:
-                labels, probs = await challenger.batcher.submit(
-                    challenger.handle, rows, request_id, client_id
-                )
+                # A challenger that hangs or crawls must not hold the request: past the limit it
+                # is a challenger failure, the champion answers, and the abandoned request is
+                # not logged as the challenger's (its future is cancelled: the batcher skips it).
+                async with asyncio.timeout(state.options.challenger_seconds):
+                    labels, probs = await challenger.batcher.submit(
+                        challenger.handle, rows, request_id, client_id
+                    )
                 return challenger.handle, labels, probs
+            except SpoolFull:
+                raise  # the log's trouble, not the challenger's: 503 as for the champion
+            except TimeoutError:
+                state.challenger_failed(
+                    rollout,
+                    TimeoutError(
+                        f"no answer within {state.options.challenger_seconds:g} s "
+                        "(RETRAINER_SERVING_CHALLENGER_SECONDS)"
+                    ),
+                )
             except Exception as exc:
                 state.challenger_failed(rollout, exc)
     champion.check_rows(rows, state.max_rows)
