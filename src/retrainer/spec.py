@@ -885,10 +885,16 @@ def iter_specs(
 def find_spec(models_dir: str | Path, name: str) -> ModelSpec:
     root = Path(models_dir)
     candidate = Path(name)
-    if candidate.suffix in (".yaml", ".yml") and candidate.exists():
+    try:
+        given = candidate.suffix in (".yaml", ".yml") and candidate.exists()
+    except OSError:  # a name too long for a path
+        given = False
+    if given:
         return load_spec(candidate)
     for path in spec_files(root):
         if path.stem == name:
             return load_spec(path)
     known = [p.stem for p in spec_files(root)]
-    raise SpecError(f"no model spec named {name!r} in {root}; known models: {known or 'none'}")
+    raise SpecError(
+        f"no model spec named {name[:100]!r} in {root}; known models: {known or 'none'}"
+    )

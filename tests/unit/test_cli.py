@@ -161,3 +161,39 @@ def test_validate_html_target_is_checked_before_the_suite_runs(models, tmp_path)
         app, ["validate", "credit_default", "--data", data, "--html", str(tmp_path)]
     )
     assert folder.exit_code == 1 and "is a folder" in folder.output
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["simulate", "credit_default", "--data", "x.csv", "--batch", "0"], "--batch"),
+        (["simulate", "credit_default", "--data", "x.csv", "--limit", "0"], "--limit"),
+        (["rollback", "credit_default", "--version", "1_0"], "expected a version number"),
+        (["rollback", "credit_default", "--version", "\u0661"], "expected a version number"),
+        (["history", "o'neil"], 'no model spec named "o\'neil"'),
+        (["card", "nope/1"], "nope"),
+    ],
+)
+def test_odd_arguments_are_messages_not_tracebacks(models, args, says):
+    result = runner.invoke(app, args)
+    assert result.exit_code in (1, 2), result.output
+    assert says in result.output and "Traceback" not in result.output, result.output
+
+
+def test_an_unreachable_or_garbled_airflow_is_a_message(monkeypatch):
+    import httpx
+
+    from retrainer.errors import AirflowAPIError
+    from retrainer.platform.airflow_api import AirflowClient
+
+    with pytest.raises(AirflowAPIError, match="could not be reached .*ConnectError"):
+        AirflowClient("http://127.0.0.1:9", "u", "p").get_dag("x")
+
+    def through_a_proxy(method, url, **kwargs):  # a login page where Airflow's JSON should be
+        page = httpx.MockTransport(lambda request: httpx.Response(200, text="<html>login</html>"))
+        with httpx.Client(transport=page) as http:
+            return http.request(method, url, json=kwargs.get("json"))
+
+    monkeypatch.setattr(httpx, "request", through_a_proxy)
+    with pytest.raises(AirflowAPIError, match="not JSON"):
+        AirflowClient("http://airflow", "u", "p").get_dag("x")

@@ -17,11 +17,27 @@ for sub in (platform, models, cards, runs, rollout, tools, demo):
     app.add_typer(sub.app)
 
 
+UNREACHABLE = ("mlflow", "httpx", "httpcore", "requests", "urllib3")
+
+
 def main() -> None:  # pragma: no cover
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:
+        # MLflow or a service failing under a command that did not expect it: what failed, in a
+        # line, not a traceback
+        library = type(exc).__module__.split(".")[0]
+        if library not in UNREACHABLE:
+            raise
+        what = "MLflow" if library in ("mlflow", "requests", "urllib3") else "a service"
+        print(
+            f"error: {what} failed under this command ({type(exc).__name__}: "
+            f"{str(exc)[:300]}); is the platform up? `retrainer status` tells",
+            file=sys.stderr,
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -57,8 +57,13 @@ def card(
     else:
         text = built["markdown"]
     if out:
-        out.write_text(text)
-        console.print(f"wrote {out}", highlight=False)
+        try:
+            out.write_text(text)
+        except OSError as exc:
+            fail(
+                f"--out {out}: cannot write ({exc.strerror or exc}); give a path in a folder that exists"
+            )
+        console.print(f"wrote {plain(out)}", highlight=False)
     else:
         print(text)
 
@@ -78,13 +83,14 @@ def reproduce(
             result = rebuild(ref, _settings())
     except RetrainerError as exc:
         fail(str(exc), 2)
-        return
+    except Exception as exc:  # MLflow down, a fit that fails: cannot rebuild (2), not "differs"
+        fail(f"{ref}: cannot rebuild ({type(exc).__name__}: {exc})"[:600], 2)
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
         colour = {IDENTICAL: "green", DIFFERS: "yellow"}.get(result.status, "red")
         lines = result.lines()
-        console.print(f"[{colour}]{lines[0]}[/]", highlight=False)
+        console.print(f"[{colour}]{plain(lines[0])}[/]", highlight=False)
         for line in lines[1:]:
             console.print(line, highlight=False, markup=False)
     if not result.identical:

@@ -101,7 +101,7 @@ def _report_run(name: str, dag_id: str, run: dict[str, Any], exit_on_failure: bo
         f"\n[bold]{dag_id}[/] finished: [{'green' if state == 'success' else 'red'}]{state}[/]"
     )
     for line in outcome.lines():
-        console.print(line, highlight=False)
+        console.print(line, highlight=False, markup=False)  # intervals in brackets are data
     console.print(
         f"\nAirflow UI  {settings.airflow_ui_url}/dags/{dag_id}  (login {_login(settings)})"
     )
@@ -144,10 +144,11 @@ def _print_check(spec: Any, run: dict[str, Any]) -> dict[str, Any] | None:
         return None
     d = check["decision"]
     console.print(
-        f"  decision [bold]{d['decision']}[/]: {'; '.join(d['reasons'])}", highlight=False
+        f"  decision [bold]{plain(d['decision'])}[/]: {plain('; '.join(d['reasons']))}",
+        highlight=False,
     )
     top = sorted(((v, k) for k, v in d["psi"].items() if v is not None), reverse=True)[:5]
-    console.print("  top PSI: " + ", ".join(f"{k} {v:.3f}" for v, k in top), highlight=False)
+    console.print("  top PSI: " + ", ".join(f"{plain(k)} {v:.3f}" for v, k in top), highlight=False)
     labels = d.get("labels") or {}
     if labels.get("value") is not None:
         console.print(

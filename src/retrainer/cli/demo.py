@@ -19,6 +19,7 @@ from retrainer.cli.common import (
     _settings,
     console,
     fail,
+    plain,
     state_printer,
     trigger_and_wait,
 )
@@ -304,7 +305,9 @@ def demo() -> None:
         title=f"{spec.name}: the loop in {time.monotonic() - started:.0f} s",
     )
     for step, outcome, version in steps:
-        table.add_row(step, outcome, "none" if version in ("None", "?") else f"v{version}")
+        table.add_row(
+            plain(step), plain(outcome), "none" if version in ("None", "?") else f"v{version}"
+        )
     console.print()
     console.print(table)
     if len(deploy_seconds) == 2 and spec.deployment.rollout.strategy != "direct":

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from retrainer.cli.common import _settings, console, err, fail, plain
-from retrainer.errors import RetrainerError
+from retrainer.errors import RetrainerError, SpecError
 
 app = typer.Typer()
 specs = typer.Typer(help="Model specs: check them.", no_args_is_help=True)
@@ -118,13 +118,13 @@ def models() -> None:
             continue
         versions = model_versions(spec.name, settings)
         for v in versions:
-            table.add_row(
+            table.add_row(  # values from MLflow tags: shown as written, never as markup
                 spec.name,
-                v["version"],
-                ", ".join(v["aliases"]),
-                v["gate"],
-                v["metric"],
-                v["dag_run_id"] or "",
+                plain(v["version"]),
+                plain(", ".join(v["aliases"])),
+                plain(v["gate"]),
+                plain(v["metric"]),
+                plain(v["dag_run_id"] or ""),
             )
         if versions:
             version, spent = champion_cost(spec, settings)
@@ -144,10 +144,16 @@ def history(model: Annotated[str, typer.Argument(help="model name")]) -> None:
     """The promotion ledger of MODEL: every promotion and rollback, newest first."""
     from datetime import UTC, datetime
 
+    from retrainer.spec import find_spec
     from retrainer.stores.ledger import history as read_history
     from retrainer.stores.tracking import mlflow_client
 
-    entries = read_history(mlflow_client(_settings()), model)
+    settings = _settings()
+    try:  # a mistyped name is said, not an empty ledger; a spec's name is safe in a filter
+        model = find_spec(settings.models_dir, model).name
+    except SpecError as exc:
+        fail(str(exc))
+    entries = read_history(mlflow_client(settings), model)
     if not entries:
         console.print(f"no promotions recorded for {plain(model)}")
         return
@@ -159,9 +165,9 @@ def history(model: Annotated[str, typer.Argument(help="model name")]) -> None:
         metrics = ", ".join(f"{k}={v}" for k, v in sorted(e.metrics.items())[:2])
         table.add_row(
             when,
-            e.action,
-            e.from_version or "-",
-            e.to_version,
+            plain(e.action),
+            plain(e.from_version or "-"),
+            plain(e.to_version),
             plain(e.triggered_by),
             plain(e.reason[:60]),
             plain(metrics),

@@ -52,6 +52,8 @@ def rollback(
     wait: Annotated[bool, typer.Option("--wait/--no-wait")] = True,
 ) -> None:
     """Put an earlier version back behind the serving API, through MODEL's deploy DAG."""
+    from mlflow.exceptions import MlflowException
+
     from retrainer.constants import ALIAS_PREVIOUS
     from retrainer.spec import find_spec
     from retrainer.stores.registry import version_by_alias
@@ -60,6 +62,19 @@ def rollback(
     settings = _settings()
     try:
         spec = find_spec(settings.models_dir, model)
+        if version is not None:  # as the registry writes it: "01" or "1_0" would be another name
+            if not (version.isascii() and version.isdigit()) or int(version) < 1:
+                fail(f"--version: expected a version number such as 3; found {version[:40]!r}")
+            version = str(int(version))
+            try:
+                mlflow_client(settings).get_model_version(spec.name, version)
+            except MlflowException as exc:
+                if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    fail(
+                        f"{spec.name} has no version {version} in the registry: "
+                        "`retrainer models` lists them"
+                    )
+                fail(f"the registry could not be asked about {spec.name} v{version}: {exc}"[:400])
         if version is None:
             prev = version_by_alias(mlflow_client(settings), spec.name, ALIAS_PREVIOUS)
             if prev is None:

@@ -218,8 +218,8 @@ def simulate(
     labels: Annotated[
         bool, typer.Option("--labels", help="also send each row's label as feedback")
     ] = False,
-    limit: Annotated[int | None, typer.Option(help="replay at most this many rows")] = None,
-    batch: Annotated[int, typer.Option(help="rows per request")] = 50,
+    limit: Annotated[int | None, typer.Option(min=1, help="replay at most this many rows")] = None,
+    batch: Annotated[int, typer.Option(min=1, max=10_000, help="rows per request")] = 50,
 ) -> None:
     """Replay real rows to the serving API (and optionally their labels as delayed feedback)."""
     from retrainer.platform.simulate import replay_to
@@ -230,7 +230,7 @@ def simulate(
     try:
         spec = find_spec(settings.models_dir, model)
         df = storage.read_table(str(data))
-        if limit:
+        if limit is not None:
             df = df.head(limit)
         with console.status(f"replaying {len(df)} rows to {settings.serving_url}..."):
             result = replay_to(spec, df, labels=labels, rate=rate, batch=batch)

@@ -66,6 +66,8 @@ def replay(
     """Send every row of `data` (the target column removed) at about `rate` rows per second."""
     import httpx
 
+    if batch < 1:
+        raise SimulationError(f"batch: expected at least 1 row per request; found {batch}")
     if labels and (not target or target not in data.columns):
         raise SimulationError(
             f"--labels needs the target column {target!r} in the data; found columns {list(data.columns)[:20]}"
@@ -92,26 +94,40 @@ def replay(
                 if resp.status_code in (401, 404):
                     raise SimulationError(f"POST /models/{model}/predict: {result.errors[-1]}")
             else:
-                body = resp.json()
+                try:
+                    body = resp.json()
+                    request_id = body["request_id"]
+                except (ValueError, KeyError, TypeError):
+                    raise SimulationError(
+                        f"{url}: /models/{model}/predict answered 200 without a request id "
+                        f"({resp.text[:120]!r}): is this retrainer's serving API?"
+                    ) from None
                 result.rows += len(chunk)
                 result.versions[str(body.get("model_version"))] += len(chunk)
                 if labels:
                     items = [
-                        {"request_id": body["request_id"], "row": i, "label": _plain(y)}
+                        {"request_id": request_id, "row": i, "label": _plain(y)}
                         for i, y in enumerate(truth[lo : lo + batch])
                         if not _missing(y)
                     ]
-                    fb = http.post(f"/models/{model}/feedback", json={"labels": items})
-                    if fb.status_code == 200:
-                        result.labelled += len(items)
+                    try:
+                        fb = http.post(f"/models/{model}/feedback", json={"labels": items})
+                    except httpx.HTTPError as exc:
+                        result.errors.append(f"feedback: no answer ({type(exc).__name__})")
                     else:
-                        result.errors.append(f"feedback HTTP {fb.status_code}: {fb.text[:300]}")
+                        if fb.status_code == 200:
+                            result.labelled += len(items)
+                        else:
+                            result.errors.append(f"feedback HTTP {fb.status_code}: {fb.text[:300]}")
             if rate:
                 ahead = (lo + len(chunk)) / rate - (time.monotonic() - started)
                 if ahead > 0:
                     time.sleep(ahead)
         if admin_token:
-            http.post("/flush", headers={"authorization": f"Bearer {admin_token}"})
+            try:
+                http.post("/flush", headers={"authorization": f"Bearer {admin_token}"})
+            except httpx.HTTPError as exc:
+                result.errors.append(f"flush: no answer ({type(exc).__name__})")
     result.seconds = time.monotonic() - started
     return result
 
