@@ -194,18 +194,24 @@ class Challenger:
         self.batcher = batcher  # predicts in `executor`
         self.queue: asyncio.Queue[Mirror] = asyncio.Queue()
         self.queued_rows = 0
-        self.executor = executor  # also writes the shadow log (an fsync'd append blocks)
+        self.executor = executor
         self.worker: asyncio.Task[None] | None = None
         self.shadow: ShadowProcess | None = None
+        self._shadow_lock = threading.Lock()  # started off the event loop, by one thread at once
 
     def shadow_process(self, champion: LoadedModel) -> ShadowProcess:
-        """The shadow's process, holding this champion (a new one if the champion changed)."""
-        if self.shadow is not None and self.shadow.champion is not champion:
-            self.shadow.close()
-            self.shadow = None
-        if self.shadow is None:
-            self.shadow = ShadowProcess(self.handle, champion)
-        return self.shadow
+        """The shadow's process, holding this champion (a new one if the champion changed, or
+        if the last one died). Starting one pickles both models and spawns a process: call it
+        off the event loop (`asyncio.to_thread`), or every request waits meanwhile."""
+        with self._shadow_lock:
+            if self.shadow is not None and (
+                self.shadow.champion is not champion or self.shadow.broken
+            ):
+                self.shadow.close()
+                self.shadow = None
+            if self.shadow is None:
+                self.shadow = ShadowProcess(self.handle, champion)
+            return self.shadow
 
     def close(self) -> None:
         """Out of traffic at once: no new request reaches it; queued mirrors are dropped."""

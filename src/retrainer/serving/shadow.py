@@ -18,6 +18,7 @@ import os
 import pickle
 import time
 from concurrent.futures import Future
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,8 +172,19 @@ class ShadowProcess:
         self.pairs += 1
         return self.pool.submit(paired, rows, self.pairs)
 
+    @property
+    def broken(self) -> bool:
+        """Its process died (killed, out of memory): a new one is needed."""
+        return bool(getattr(self.pool, "_broken", False))
+
     def close(self) -> None:
+        """Stop it now: a call still running in it (a hung challenger) is not waited for, and
+        its process is ended rather than left spinning."""
+        processes = list((getattr(self.pool, "_processes", None) or {}).values())
         self.pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            with suppress(Exception):
+                process.terminate()
 
 
 __all__ = ["PAIRED_EVERY", "PAIRED_ROWS", "Call", "Scored", "ShadowProcess", "score"]

@@ -227,13 +227,16 @@ class ServingState:
             rollout = self.rollouts.get(name)
             if rollout is None or rollout.step.mode != "canary" or len(rows) > PAIRED_ROWS:
                 return
-            step, shadow = rollout.step, rollout.challenger.shadow
-            if shadow is None or rollout.challenger.handle is not handle:
+            step, champion = rollout.step, self.models.get(name)
+            if rollout.challenger.handle is not handle or champion is None or champion is handle:
                 return
             with step.lock:
                 due = step.paired.due()
             if not due:
                 return
+            # against the champion serving now (a reload changes it), in a live process (a dead
+            # one is replaced): this runs in the challenger's thread, off the event loop
+            shadow = rollout.challenger.shadow_process(champion)
 
             def record(done: Future[tuple[float, float]]) -> None:
                 if done.cancelled() or done.exception() is not None:
@@ -272,10 +275,6 @@ class ServingState:
             )
         rollout = Rollout(challenger, Step(mode, fraction, key))
         self.rollouts[name] = rollout
-        champion = self.models.get(name)
-        if champion is not None and champion is not handle:
-            # shadow: scores the mirrors; both modes: the paired timings of the latency check
-            challenger.shadow_process(champion)  # started before the first request
         if old is not None and old.challenger is not challenger:
             old.challenger.close()
         self._show_role(handle, CHALLENGER)
@@ -371,7 +370,7 @@ class ServingState:
         fails), then compare with the champion and log, in the challenger's thread; a request
         the challenger fails is counted, not retried."""
         champion, step = items[0].champion, items[0].step
-        shadow = challenger.shadow_process(champion)
+        shadow = await asyncio.to_thread(challenger.shadow_process, champion)
         with step.lock:
             pair = step.paired.due()
         try:
@@ -411,8 +410,12 @@ class ServingState:
             else:
                 answered.append((it, answer))
         for start in range(0, len(answered), SHADOW_SLICE):
-            await asyncio.sleep(0)
-            self._log_mirrors(handle, answered[start : start + SHADOW_SLICE])
+            part = answered[start : start + SHADOW_SLICE]
+            if self.options.fsync:  # an fsync'd append blocks for milliseconds: not on the loop
+                await asyncio.to_thread(self._log_mirrors, handle, part)
+            else:
+                await asyncio.sleep(0)
+                self._log_mirrors(handle, part)
 
     def _log_mirrors(self, handle: LoadedModel, scored: list[tuple[Mirror, Answer]]) -> None:
         """One shadow-log append for the batch (per champion version in it), then the step's

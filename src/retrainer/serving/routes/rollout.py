@@ -129,7 +129,13 @@ async def put_rollout(state: ServingState, name: str, request: Request) -> dict[
                 ) from None
         assert handle is not None
         _check_key(handle, key, "challenger")
-        state.start_rollout(handle, mode, fraction, key)
+        rollout = state.start_rollout(handle, mode, fraction, key)
+        serving = state.models.get(name)
+        if serving is not None and serving is not handle:
+            # shadow: scores the mirrors; both modes: the paired timings of the latency check.
+            # Started now, before the first request, and off the event loop (it pickles both
+            # models and spawns a process: on the loop, every request waited meanwhile).
+            await asyncio.to_thread(rollout.challenger.shadow_process, serving)
     log.info("rollout of %s: %s of v%s at %g (key %s)", name, mode, version, fraction, key)
     return status(state, name)
 
