@@ -254,12 +254,17 @@ def demo() -> None:
 
     def replay_and_check(label: str, path: Path) -> dict[str, Any] | None:
         from retrainer.platform.simulate import replay_to
+        from retrainer.steps.monitor.window import settle_seconds
         from retrainer.stores import storage
 
         df = storage.read_table(str(path))
         with console.status(f"replaying {len(df)} rows of {path.name} with labels..."):
             result = replay_to(spec, df, labels=True)
         console.print(f"\n{label}: {result.rows} rows served, {result.labelled} labels sent")
+        settle = settle_seconds(settings)
+        if settle:  # the check right after the traffic: let its rows be inside the window
+            with console.status(f"waiting {settle} s: a window ends {settle} s before its check"):
+                time.sleep(settle)
         # The demo compresses days into minutes: its checks ignore the cooldown.
         run = trigger_and_wait(spec.monitor_dag_id, {"ignore_cooldown": True})
         check = _print_check(spec, run)

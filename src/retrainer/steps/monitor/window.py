@@ -159,6 +159,16 @@ def window_start(
     return max((e for e in ends if e is not None), default=None)
 
 
+def settle_seconds(settings: Settings) -> int:
+    """How long before its check a window ends: RETRAINER_LOG_SETTLE_SECONDS, else 0 for a log
+    on local disk and S3_SETTLE_SECONDS on S3."""
+    from retrainer.stores import storage
+
+    if settings.log_settle_seconds is not None:
+        return settings.log_settle_seconds
+    return S3_SETTLE_SECONDS if storage.is_s3(settings.inference_log_root) else 0
+
+
 def read_window(
     spec: ModelSpec, ctx: RunContext, settings: Settings | None = None, now: datetime | None = None
 ) -> dict[str, Any]:
@@ -177,10 +187,7 @@ def read_window(
     run = client.get_run(run_id)
     end = parse_ts(run.data.tags.get(C.TAG_WINDOW_END))
     if end is None:
-        settle = settings.log_settle_seconds
-        if settle is None:
-            settle = S3_SETTLE_SECONDS if storage.is_s3(settings.inference_log_root) else 0
-        end = (now or datetime.now(UTC)) - timedelta(seconds=settle)
+        end = (now or datetime.now(UTC)) - timedelta(seconds=settle_seconds(settings))
         start = window_start(client, spec, settings, exclude_run=run_id)
         if start is not None and end < start:  # checks closer together than the settle time
             end = start
