@@ -198,12 +198,15 @@ class Challenger:
         self.worker: asyncio.Task[None] | None = None
         self.shadow: ShadowProcess | None = None
         self._shadow_lock = threading.Lock()  # started off the event loop, by one thread at once
+        self._closed = False
 
     def shadow_process(self, champion: LoadedModel) -> ShadowProcess:
         """The shadow's process, holding this champion (a new one if the champion changed, or
         if the last one died). Starting one pickles both models and spawns a process: call it
         off the event loop (`asyncio.to_thread`), or every request waits meanwhile."""
         with self._shadow_lock:
+            if self._closed:
+                raise RuntimeError(f"{self.handle.name}: the challenger was taken out of traffic")
             if self.shadow is not None and (
                 self.shadow.champion is not champion or self.shadow.broken
             ):
@@ -211,10 +214,17 @@ class Challenger:
                 self.shadow = None
             if self.shadow is None:
                 self.shadow = ShadowProcess(self.handle, champion)
+                if self._closed:  # closed while it started: never leave its process behind
+                    self.shadow.close()
+                    self.shadow = None
+                    raise RuntimeError(
+                        f"{self.handle.name}: the challenger was taken out of traffic"
+                    )
             return self.shadow
 
     def close(self) -> None:
         """Out of traffic at once: no new request reaches it; queued mirrors are dropped."""
+        self._closed = True  # (a shadow process starting in a thread now closes itself)
         self.batcher.close()
         if self.worker is not None:
             self.worker.cancel()

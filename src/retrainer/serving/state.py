@@ -236,7 +236,10 @@ class ServingState:
                 return
             # against the champion serving now (a reload changes it), in a live process (a dead
             # one is replaced): this runs in the challenger's thread, off the event loop
-            shadow = rollout.challenger.shadow_process(champion)
+            try:
+                shadow = rollout.challenger.shadow_process(champion)
+            except Exception:  # taken out of traffic meanwhile, or no process can start: no pair
+                return
 
             def record(done: Future[tuple[float, float]]) -> None:
                 if done.cancelled() or done.exception() is not None:
