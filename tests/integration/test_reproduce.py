@@ -124,7 +124,7 @@ def test_pruning_deletes_only_its_own_run_folders_and_never_on_a_registry_error(
     def denied(*args, **kwargs):
         raise MlflowException("no permission", error_code="PERMISSION_DENIED")
 
-    monkeypatch.setattr("retrainer.stores.registry.versions_for_run", denied)
+    monkeypatch.setattr("retrainer.stores.registry.registered_by_run", denied)
     fates = snap.prune(spec(), now=later)
     assert fates and all(f.keep for f in fates)
     assert any(f.why.startswith("the registry could not be asked (") for f in fates)

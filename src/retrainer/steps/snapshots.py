@@ -44,8 +44,13 @@ def plan_retention(
         max_results=10_000,
     )
     from retrainer.stores import storage
-    from retrainer.stores.registry import versions_for_run
+    from retrainer.stores.registry import registered_by_run
 
+    try:  # the versions registered from each run, whatever tags the runs hold
+        registered: dict[str, list[int]] | None = registered_by_run(client, spec.name)
+        unasked = ""
+    except MlflowException as exc:  # MLflow down, no permission: never read as "deleted"
+        registered, unasked = None, f"the registry could not be asked ({exc.error_code})"
     home = storage.join(settings.work_root, spec.name)
     fates = []
     for run in runs:
@@ -55,15 +60,10 @@ def plan_retention(
             # a tag anyone who may edit the run can change: never a licence to delete elsewhere
             fates.append(SnapshotFate(folder, True, f"not a run folder under {home}: left alone"))
             continue
-        try:  # the versions registered from the run, whatever tags it holds
-            versions = sorted(
-                int(v.version) for v in versions_for_run(client, spec.name, run.info.run_id)
-            )
-        except MlflowException as exc:  # MLflow down, no permission: never read as "deleted"
-            fates.append(
-                SnapshotFate(folder, True, f"the registry could not be asked ({exc.error_code})")
-            )
+        if registered is None:
+            fates.append(SnapshotFate(folder, True, unasked))
             continue
+        versions = registered.get(run.info.run_id, [])
         if versions:
             names = ", ".join(f"v{v}" for v in versions)
             fates.append(

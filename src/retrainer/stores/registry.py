@@ -45,6 +45,21 @@ def versions_for_run(client: MlflowClient, name: str, run_id: str) -> list[Model
     return list(client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'"))
 
 
+def registered_by_run(client: MlflowClient, name: str) -> dict[str, list[int]]:
+    """Every version of `name`, by the run it was registered from (one paged search)."""
+    by_run: dict[str, list[int]] = {}
+    token = None
+    while True:
+        page = client.search_model_versions(
+            f"name = '{name}'", max_results=10_000, page_token=token
+        )
+        for mv in page:
+            by_run.setdefault(mv.run_id or "", []).append(int(mv.version))
+        token = page.token
+        if not token:
+            return {run: sorted(versions) for run, versions in by_run.items()}
+
+
 def ensure_registered_model(client: MlflowClient, name: str, description: str = "") -> None:
     from mlflow.exceptions import MlflowException
 
