@@ -99,6 +99,9 @@ copy_spec(  # a PSI limit low enough that sampling noise passes it: significance
 copy_spec(  # a drop limit so lenient that a trusted estimate holds any drift retrain back
     "credit_default", "credit_est", monitoring={"max_estimated_drop": 0.5, "min_rows": 100}
 )
+copy_spec(  # a window cap small enough for a test's traffic to pass it
+    "credit_default", "credit_rows", monitoring={"max_rows": 250, "min_rows": 100}
+)
 copy_spec("breast_cancer", "plug_bc")
 copy_spec(
     "breast_cancer",

@@ -328,6 +328,14 @@ class MonitoringSpec(_Strict):
     psi_warn: float = Field(default=0.1, gt=0.0)
     psi_retrain: float = Field(default=0.25, gt=0.0)
     min_rows: int = Field(default=200, ge=1)
+    max_rows: int = Field(
+        default=200_000,
+        ge=1,
+        le=100_000_000,
+        description="a window that logged more rows (a paused monitor, the first check of a "
+        "busy model) is checked on a uniform random sample of this many, read one log file at "
+        "a time, so the check's memory stays bounded; the decision records how many were logged",
+    )
     cooldown: str = "1d"
     fdr: float = Field(
         default=0.0001,
@@ -373,6 +381,11 @@ class MonitoringSpec(_Strict):
             parse_duration(self.cooldown)
         except ValueError as exc:
             raise ValueError(f"cooldown: {exc}") from None
+        if self.max_rows < self.min_rows:
+            raise ValueError(
+                f"max_rows ({self.max_rows}) must be at least min_rows ({self.min_rows}): a "
+                "window is checked on at most max_rows rows and needs min_rows to decide"
+            )
         if self.psi_warn > self.psi_retrain:
             raise ValueError(
                 f"psi_warn ({self.psi_warn}) must not exceed psi_retrain ({self.psi_retrain})"

@@ -61,7 +61,10 @@ class MonitorDecision:
         head = f"{self.decision}: " + "; ".join(self.reasons)
         top = sorted(((v, k) for k, v in self.psi.items() if v is not None), reverse=True)[:5]
         table = ", ".join(f"{k} {v:.3f}" for v, k in top)
-        out = f"{head}\nrows {self.rows}; top PSI: {table or 'n/a'}"
+        counted = f"{self.rows}"
+        if self.window.get("logged_rows"):
+            counted += f" (a random sample of {self.window['logged_rows']} logged: max_rows)"
+        out = f"{head}\nrows {counted}; top PSI: {table or 'n/a'}"
         if self.estimate:
             e = self.estimate
             out += (

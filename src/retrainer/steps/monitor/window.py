@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +55,20 @@ def read_log(
     `LATE_DAYS` before `start`."""
     import pandas as pd
 
+    df = _read_files(_log_files(root, model, start, end, arrived))
+    if arrived or df.empty:
+        return df
+    ts = pd.to_datetime(df["_ts"], utc=True, errors="coerce", format="ISO8601")
+    keep = ts < pd.Timestamp(end)
+    if start is not None:
+        keep &= ts >= pd.Timestamp(start)
+    return df[keep.to_numpy()].reset_index(drop=True)
+
+
+def _log_files(
+    root: str, model: str, start: datetime | None, end: datetime, arrived: bool
+) -> list[str]:
+    """The files `read_log` reads: by day partition, or (`arrived`) by when each landed."""
     from retrainer.errors import DataError
     from retrainer.stores import storage
 
@@ -70,19 +84,22 @@ def read_log(
                 timed += storage.list_data_files_timed(storage.join(base, f"date={day}"))
             except DataError:
                 continue
-    if arrived:
-        low = start.timestamp() if start is not None else float("-inf")
-        files = [f for f, t in timed if low <= t < end.timestamp()]
-    else:
-        files = [f for f, _ in timed]
-    df = _read_files(files)
-    if arrived or df.empty:
-        return df
-    ts = pd.to_datetime(df["_ts"], utc=True, errors="coerce", format="ISO8601")
-    keep = ts < pd.Timestamp(end)
-    if start is not None:
-        keep &= ts >= pd.Timestamp(start)
-    return df[keep.to_numpy()].reset_index(drop=True)
+    if not arrived:
+        return [f for f, _ in timed]
+    low = start.timestamp() if start is not None else float("-inf")
+    return [f for f, t in timed if low <= t < end.timestamp()]
+
+
+def _log_frames(files: list[str]) -> Iterator[pd.DataFrame]:
+    """Each log file's rows, one file at a time; a torn or corrupt part is skipped, logged."""
+    from retrainer.errors import DataError
+    from retrainer.stores import storage
+
+    for f in files:
+        try:
+            yield storage._parse(storage.read_bytes(f), f)
+        except DataError as exc:  # a torn or corrupt part never stops the check
+            log.warning("skipping unreadable log file %s: %s", f, exc)
 
 
 def _read_files(
@@ -91,20 +108,47 @@ def _read_files(
     """The log files' rows in one frame (`keep`: each file's rows to keep, as it is read)."""
     import pandas as pd
 
-    from retrainer.errors import DataError
-    from retrainer.stores import storage
-
-    frames = []
-    for f in files:
-        try:
-            frame = storage._parse(storage.read_bytes(f), f)
-        except DataError as exc:  # a torn or corrupt part never stops the check
-            log.warning("skipping unreadable log file %s: %s", f, exc)
-            continue
-        frame = keep(frame) if keep is not None else frame
-        if len(frame):
-            frames.append(frame)
+    frames = [f for f in (keep(x) if keep else x for x in _log_frames(files)) if len(f)]
     return pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
+
+
+def sample_files(
+    files: list[str],
+    cap: int,
+    seed: int,
+    keep: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+) -> tuple[pd.DataFrame, int]:
+    """At most `cap` of the files' rows (those `keep` keeps), a uniform sample without
+    replacement, and how many there are in all. Bottom-k sampling: each row draws a seeded
+    random key and the `cap` smallest keys are kept, pruned as files are read one at a time, so
+    memory holds at most twice the sample and one file however much was logged. The same files
+    and seed give the same rows, in the order they were logged."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    kept = pd.DataFrame()
+    total = 0
+    bound = 1.0  # a row whose key is at or over the cap-th smallest so far cannot be kept
+    for n, frame in enumerate(_log_frames(files)):
+        frame = keep(frame) if keep is not None else frame
+        total += len(frame)
+        keys = rng.random(len(frame))
+        taken = keys < bound
+        if not taken.any():
+            continue
+        at = n * (1 << 32) + np.flatnonzero(taken)  # file, then row: the order logged
+        part = frame[taken].assign(_sample_key=keys[taken], _sample_at=at)
+        kept = pd.concat([kept, part], ignore_index=True, sort=False) if len(kept) else part
+        if len(kept) > 2 * cap:  # pruned now and then, not after every (small) file
+            kept = kept.nsmallest(cap, "_sample_key")
+            bound = float(kept["_sample_key"].max())
+    if kept.empty:
+        return kept, total
+    if len(kept) > cap:
+        kept = kept.nsmallest(cap, "_sample_key")
+    kept = kept.sort_values("_sample_at", kind="stable").reset_index(drop=True)
+    return kept.drop(columns=["_sample_key", "_sample_at"]), total
 
 
 def read_days(
@@ -196,7 +240,9 @@ def read_window(
     else:
         start = parse_ts(run.data.tags.get(C.TAG_WINDOW_START))
     # by arrival: a row logged late (an outage, an adopted spool) counts in the window it lands in
-    df = champion_rows(read_log(settings.inference_log_root, spec.name, start, end, arrived=True))
+    files = _log_files(settings.inference_log_root, spec.name, start, end, arrived=True)
+    cap = spec.monitoring.max_rows
+    df, logged = sample_files(files, cap, int(end.timestamp() * 1000), champion_rows)
     uri = storage.join(settings.work_root, spec.name, run_key(ctx), "window.parquet")
     if len(df):
         storage.write_table(_parquet_safe(df), uri)
@@ -207,6 +253,15 @@ def read_window(
         "uri": uri if len(df) else None,
         "served_versions": sorted({str(v) for v in df.get("_model_version", [])}),
     }
+    if logged > cap:  # a long window (a paused monitor, the first check): a bounded sample
+        window |= {"logged_rows": logged, "max_rows": cap}
+        log.warning(
+            "the window holds %d logged rows, more than monitoring.max_rows (%d): the check "
+            "reads a uniform random sample of %d of them (raise max_rows to read more)",
+            logged,
+            cap,
+            cap,
+        )
     log.info(
         "window %s .. %s: %d logged rows of %s",
         window["start"] or "(beginning)",

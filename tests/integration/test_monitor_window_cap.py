@@ -1,0 +1,63 @@
+"""A window holding more rows than monitoring.max_rows, through the real monitor steps and
+MLflow: the check reads a uniform sample of that many, and its decision says how many there were."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import testenv
+from conftest import log_served, register_version
+from retrainer import constants as C
+from retrainer.config.settings import RunContext, get_settings
+
+pytestmark = pytest.mark.integration
+MODEL = "credit_rows"
+TRAFFIC = Path(__file__).resolve().parents[2] / "examples" / "credit" / "traffic"
+
+
+def spec():
+    from retrainer.spec import load_spec
+
+    return load_spec(testenv.MODELS / f"{MODEL}.yaml")
+
+
+def test_a_window_over_max_rows_is_checked_on_a_sample_and_says_so(airflow_db, caplog):
+    from retrainer.steps.monitor import measure, window
+    from retrainer.stores.tracking import mlflow_client
+
+    caplog.set_level(logging.INFO, logger="retrainer")
+    version = register_version(MODEL, f"rows-v1-{time.time_ns()}")
+    base = pd.read_csv(TRAFFIC / "base.csv").drop(columns=["Status"])
+    parts = [base.iloc[k : k + 150] for k in range(0, 600, 150)]  # four log files
+    ids = [
+        log_served(MODEL, version, p.to_dict("records"), ["good"] * len(p), prefix=f"rows{n}")
+        for n, p in enumerate(parts)
+    ]
+    ctx = RunContext(dag_id=f"{MODEL}_monitor", run_id=f"rows-check-{time.time_ns()}")
+    read = window.read_window(spec(), ctx)
+    w = read["window"]
+    assert (w["rows"], w["logged_rows"], w["max_rows"]) == (250, 600, 250)
+    assert "more than monitoring.max_rows (250)" in caplog.text
+    sample = pd.read_parquet(w["uri"])
+    assert len(sample) == 250 and not sample.duplicated(["_request_id", "_row"]).any()
+    assert set(sample["_request_id"]) == set(ids)  # drawn from every file, not the latest only
+
+    # a retried task reuses the window's bounds and draws the same rows
+    again = window.read_window(spec(), ctx)
+    assert again["window"] == w
+    pd.testing.assert_frame_equal(pd.read_parquet(again["window"]["uri"]), sample)
+
+    measured = measure.measure_drift(spec(), ctx, read)
+    decision = measured["decision"]
+    assert decision["rows"] == 250 and decision["window"]["logged_rows"] == 600
+    logged = mlflow_client(get_settings()).download_artifacts(
+        read["mlflow_run_id"], C.ARTIFACT_MONITOR_DECISION
+    )
+    assert json.loads(Path(logged).read_text())["window"]["logged_rows"] == 600
+    assert "rows 250 (a random sample of 600 logged: max_rows)" in caplog.text

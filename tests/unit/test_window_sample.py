@@ -1,0 +1,94 @@
+"""A monitor window larger than monitoring.max_rows: a uniform sample read one file at a time."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from retrainer.spec import MonitoringSpec
+from retrainer.steps.monitor.window import _read_files, champion_rows, sample_files
+
+
+def write_files(root, count: int, rows: int, width: int = 1) -> list[str]:
+    files = []
+    for n in range(count):
+        frame = pd.DataFrame(
+            {
+                "file": n,
+                "row": np.arange(rows),
+                "_role": ["champion" if i % 10 else "challenger" for i in range(rows)],
+                **{f"x{k}": np.random.default_rng(n).normal(size=rows) for k in range(width)},
+            }
+        )
+        path = root / f"part-{n:04d}.parquet"
+        frame.to_parquet(path)
+        files.append(str(path))
+    return files
+
+
+def test_a_uniform_sample_of_every_file_in_logged_order(tmp_path):
+    files = write_files(tmp_path, 20, 500)
+    sample, total = sample_files(files, 1000, seed=7)
+    assert total == 10_000 and len(sample) == 1000
+    assert not sample.duplicated(["file", "row"]).any()
+    # every file is represented about as its share says (50 each): not only the latest ones
+    per_file = sample["file"].value_counts().reindex(range(20), fill_value=0)
+    assert per_file.between(25, 80).all(), per_file.to_dict()
+    # rows in the middle of a file are as likely as its first ones
+    assert 0.35 < (sample["row"] < 250).mean() < 0.65
+    # in the order they were logged: by file, then by row
+    order = list(zip(sample["file"], sample["row"], strict=True))
+    assert order == sorted(order)
+    # the same files and seed give the same rows (a retried check); another seed others
+    again, _ = sample_files(files, 1000, seed=7)
+    pd.testing.assert_frame_equal(sample, again)
+    other, _ = sample_files(files, 1000, seed=8)
+    assert not other[["file", "row"]].equals(sample[["file", "row"]])
+
+
+def test_under_the_cap_every_row_is_read_as_before(tmp_path):
+    files = write_files(tmp_path, 3, 40)
+    sample, total = sample_files(files, 1000, seed=1)
+    assert total == 120
+    pd.testing.assert_frame_equal(sample, _read_files(files))
+
+
+def test_rows_the_filter_drops_are_neither_sampled_nor_counted(tmp_path):
+    files = write_files(tmp_path, 5, 200)
+    sample, total = sample_files(files, 300, seed=3, keep=champion_rows)
+    assert total == 900 and len(sample) == 300
+    assert set(sample["_role"]) == {"champion"}
+
+
+def test_a_torn_file_is_skipped_and_the_rest_sampled(tmp_path, caplog):
+    files = write_files(tmp_path, 4, 100)
+    (tmp_path / "part-0001.parquet").write_bytes(b"PAR1 torn")
+    sample, total = sample_files(files, 50, seed=3)
+    assert total == 300 and len(sample) == 50 and 1 not in set(sample["file"])
+    assert "skipping unreadable log file" in caplog.text
+
+
+def test_memory_holds_the_sample_not_the_window(tmp_path):
+    files = write_files(tmp_path, 40, 5_000, width=8)
+
+    def peak(read) -> int:
+        tracemalloc.start()
+        try:
+            read()
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    everything = peak(lambda: _read_files(files))
+    sampled = peak(lambda: sample_files(files, 2_000, seed=0))
+    # 200,000 rows read whole against a 2,000-row sample read file by file (5,000 rows each)
+    assert sampled < everything / 5, (sampled, everything)
+
+
+def test_max_rows_below_min_rows_is_refused_with_both_values():
+    with pytest.raises(ValueError, match=r"max_rows \(100\) must be at least min_rows \(200\)"):
+        MonitoringSpec(max_rows=100, min_rows=200)
+    assert MonitoringSpec().max_rows == 200_000
