@@ -63,6 +63,7 @@ bench: install
 	@command -v wrk >/dev/null || apt-get install -y -qq wrk || echo "bench/serving.py needs wrk (Debian package)"
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/drift.py
+	$(BIN)/python bench/monitor_window.py
 	$(BIN)/python bench/models_page.py
 
 # The decision harnesses (README, Decisions with confidence): minutes each; real pools need the

@@ -127,8 +127,8 @@ def sample_files(
     import pandas as pd
 
     rng = np.random.default_rng(seed)
-    kept = pd.DataFrame()
-    total = 0
+    parts: list[pd.DataFrame] = []
+    held = total = 0
     bound = 1.0  # a row whose key is at or over the cap-th smallest so far cannot be kept
     for n, frame in enumerate(_log_frames(files)):
         frame = keep(frame) if keep is not None else frame
@@ -138,13 +138,14 @@ def sample_files(
         if not taken.any():
             continue
         at = n * (1 << 32) + np.flatnonzero(taken)  # file, then row: the order logged
-        part = frame[taken].assign(_sample_key=keys[taken], _sample_at=at)
-        kept = pd.concat([kept, part], ignore_index=True, sort=False) if len(kept) else part
-        if len(kept) > 2 * cap:  # pruned now and then, not after every (small) file
-            kept = kept.nsmallest(cap, "_sample_key")
-            bound = float(kept["_sample_key"].max())
-    if kept.empty:
-        return kept, total
+        parts.append(frame[taken].assign(_sample_key=keys[taken], _sample_at=at))
+        held += len(parts[-1])
+        if held > 2 * cap:  # pruned now and then, not after every (small) file
+            kept = pd.concat(parts, ignore_index=True, sort=False).nsmallest(cap, "_sample_key")
+            parts, held, bound = [kept], cap, float(kept["_sample_key"].max())
+    if not parts:
+        return pd.DataFrame(), total
+    kept = pd.concat(parts, ignore_index=True, sort=False) if len(parts) > 1 else parts[0]
     if len(kept) > cap:
         kept = kept.nsmallest(cap, "_sample_key")
     kept = kept.sort_values("_sample_at", kind="stable").reset_index(drop=True)
