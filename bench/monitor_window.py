@@ -9,7 +9,7 @@ imports (what is left is what reading the window cost):
 
 - baseline: `read_log(..., arrived=True)`, every row of the window in one frame, then the
   champion's rows (what `read_window` did before the cap);
-- retrainer: `_log_files` then `sample_files(files, max_rows, seed, champion_rows)`, what
+- retrainer: `log_files` then `sample_files(files, max_rows, seed, champion_rows)`, what
   `read_window` does now.
 
 Prints rows read, wall time and peak memory of each, and their ratios.
@@ -43,7 +43,7 @@ if mode == "baseline":
     df = window.champion_rows(window.read_log(root, "m", None, end, arrived=True))
     logged = len(df)
 else:
-    files = window._log_files(root, "m", None, end, arrived=True)
+    files = window.log_files(root, "m", None, end, arrived=True)
     df, logged = window.sample_files(files, cap, 1, window.champion_rows)
 wall = time.perf_counter() - t
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -61,3 +61,46 @@ def test_a_window_over_max_rows_is_checked_on_a_sample_and_says_so(airflow_db, c
     )
     assert json.loads(Path(logged).read_text())["window"]["logged_rows"] == 600
     assert "rows 250 (a random sample of 600 logged: max_rows)" in caplog.text
+
+
+def test_labels_over_max_rows_are_sampled_by_row_with_their_corrections(airflow_db, caplog):
+    """Every row of the window labelled, then every label corrected (the world changed): the
+    check reads a sample of rows' labels, each row with its correction, and says so."""
+    from retrainer.serving.inference_log import BatchedParquetLog, now_iso
+    from retrainer.steps.monitor import measure, window
+
+    version = register_version(MODEL, f"rows-v2-{time.time_ns()}")
+    first = RunContext(dag_id=f"{MODEL}_monitor", run_id=f"rows-before-{time.time_ns()}")
+    measure.measure_drift(spec(), first, window.read_window(spec(), first))  # earlier traffic
+    data = pd.read_csv(TRAFFIC / "base.csv")
+    rid = log_served(
+        MODEL, version, data.drop(columns=["Status"]).to_dict("records"), ["good"] * len(data)
+    )
+    answered = now_iso()
+    flipped = data["Status"].map({"good": "bad", "bad": "good"})
+    for labels in (data["Status"], flipped):  # the correction comes last
+        fb = BatchedParquetLog(get_settings().feedback_root, "feedback")
+        fb.append(
+            MODEL,
+            [
+                {
+                    "_request_id": rid,
+                    "_row": i,
+                    "_label": y,
+                    "_ts": now_iso(),
+                    "_answered": answered,
+                }
+                for i, y in enumerate(labels)
+            ],
+        )
+        fb.close()
+        time.sleep(0.01)
+    ctx = RunContext(dag_id=f"{MODEL}_monitor", run_id=f"rows-labels-{time.time_ns()}")
+    labels = measure.measure_drift(spec(), ctx, window.read_window(spec(), ctx))["decision"][
+        "labels"
+    ]
+    # 1,200 labels given for 600 rows; 250 labels' worth read: about 125 rows with both labels
+    assert 100 <= labels["rows"] <= 130, labels
+    assert "labelled rows, of 1200 labels given (monitoring.max_rows)" in labels["note"], labels
+    # each row read with its correction: the flipped labels invert the champion's ranking
+    assert labels["value"] < 0.35, labels

@@ -92,3 +92,22 @@ def test_max_rows_below_min_rows_is_refused_with_both_values():
     with pytest.raises(ValueError, match=r"max_rows \(100\) must be at least min_rows \(200\)"):
         MonitoringSpec(max_rows=100, min_rows=200)
     assert MonitoringSpec().max_rows == 200_000
+
+
+def test_content_keys_keep_or_drop_all_of_a_rows_labels():
+    from retrainer.steps.monitor.window import row_keys, sample_frames
+
+    def labels(value: str) -> pd.DataFrame:
+        return pd.DataFrame(
+            {"_request_id": [f"r{i // 10}" for i in range(2000)], "_row": np.arange(2000) % 10}
+        ).assign(_label=value)
+
+    # each of 2,000 rows labelled twice (a correction), in separate files
+    sample, total = sample_frames(iter([labels("first"), labels("fixed")]), 600, key=row_keys)
+    assert total == 4000 and 600 <= len(sample) <= 602  # ties at the cut are kept whole
+    per_row = sample.groupby(["_request_id", "_row"])["_label"].agg(list)
+    assert all(sorted(v) == ["first", "fixed"] for v in per_row)
+    # the key is the row's own: the same in any frame, spread evenly over [0, 1)
+    keys = row_keys(labels("x"))
+    assert np.array_equal(keys, row_keys(labels("y").iloc[::-1])[::-1])
+    assert 0.45 < keys.mean() < 0.55 and len(np.unique(keys)) == 2000

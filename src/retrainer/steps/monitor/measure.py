@@ -20,8 +20,11 @@ from retrainer.steps.monitor.window import (
     META_COLUMNS,
     champion_rows,
     last_labels,
+    log_files,
+    log_frames,
     read_days,
-    read_log,
+    row_keys,
+    sample_frames,
 )
 
 if TYPE_CHECKING:
@@ -56,21 +59,12 @@ def label_check(
     # the window's own rows with any label of the last LATE_DAYS (one may have come before its
     # row reached the log), and earlier windows' rows whose label arrived now (a label often
     # comes days after its answer), found through the answer time the label carries.
-    fresh = read_log(settings.feedback_root, spec.name, start, end, arrived=True)
-    earlier = (
-        read_log(
-            settings.feedback_root,
-            spec.name,
-            start - timedelta(days=LATE_DAYS),
-            start,
-            arrived=True,
-        )
-        if start is not None
-        else pd.DataFrame()
-    )
-    if fresh.empty and earlier.empty:
+    # At most monitoring.max_rows labelled rows, sampled by row so a row keeps all its labels.
+    labels, given = _read_labels(settings, spec, start, end)
+    if labels.empty:
         return None
-    fb = last_labels(pd.concat([earlier, fresh], ignore_index=True, sort=False))
+    fb = last_labels(labels)
+    fresh = labels[labels.pop("_fresh").to_numpy(dtype=bool)]
     rows = pd.concat(
         [window_df, _answered_before(settings, spec, fresh, window_df, end)], ignore_index=True
     )
@@ -81,9 +75,17 @@ def label_check(
         how="inner",
     )
     n = len(joined)
+    sampled = (
+        f"the labels of a random sample of {len(fb)} labelled rows, of {given} labels given "
+        "(monitoring.max_rows); "
+        if given > len(labels)
+        else ""
+    )
     if n < spec.monitoring.min_rows:
         return LabelCheck(
-            rows=n, metric=metric, note=f"{n} labelled rows < min_rows {spec.monitoring.min_rows}"
+            rows=n,
+            metric=metric,
+            note=f"{sampled}{n} labelled rows < min_rows {spec.monitoring.min_rows}",
         )
     import mlflow.sklearn
 
@@ -95,7 +97,8 @@ def label_check(
     try:
         value = compute_metrics(spec, model, frame, numeric, categorical).get(metric)
     except ValueError as exc:  # e.g. one class only among the labels
-        return LabelCheck(rows=n, metric=metric, note=f"cannot compute {metric}: {exc}"[:300])
+        note = f"{sampled}cannot compute {metric}: {exc}"
+        return LabelCheck(rows=n, metric=metric, note=note[:400])
     bound = spec.gate.thresholds.get(metric)
     threshold = None
     below = False
@@ -105,8 +108,42 @@ def label_check(
         elif metric in LOWER_IS_BETTER and bound.max is not None:
             threshold, below = bound.max, value > bound.max
     return LabelCheck(
-        rows=n, metric=metric, value=value, threshold=threshold, below_threshold=below
+        rows=n,
+        metric=metric,
+        value=value,
+        threshold=threshold,
+        below_threshold=below,
+        note=sampled.rstrip("; "),
     )
+
+
+def _read_labels(
+    settings: Settings, spec: ModelSpec, start: datetime | None, end: datetime
+) -> tuple[pd.DataFrame, int]:
+    """The labels a check reads (`_fresh`: arrived in the window; otherwise in the LATE_DAYS
+    before it, for rows of this window that reached the log after their label), at most
+    monitoring.max_rows rows' worth, and how many label records there were in all."""
+    from itertools import chain
+
+    root, name = settings.feedback_root, spec.name
+    fresh = log_files(root, name, start, end, arrived=True)
+    earlier = (
+        log_files(root, name, start - timedelta(days=LATE_DAYS), start, arrived=True)
+        if start is not None
+        else []
+    )
+    frames = chain(
+        (f.assign(_fresh=False) for f in log_frames(earlier) if _keyed(f)),
+        (f.assign(_fresh=True) for f in log_frames(fresh) if _keyed(f)),
+    )
+    return sample_frames(frames, spec.monitoring.max_rows, key=row_keys)
+
+
+def _keyed(frame: pd.DataFrame) -> bool:
+    ok = {"_request_id", "_row", "_label"} <= set(frame.columns)
+    if not ok and len(frame):
+        log.warning("skipping a feedback file without _request_id, _row and _label columns")
+    return ok
 
 
 def _answered_before(
@@ -116,15 +153,22 @@ def _answered_before(
     window_df: pd.DataFrame,
     end: datetime,
 ) -> pd.DataFrame:
-    """The champion's logged rows, outside this window, that `labels` label: from the day
-    partitions their answer times name (and the next day: a row answered just before midnight
-    may be logged after it), up to LABEL_DAYS back, each read once and cut to those rows as it
-    is read. Labels from request ids that carry no time match only the window's own rows."""
+    """The champion's logged rows that `labels` label and `window_df` lacks (rows of earlier
+    windows, or of this one left out of its sample): from the day partitions their answer times
+    name (and the next day: a row answered just before midnight may be logged after it), up to
+    LABEL_DAYS back, each read once and cut to those rows as it is read. Labels from request ids that carry no time match only the window's own rows."""
     import pandas as pd
 
     if labels.empty or "_answered" not in labels.columns:
         return window_df.iloc[0:0]
-    wanted = labels[~labels["_request_id"].isin(set(window_df["_request_id"]))]
+    # by (request, row): a window read as a sample holds only some rows of a request
+    seen = pd.MultiIndex.from_arrays(
+        [window_df["_request_id"].astype(str), window_df["_row"].astype("int64")]
+    )
+    mine = pd.MultiIndex.from_arrays(
+        [labels["_request_id"].astype(str), labels["_row"].astype("int64")]
+    ).isin(seen)
+    wanted = labels[~mine]
     answered = pd.to_datetime(wanted["_answered"], utc=True, errors="coerce", format="ISO8601")
     ids = set(wanted["_request_id"][answered.notna().to_numpy()])
     oldest = (end - timedelta(days=LABEL_DAYS)).date()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -55,7 +55,7 @@ def read_log(
     `LATE_DAYS` before `start`."""
     import pandas as pd
 
-    df = _read_files(_log_files(root, model, start, end, arrived))
+    df = _read_files(log_files(root, model, start, end, arrived))
     if arrived or df.empty:
         return df
     ts = pd.to_datetime(df["_ts"], utc=True, errors="coerce", format="ISO8601")
@@ -65,7 +65,7 @@ def read_log(
     return df[keep.to_numpy()].reset_index(drop=True)
 
 
-def _log_files(
+def log_files(
     root: str, model: str, start: datetime | None, end: datetime, arrived: bool
 ) -> list[str]:
     """The files `read_log` reads: by day partition, or (`arrived`) by when each landed."""
@@ -90,7 +90,7 @@ def _log_files(
     return [f for f, t in timed if low <= t < end.timestamp()]
 
 
-def _log_frames(files: list[str]) -> Iterator[pd.DataFrame]:
+def log_frames(files: list[str]) -> Iterator[pd.DataFrame]:
     """Each log file's rows, one file at a time; a torn or corrupt part is skipped, logged."""
     from retrainer.errors import DataError
     from retrainer.stores import storage
@@ -108,7 +108,7 @@ def _read_files(
     """The log files' rows in one frame (`keep`: each file's rows to keep, as it is read)."""
     import pandas as pd
 
-    frames = [f for f in (keep(x) if keep else x for x in _log_frames(files)) if len(f)]
+    frames = [f for f in (keep(x) if keep else x for x in log_frames(files)) if len(f)]
     return pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
 
 
@@ -119,37 +119,62 @@ def sample_files(
     keep: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, int]:
     """At most `cap` of the files' rows (those `keep` keeps), a uniform sample without
-    replacement, and how many there are in all. Bottom-k sampling: each row draws a seeded
-    random key and the `cap` smallest keys are kept, pruned as files are read one at a time, so
-    memory holds at most twice the sample and one file however much was logged. The same files
-    and seed give the same rows, in the order they were logged."""
+    replacement drawn with seeded random keys, and how many there are in all (`sample_frames`)."""
+    frames = (keep(f) if keep is not None else f for f in log_frames(files))
+    return sample_frames(frames, cap, seed=seed)
+
+
+def row_keys(frame: pd.DataFrame) -> Any:
+    """A key in [0, 1) per logged row from its (_request_id, _row) alone: every label given for
+    a row shares it, so a sample keeps all of a row's labels (its corrections) or none."""
+    import numpy as np
+    import pandas as pd
+
+    ids = frame[["_request_id", "_row"]].astype({"_request_id": str, "_row": "int64"})
+    h = pd.util.hash_pandas_object(ids, index=False).to_numpy(dtype=np.uint64)
+    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def sample_frames(
+    frames: Iterable[pd.DataFrame],
+    cap: int,
+    seed: int = 0,
+    key: Callable[[pd.DataFrame], Any] | None = None,
+) -> tuple[pd.DataFrame, int]:
+    """At most `cap` of the frames' rows, a uniform sample without replacement, and how many rows
+    there are in all. Bottom-k sampling: each row gets a key in [0, 1) (seeded random, or `key`
+    of its content) and the `cap` smallest keys are kept, pruned as frames arrive one at a time,
+    so memory holds at most twice the sample and one frame however much was logged (rows whose
+    content keys tie at the cut are all kept). The same frames give the same rows, in the order
+    they came."""
     import numpy as np
     import pandas as pd
 
     rng = np.random.default_rng(seed)
     parts: list[pd.DataFrame] = []
     held = total = 0
-    bound = 1.0  # a row whose key is at or over the cap-th smallest so far cannot be kept
-    for n, frame in enumerate(_log_frames(files)):
-        frame = keep(frame) if keep is not None else frame
+    bound = 1.0  # a row whose key is over the cap-th smallest so far cannot be kept
+    for n, frame in enumerate(frames):
         total += len(frame)
-        keys = rng.random(len(frame))
-        taken = keys < bound
+        keys = rng.random(len(frame)) if key is None else key(frame)
+        taken = keys <= bound
         if not taken.any():
             continue
-        at = n * (1 << 32) + np.flatnonzero(taken)  # file, then row: the order logged
+        at = n * (1 << 32) + np.flatnonzero(taken)  # frame, then row: the order they came
         parts.append(frame[taken].assign(_sample_key=keys[taken], _sample_at=at))
         held += len(parts[-1])
-        if held > 2 * cap:  # pruned now and then, not after every (small) file
-            kept = pd.concat(parts, ignore_index=True, sort=False).nsmallest(cap, "_sample_key")
-            parts, held, bound = [kept], cap, float(kept["_sample_key"].max())
+        if held > 2 * cap:  # pruned now and then, not after every (small) frame
+            kept = _smallest(pd.concat(parts, ignore_index=True, sort=False), cap)
+            parts, held, bound = [kept], len(kept), float(kept["_sample_key"].max())
     if not parts:
         return pd.DataFrame(), total
     kept = pd.concat(parts, ignore_index=True, sort=False) if len(parts) > 1 else parts[0]
-    if len(kept) > cap:
-        kept = kept.nsmallest(cap, "_sample_key")
-    kept = kept.sort_values("_sample_at", kind="stable").reset_index(drop=True)
+    kept = _smallest(kept, cap).sort_values("_sample_at", kind="stable").reset_index(drop=True)
     return kept.drop(columns=["_sample_key", "_sample_at"]), total
+
+
+def _smallest(kept: pd.DataFrame, cap: int) -> pd.DataFrame:
+    return kept.nsmallest(cap, "_sample_key", keep="all") if len(kept) > cap else kept
 
 
 def read_days(
@@ -241,7 +266,7 @@ def read_window(
     else:
         start = parse_ts(run.data.tags.get(C.TAG_WINDOW_START))
     # by arrival: a row logged late (an outage, an adopted spool) counts in the window it lands in
-    files = _log_files(settings.inference_log_root, spec.name, start, end, arrived=True)
+    files = log_files(settings.inference_log_root, spec.name, start, end, arrived=True)
     cap = spec.monitoring.max_rows
     df, logged = sample_files(files, cap, int(end.timestamp() * 1000), champion_rows)
     uri = storage.join(settings.work_root, spec.name, run_key(ctx), "window.parquet")
