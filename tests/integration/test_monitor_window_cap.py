@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -39,9 +40,17 @@ def test_a_window_over_max_rows_is_checked_on_a_sample_and_says_so(airflow_db, c
         log_served(MODEL, version, p.to_dict("records"), ["good"] * len(p), prefix=f"rows{n}")
         for n, p in enumerate(parts)
     ]
+    # a check of long ago left its window snapshot: this check deletes it (RETRAINER_SNAPSHOT_DAYS)
+    stale = Path(get_settings().work_root) / MODEL / "rows-check-long-ago" / "window.parquet"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    base.head(5).to_parquet(stale)
+    long_ago = time.time() - (get_settings().snapshot_days + 1) * 86400
+    os.utime(stale, (long_ago, long_ago))
     ctx = RunContext(dag_id=f"{MODEL}_monitor", run_id=f"rows-check-{time.time_ns()}")
     read = window.read_window(spec(), ctx)
     w = read["window"]
+    assert not stale.exists() and Path(w["uri"]).exists()
+    assert "deleted 1 window snapshot(s) of credit_rows older than" in caplog.text
     assert (w["rows"], w["logged_rows"], w["max_rows"]) == (250, 600, 250)
     assert "more than monitoring.max_rows (250)" in caplog.text
     sample = pd.read_parquet(w["uri"])

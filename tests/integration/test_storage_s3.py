@@ -107,3 +107,28 @@ def test_a_listing_gives_each_objects_arrival_time(s3_bucket, tmp_path):
         str(local / "requests-a.parquet"),
         (local / "requests-a.parquet").stat().st_mtime,
     )
+
+
+def test_old_window_snapshots_go_from_a_bucket_and_nothing_else(s3_bucket):
+    from datetime import UTC, datetime, timedelta
+
+    from retrainer.config.settings import Settings, get_settings
+    from retrainer.spec import load_spec
+    from retrainer.steps.snapshots import prune_windows
+
+    spec = load_spec(get_settings().models_dir / "credit_it.yaml")
+    work = f"s3://{s3_bucket}/work"
+    settings = Settings(home=get_settings().home, work_uri=work, snapshot_days=30)
+    home = f"{work}/{spec.name}"
+    kept = [
+        f"{home}/retrain-1/data.parquet",
+        f"{home}/window.parquet",
+        f"{work}/other/c/window.parquet",
+    ]
+    old = [f"{home}/check-1/window.parquet", f"{home}/check-2/window.parquet"]
+    for uri in kept + old:
+        storage.write_table(frame(), uri)
+    assert prune_windows(spec, settings) == []  # all written just now
+    later = datetime.now(UTC) + timedelta(days=31)
+    assert sorted(prune_windows(spec, settings, now=later)) == old
+    assert [u for u in kept + old if storage.exists(u)] == kept

@@ -111,3 +111,39 @@ def test_content_keys_keep_or_drop_all_of_a_rows_labels():
     keys = row_keys(labels("x"))
     assert np.array_equal(keys, row_keys(labels("y").iloc[::-1])[::-1])
     assert 0.45 < keys.mean() < 0.55 and len(np.unique(keys)) == 2000
+
+
+def test_old_window_snapshots_go_and_nothing_else(tmp_path):
+    import os
+    import time
+    from datetime import UTC, datetime
+
+    from credit_spec import credit_spec
+
+    from retrainer.config.settings import Settings
+    from retrainer.steps.snapshots import prune_windows
+
+    settings = Settings(home=tmp_path, snapshot_days=30)
+    spec = credit_spec({"primary_metric": "roc_auc"})
+    home = tmp_path / "work" / spec.name
+    old = time.time() - 31 * 86400
+
+    def snapshot(path, written):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"a": [1]}).to_parquet(path)
+        os.utime(path, (written, written))
+        return path
+
+    stale = snapshot(home / "check-1" / "window.parquet", old)
+    fresh = snapshot(home / "check-2" / "window.parquet", time.time())
+    retrain = snapshot(home / "retrain-1" / "data.parquet", old)  # the retention rule's, not ours
+    beside = snapshot(home / "retrain-1" / "window.parquet", old)  # a run folder with more in it
+    loose = snapshot(home / "window.parquet", old)  # not in a run folder
+    other = snapshot(tmp_path / "work" / "another_model" / "c" / "window.parquet", old)
+    gone = prune_windows(spec, settings, now=datetime.now(UTC))
+    assert sorted(gone) == sorted([str(stale), str(beside)])
+    assert not stale.exists() and not stale.parent.exists()  # its emptied folder too
+    assert not beside.exists() and retrain.exists() and retrain.parent.is_dir()
+    assert fresh.exists() and loose.exists() and other.exists()
+    assert prune_windows(spec, settings) == []  # nothing left to do
+    assert prune_windows(spec, Settings(home=tmp_path / "nothing-yet")) == []

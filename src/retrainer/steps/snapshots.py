@@ -100,3 +100,45 @@ def prune(
             if not fate.keep:
                 storage.remove(fate.uri + "/" if storage.is_s3(fate.uri) else fate.uri)
     return fates
+
+
+WINDOW_FILE = "window.parquet"  # what a monitor check snapshots of its window (work/<model>/<run>/)
+
+
+def prune_windows(
+    spec: ModelSpec, settings: Settings | None = None, now: datetime | None = None
+) -> list[str]:
+    """Delete the monitor's window snapshots written more than `settings.snapshot_days` days ago
+    (each check's rows, read by its own later tasks and by a retry; nothing needs them after),
+    and return them. Only `work/<model>/<run>/window.parquet` files go, and a local run folder
+    left empty; a retrain run's snapshot next to them is never touched."""
+    from pathlib import Path
+
+    from retrainer.errors import DataError
+    from retrainer.stores import storage
+
+    settings = settings or get_settings()
+    home = storage.join(settings.work_root, spec.name)
+    cutoff = ((now or datetime.now(UTC)) - timedelta(days=settings.snapshot_days)).timestamp()
+    try:
+        timed = storage.list_data_files_timed(home)
+    except DataError:  # nothing written yet
+        return []
+    old = []
+    for uri, written in timed:
+        folder, _, name = uri.rpartition("/")
+        parent, _, segment = folder.rpartition("/")
+        if (
+            name == WINDOW_FILE
+            and parent == home
+            and segment not in ("", ".", "..")
+            and (written < cutoff)
+        ):
+            old.append(uri)
+    for uri in old:
+        storage.remove(uri)
+        if not storage.is_s3(uri):
+            folder_path = Path(uri).parent
+            if folder_path.is_dir() and not any(folder_path.iterdir()):
+                folder_path.rmdir()
+    return old

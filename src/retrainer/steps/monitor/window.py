@@ -295,11 +295,32 @@ def read_window(
         len(df),
         spec.name,
     )
+    _prune_windows(spec, settings)
     return {
         "mlflow_run_id": run_id,
         "experiment_id": str(run.info.experiment_id),
         "window": window,
     }
+
+
+def _prune_windows(spec: ModelSpec, settings: Settings) -> None:
+    """Earlier checks' window snapshots past RETRAINER_SNAPSHOT_DAYS go (unattended, one a
+    check would pile up for good); a failure to delete never stops this check."""
+    from retrainer.errors import RetrainerError
+    from retrainer.steps.snapshots import prune_windows
+
+    try:
+        gone = prune_windows(spec, settings)
+    except (RetrainerError, OSError) as exc:
+        log.warning("could not delete old window snapshots of %s: %s", spec.name, exc)
+        return
+    if gone:
+        log.info(
+            "deleted %d window snapshot(s) of %s older than %d days (RETRAINER_SNAPSHOT_DAYS)",
+            len(gone),
+            spec.name,
+            settings.snapshot_days,
+        )
 
 
 def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
