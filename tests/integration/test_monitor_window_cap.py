@@ -110,6 +110,50 @@ def test_labels_over_max_rows_are_sampled_by_row_with_their_corrections(airflow_
     ]
     # 1,200 labels given for 600 rows; 250 labels' worth read: about 125 rows with both labels
     assert 100 <= labels["rows"] <= 130, labels
-    assert "labelled rows, of 1200 labels given (monitoring.max_rows)" in labels["note"], labels
+    assert "of the 1200 labels that arrived in the window, a random sample by row" in labels["note"]
     # each row read with its correction: the flipped labels invert the champion's ranking
     assert labels["value"] < 0.35, labels
+
+
+def test_a_labelled_row_counts_once_when_its_requests_other_rows_are_labelled_later(airflow_db):
+    """One request of 600 rows: half its rows labelled in one window, the other half in the
+    next. Each window counts its own labels: the first half is not counted again when the
+    request is looked up for the second."""
+    from retrainer.serving.inference_log import BatchedParquetLog, now_iso
+    from retrainer.steps.monitor import measure, window
+
+    version = register_version(MODEL, f"rows-v3-{time.time_ns()}")
+    first = RunContext(dag_id=f"{MODEL}_monitor", run_id=f"rows-flush-{time.time_ns()}")
+    measure.measure_drift(spec(), first, window.read_window(spec(), first))  # earlier traffic
+    data = pd.read_csv(TRAFFIC / "base.csv")
+    features = data.drop(columns=["Status"]).to_dict("records")
+    answered = now_iso()
+    rid = log_served(MODEL, version, features, ["good"] * len(data))
+
+    def label(rows: range) -> None:
+        fb = BatchedParquetLog(get_settings().feedback_root, "feedback")
+        fb.append(
+            MODEL,
+            [
+                {
+                    "_request_id": rid,
+                    "_row": i,
+                    "_label": data["Status"].iloc[i],
+                    "_ts": now_iso(),
+                    "_answered": answered,
+                }
+                for i in rows
+            ],
+        )
+        fb.close()
+
+    def check(name: str) -> dict:
+        ctx = RunContext(dag_id=f"{MODEL}_monitor", run_id=f"rows-{name}-{time.time_ns()}")
+        return measure.measure_drift(spec(), ctx, window.read_window(spec(), ctx))["decision"]
+
+    label(range(0, 120))
+    assert check("half-1")["labels"]["rows"] == 120
+    label(range(120, 240))
+    log_served(MODEL, version, features[:150], ["good"] * 150)  # the next window's own traffic
+    second = check("half-2")["labels"]
+    assert second["rows"] == 120, second  # not 240: the first half was counted already

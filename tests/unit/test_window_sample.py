@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from retrainer.spec import MonitoringSpec
-from retrainer.steps.monitor.window import _read_files, champion_rows, sample_files
+from retrainer.steps.monitor.window import champion_rows, read_files, sample_files
 
 
 def write_files(root, count: int, rows: int, width: int = 1) -> list[str]:
@@ -49,11 +49,45 @@ def test_a_uniform_sample_of_every_file_in_logged_order(tmp_path):
     assert not other[["file", "row"]].equals(sample[["file", "row"]])
 
 
+def test_a_retry_that_reads_one_file_more_keeps_every_other_files_draws(tmp_path):
+    files = write_files(tmp_path, 20, 500)
+    torn, _ = sample_files(files[:7] + files[8:], 1000, seed=7)  # file 7 unreadable at first
+    whole, _ = sample_files(files, 1000, seed=7)
+    # the extra file's rows can only push rows out, never draw others from the rest
+    pairs = set(zip(whole["file"], whole["row"], strict=True))
+    before = set(zip(torn["file"], torn["row"], strict=True))
+    assert {p for p in pairs if p[0] != 7} <= before
+    assert len(before - pairs) < 100  # about 50: file 7's share of the 1,000
+
+
+def test_read_days_leaves_files_that_landed_after_the_window(tmp_path):
+    import os
+    import time
+    from datetime import UTC, date, datetime
+
+    from retrainer.steps.monitor.window import read_days
+
+    day = tmp_path / "m" / "date=2026-12-01"
+    day.mkdir(parents=True)
+    now = time.time()
+    for name, landed in (("a.parquet", now - 60), ("b.parquet", now + 60)):
+        pd.DataFrame({"x": [name]}).to_parquet(day / name)
+        os.utime(day / name, (landed, landed))
+    got = read_days(
+        str(tmp_path),
+        "m",
+        {date(2026, 12, 1)},
+        lambda f: f,
+        before=datetime.fromtimestamp(now, UTC),
+    )
+    assert list(got["x"]) == ["a.parquet"]
+
+
 def test_under_the_cap_every_row_is_read_as_before(tmp_path):
     files = write_files(tmp_path, 3, 40)
     sample, total = sample_files(files, 1000, seed=1)
     assert total == 120
-    pd.testing.assert_frame_equal(sample, _read_files(files))
+    pd.testing.assert_frame_equal(sample, read_files(files))
 
 
 def test_rows_the_filter_drops_are_neither_sampled_nor_counted(tmp_path):
@@ -82,7 +116,7 @@ def test_memory_holds_the_sample_not_the_window(tmp_path):
         finally:
             tracemalloc.stop()
 
-    everything = peak(lambda: _read_files(files))
+    everything = peak(lambda: read_files(files))
     sampled = peak(lambda: sample_files(files, 2_000, seed=0))
     # 200,000 rows read whole against a 2,000-row sample read file by file (5,000 rows each)
     assert sampled < everything / 5, (sampled, everything)
@@ -103,7 +137,8 @@ def test_content_keys_keep_or_drop_all_of_a_rows_labels():
         ).assign(_label=value)
 
     # each of 2,000 rows labelled twice (a correction), in separate files
-    sample, total = sample_frames(iter([labels("first"), labels("fixed")]), 600, key=row_keys)
+    frames = ((f, row_keys(f)) for f in (labels("first"), labels("fixed")))
+    sample, total = sample_frames(frames, 600)
     assert total == 4000 and 600 <= len(sample) <= 602  # ties at the cut are kept whole
     per_row = sample.groupby(["_request_id", "_row"])["_label"].agg(list)
     assert all(sorted(v) == ["first", "fixed"] for v in per_row)
@@ -116,7 +151,7 @@ def test_content_keys_keep_or_drop_all_of_a_rows_labels():
 def test_old_window_snapshots_go_and_nothing_else(tmp_path):
     import os
     import time
-    from datetime import UTC, datetime
+    from datetime import UTC, datetime, timedelta
 
     from credit_spec import credit_spec
 
@@ -146,4 +181,10 @@ def test_old_window_snapshots_go_and_nothing_else(tmp_path):
     assert not beside.exists() and retrain.exists() and retrain.parent.is_dir()
     assert fresh.exists() and loose.exists() and other.exists()
     assert prune_windows(spec, settings) == []  # nothing left to do
+    # RETRAINER_SNAPSHOT_DAYS=0 still keeps a day, and never the check's own window
+    zero = Settings(home=tmp_path, snapshot_days=0)
+    assert prune_windows(spec, zero, current=str(fresh)) == [] and fresh.exists()
+    later = datetime.now(UTC) + timedelta(days=2)
+    assert prune_windows(spec, zero, now=later, current=str(fresh)) == [] and fresh.exists()
+    assert prune_windows(spec, zero, now=later) == [str(fresh)]
     assert prune_windows(spec, Settings(home=tmp_path / "nothing-yet")) == []

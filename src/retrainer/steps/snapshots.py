@@ -106,12 +106,16 @@ WINDOW_FILE = "window.parquet"  # what a monitor check snapshots of its window (
 
 
 def prune_windows(
-    spec: ModelSpec, settings: Settings | None = None, now: datetime | None = None
+    spec: ModelSpec,
+    settings: Settings | None = None,
+    now: datetime | None = None,
+    current: str | None = None,
 ) -> list[str]:
     """Delete the monitor's window snapshots written more than `settings.snapshot_days` days ago
-    (each check's rows, read by its own later tasks and by a retry; nothing needs them after),
-    and return them. Only `work/<model>/<run>/window.parquet` files go, and a local run folder
-    left empty; a retrain run's snapshot next to them is never touched."""
+    (at least one: each check's rows, read by its own later tasks and by a retry; nothing needs
+    them after), and return them. Only `work/<model>/<run>/window.parquet` files go (that exact
+    file, and a local run folder it leaves empty), never `current` (the check's own window); a
+    retrain run's snapshot next to them is never touched."""
     from pathlib import Path
 
     from retrainer.errors import DataError
@@ -119,24 +123,22 @@ def prune_windows(
 
     settings = settings or get_settings()
     home = storage.join(settings.work_root, spec.name)
-    cutoff = ((now or datetime.now(UTC)) - timedelta(days=settings.snapshot_days)).timestamp()
+    days = max(settings.snapshot_days, 1)
+    cutoff = ((now or datetime.now(UTC)) - timedelta(days=days)).timestamp()
     try:
         timed = storage.list_data_files_timed(home)
-    except DataError:  # nothing written yet
+    except DataError:
+        storage.exists(home)  # a store that cannot be listed raises here; an empty one is fine
         return []
     old = []
     for uri, written in timed:
         folder, _, name = uri.rpartition("/")
         parent, _, segment = folder.rpartition("/")
-        if (
-            name == WINDOW_FILE
-            and parent == home
-            and segment not in ("", ".", "..")
-            and (written < cutoff)
-        ):
+        in_run_folder = parent == home and segment not in ("", ".", "..")
+        if name == WINDOW_FILE and in_run_folder and written < cutoff and uri != current:
             old.append(uri)
     for uri in old:
-        storage.remove(uri)
+        storage.delete_file(uri)
         if not storage.is_s3(uri):
             folder_path = Path(uri).parent
             if folder_path.is_dir() and not any(folder_path.iterdir()):

@@ -449,6 +449,16 @@ def remove(uri: str) -> None:
         path.unlink(missing_ok=True)
 
 
+def delete_file(uri: str) -> None:
+    """Delete one file or object, that exact key (not a prefix); a missing one is fine."""
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        with _s3_errors(uri):
+            s3_client().delete_object(Bucket=bucket, Key=key)
+        return
+    Path(uri).unlink(missing_ok=True)
+
+
 def table_digest(df: pd.DataFrame) -> str:
     """A short content digest: same rows, columns and dtypes give the same digest, whatever the file."""
     import pandas as pd

@@ -23,7 +23,9 @@ from retrainer.steps.monitor.window import (
     log_files,
     log_frames,
     read_days,
+    read_files,
     row_keys,
+    row_pairs,
     sample_frames,
 )
 
@@ -59,12 +61,13 @@ def label_check(
     # the window's own rows with any label of the last LATE_DAYS (one may have come before its
     # row reached the log), and earlier windows' rows whose label arrived now (a label often
     # comes days after its answer), found through the answer time the label carries.
-    # At most monitoring.max_rows labelled rows, sampled by row so a row keeps all its labels.
-    labels, given = _read_labels(settings, spec, start, end)
-    if labels.empty:
+    # The labels that arrived in the window: at most monitoring.max_rows of them, sampled by row
+    # so that a row keeps all its labels (a correction replaces what it corrects).
+    fresh, given = _fresh_labels(settings, spec, start, end)
+    earlier = _earlier_labels(settings, spec, start, window_df, fresh)
+    if fresh.empty and earlier.empty:
         return None
-    fb = last_labels(labels)
-    fresh = labels[labels.pop("_fresh").to_numpy(dtype=bool)]
+    fb = last_labels(pd.concat([earlier, fresh], ignore_index=True, sort=False))
     rows = pd.concat(
         [window_df, _answered_before(settings, spec, fresh, window_df, end)], ignore_index=True
     )
@@ -76,9 +79,9 @@ def label_check(
     )
     n = len(joined)
     sampled = (
-        f"the labels of a random sample of {len(fb)} labelled rows, of {given} labels given "
+        f"{len(fresh)} of the {given} labels that arrived in the window, a random sample by row "
         "(monitoring.max_rows); "
-        if given > len(labels)
+        if given > len(fresh)
         else ""
     )
     if n < spec.monitoring.min_rows:
@@ -117,26 +120,44 @@ def label_check(
     )
 
 
-def _read_labels(
+def _fresh_labels(
     settings: Settings, spec: ModelSpec, start: datetime | None, end: datetime
 ) -> tuple[pd.DataFrame, int]:
-    """The labels a check reads (`_fresh`: arrived in the window; otherwise in the LATE_DAYS
-    before it, for rows of this window that reached the log after their label), at most
-    monitoring.max_rows rows' worth, and how many label records there were in all."""
-    from itertools import chain
+    """The labels that arrived in the window, at most monitoring.max_rows of them sampled by row
+    (`row_keys`), read one file at a time; and how many arrived."""
+    files = log_files(settings.feedback_root, spec.name, start, end, arrived=True)
+    frames = ((f, row_keys(f)) for _, f in log_frames(files) if _keyed(f))
+    return sample_frames(frames, spec.monitoring.max_rows)
 
-    root, name = settings.feedback_root, spec.name
-    fresh = log_files(root, name, start, end, arrived=True)
-    earlier = (
-        log_files(root, name, start - timedelta(days=LATE_DAYS), start, arrived=True)
-        if start is not None
-        else []
+
+def _earlier_labels(
+    settings: Settings,
+    spec: ModelSpec,
+    start: datetime | None,
+    window_df: pd.DataFrame,
+    fresh: pd.DataFrame,
+) -> pd.DataFrame:
+    """Labels of the LATE_DAYS before the window, for its own rows (a label can reach the log
+    before its row) and for the rows labelled again in it (the last label wins): only those
+    rows' labels are kept, as each file is read."""
+    import pandas as pd
+
+    if start is None:
+        return pd.DataFrame()
+    files = log_files(
+        settings.feedback_root,
+        spec.name,
+        start - timedelta(days=LATE_DAYS),
+        start,
+        arrived=True,
     )
-    frames = chain(
-        (f.assign(_fresh=False) for f in log_frames(earlier) if _keyed(f)),
-        (f.assign(_fresh=True) for f in log_frames(fresh) if _keyed(f)),
+    wanted = row_pairs(window_df)
+    if len(fresh):
+        wanted = wanted.append(row_pairs(fresh))
+    return read_files(
+        files,
+        lambda frame: frame[row_pairs(frame).isin(wanted)] if _keyed(frame) else frame.iloc[0:0],
     )
-    return sample_frames(frames, spec.monitoring.max_rows, key=row_keys)
 
 
 def _keyed(frame: pd.DataFrame) -> bool:
@@ -156,21 +177,17 @@ def _answered_before(
     """The champion's logged rows that `labels` label and `window_df` lacks (rows of earlier
     windows, or of this one left out of its sample): from the day partitions their answer times
     name (and the next day: a row answered just before midnight may be logged after it), up to
-    LABEL_DAYS back, each read once and cut to those rows as it is read. Labels from request ids that carry no time match only the window's own rows."""
+    LABEL_DAYS back, each read once and cut to those rows as it is read; a file that reached the
+    log after the window's end is the next window's. Labels from request ids that carry no time
+    match only the window's own rows."""
     import pandas as pd
 
     if labels.empty or "_answered" not in labels.columns:
         return window_df.iloc[0:0]
-    # by (request, row): a window read as a sample holds only some rows of a request
-    seen = pd.MultiIndex.from_arrays(
-        [window_df["_request_id"].astype(str), window_df["_row"].astype("int64")]
-    )
-    mine = pd.MultiIndex.from_arrays(
-        [labels["_request_id"].astype(str), labels["_row"].astype("int64")]
-    ).isin(seen)
-    wanted = labels[~mine]
+    # by (request, row): a request's other rows may be another window's, or left out of a sample
+    wanted = labels[~row_pairs(labels).isin(row_pairs(window_df))]
     answered = pd.to_datetime(wanted["_answered"], utc=True, errors="coerce", format="ISO8601")
-    ids = set(wanted["_request_id"][answered.notna().to_numpy()])
+    want = row_pairs(wanted[answered.notna().to_numpy()])
     oldest = (end - timedelta(days=LABEL_DAYS)).date()
     days = {d + timedelta(days=k) for d in {t.date() for t in answered.dropna()} for k in (0, 1)}
     found = read_days(
@@ -178,10 +195,11 @@ def _answered_before(
         spec.name,
         {d for d in days if oldest <= d <= end.date()},
         lambda frame: (
-            frame[frame["_request_id"].isin(ids).to_numpy()]
-            if "_request_id" in frame.columns
+            frame[row_pairs(frame).isin(want)]
+            if {"_request_id", "_row"} <= set(frame.columns)
             else frame.iloc[0:0]
         ),
+        before=end,
     )
     return champion_rows(found) if len(found) else window_df.iloc[0:0]
 

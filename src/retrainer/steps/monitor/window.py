@@ -55,7 +55,7 @@ def read_log(
     `LATE_DAYS` before `start`."""
     import pandas as pd
 
-    df = _read_files(log_files(root, model, start, end, arrived))
+    df = read_files(log_files(root, model, start, end, arrived))
     if arrived or df.empty:
         return df
     ts = pd.to_datetime(df["_ts"], utc=True, errors="coerce", format="ISO8601")
@@ -90,25 +90,25 @@ def log_files(
     return [f for f, t in timed if low <= t < end.timestamp()]
 
 
-def log_frames(files: list[str]) -> Iterator[pd.DataFrame]:
-    """Each log file's rows, one file at a time; a torn or corrupt part is skipped, logged."""
+def log_frames(files: list[str]) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Each log file with its rows, one file at a time; a torn or corrupt part is skipped, logged."""
     from retrainer.errors import DataError
     from retrainer.stores import storage
 
     for f in files:
         try:
-            yield storage._parse(storage.read_bytes(f), f)
+            yield f, storage._parse(storage.read_bytes(f), f)
         except DataError as exc:  # a torn or corrupt part never stops the check
             log.warning("skipping unreadable log file %s: %s", f, exc)
 
 
-def _read_files(
+def read_files(
     files: list[str], keep: Callable[[pd.DataFrame], pd.DataFrame] | None = None
 ) -> pd.DataFrame:
     """The log files' rows in one frame (`keep`: each file's rows to keep, as it is read)."""
     import pandas as pd
 
-    frames = [f for f in (keep(x) if keep else x for x in log_frames(files)) if len(f)]
+    frames = [f for f in (keep(x) if keep else x for _, x in log_frames(files)) if len(f)]
     return pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
 
 
@@ -119,9 +119,29 @@ def sample_files(
     keep: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> tuple[pd.DataFrame, int]:
     """At most `cap` of the files' rows (those `keep` keeps), a uniform sample without
-    replacement drawn with seeded random keys, and how many there are in all (`sample_frames`)."""
-    frames = (keep(f) if keep is not None else f for f in log_frames(files))
-    return sample_frames(frames, cap, seed=seed)
+    replacement, and how many there are in all (`sample_frames`). Each file's random keys come
+    from the seed and the file's name: a retry that reads one file more (or one fewer, torn)
+    draws the same keys for every other file."""
+    import zlib
+
+    import numpy as np
+
+    def keyed() -> Iterator[tuple[pd.DataFrame, Any]]:
+        for uri, frame in log_frames(files):
+            frame = keep(frame) if keep is not None else frame
+            rng = np.random.default_rng([seed, zlib.crc32(uri.encode())])
+            yield frame, rng.random(len(frame))
+
+    return sample_frames(keyed(), cap)
+
+
+def row_pairs(frame: pd.DataFrame) -> pd.MultiIndex:
+    """Each logged row's identity: (_request_id, _row)."""
+    import pandas as pd
+
+    return pd.MultiIndex.from_arrays(
+        [frame["_request_id"].astype(str), frame["_row"].astype("int64")]
+    )
 
 
 def row_keys(frame: pd.DataFrame) -> Any:
@@ -130,33 +150,25 @@ def row_keys(frame: pd.DataFrame) -> Any:
     import numpy as np
     import pandas as pd
 
-    ids = frame[["_request_id", "_row"]].astype({"_request_id": str, "_row": "int64"})
-    h = pd.util.hash_pandas_object(ids, index=False).to_numpy(dtype=np.uint64)
+    h = pd.util.hash_pandas_object(row_pairs(frame), index=False).to_numpy(dtype=np.uint64)
     return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def sample_frames(
-    frames: Iterable[pd.DataFrame],
-    cap: int,
-    seed: int = 0,
-    key: Callable[[pd.DataFrame], Any] | None = None,
-) -> tuple[pd.DataFrame, int]:
+def sample_frames(frames: Iterable[tuple[pd.DataFrame, Any]], cap: int) -> tuple[pd.DataFrame, int]:
     """At most `cap` of the frames' rows, a uniform sample without replacement, and how many rows
-    there are in all. Bottom-k sampling: each row gets a key in [0, 1) (seeded random, or `key`
-    of its content) and the `cap` smallest keys are kept, pruned as frames arrive one at a time,
-    so memory holds at most twice the sample and one frame however much was logged (rows whose
-    content keys tie at the cut are all kept). The same frames give the same rows, in the order
-    they came."""
+    there are in all. Bottom-k sampling: each frame comes with a key in [0, 1) per row (random,
+    or of the row's content) and the `cap` rows with the smallest keys are kept, pruned as frames
+    arrive one at a time: memory holds the sample, what was taken since the last pruning (at
+    most as much again) and one frame, however much was logged. Rows whose keys tie at the cut
+    are all kept. The same frames and keys give the same rows, in the order they came."""
     import numpy as np
     import pandas as pd
 
-    rng = np.random.default_rng(seed)
     parts: list[pd.DataFrame] = []
     held = total = 0
     bound = 1.0  # a row whose key is over the cap-th smallest so far cannot be kept
-    for n, frame in enumerate(frames):
+    for n, (frame, keys) in enumerate(frames):
         total += len(frame)
-        keys = rng.random(len(frame)) if key is None else key(frame)
         taken = keys <= bound
         if not taken.any():
             continue
@@ -178,19 +190,27 @@ def _smallest(kept: pd.DataFrame, cap: int) -> pd.DataFrame:
 
 
 def read_days(
-    root: str, model: str, days: set[date], keep: Callable[[pd.DataFrame], pd.DataFrame]
+    root: str,
+    model: str,
+    days: set[date],
+    keep: Callable[[pd.DataFrame], pd.DataFrame],
+    before: datetime,
 ) -> pd.DataFrame:
-    """The rows `keep` keeps of whole day partitions of a log, each read once."""
+    """The rows `keep` keeps of whole day partitions of a log, each read once, from the files
+    that reached the log before `before` (a later one belongs to a later window)."""
     from retrainer.errors import DataError
     from retrainer.stores import storage
 
     files: list[str] = []
     for day in sorted(days):
         try:
-            files += storage.list_data_files(storage.join(root, model, f"date={day.isoformat()}"))
+            timed = storage.list_data_files_timed(
+                storage.join(root, model, f"date={day.isoformat()}")
+            )
         except DataError:  # nothing logged that day, or pruned
             continue
-    return _read_files(files, keep)
+        files += [f for f, t in timed if t < before.timestamp()]
+    return read_files(files, keep)
 
 
 def last_labels(feedback: pd.DataFrame) -> pd.DataFrame:
@@ -295,7 +315,7 @@ def read_window(
         len(df),
         spec.name,
     )
-    _prune_windows(spec, settings)
+    _prune_windows(spec, settings, uri)
     return {
         "mlflow_run_id": run_id,
         "experiment_id": str(run.info.experiment_id),
@@ -303,14 +323,14 @@ def read_window(
     }
 
 
-def _prune_windows(spec: ModelSpec, settings: Settings) -> None:
+def _prune_windows(spec: ModelSpec, settings: Settings, current: str) -> None:
     """Earlier checks' window snapshots past RETRAINER_SNAPSHOT_DAYS go (unattended, one a
     check would pile up for good); a failure to delete never stops this check."""
     from retrainer.errors import RetrainerError
     from retrainer.steps.snapshots import prune_windows
 
     try:
-        gone = prune_windows(spec, settings)
+        gone = prune_windows(spec, settings, current=current)
     except (RetrainerError, OSError) as exc:
         log.warning("could not delete old window snapshots of %s: %s", spec.name, exc)
         return
@@ -319,7 +339,7 @@ def _prune_windows(spec: ModelSpec, settings: Settings) -> None:
             "deleted %d window snapshot(s) of %s older than %d days (RETRAINER_SNAPSHOT_DAYS)",
             len(gone),
             spec.name,
-            settings.snapshot_days,
+            max(settings.snapshot_days, 1),
         )
 
 
