@@ -200,6 +200,14 @@ class Challenger:
         self._shadow_lock = threading.Lock()  # started off the event loop, by one thread at once
         self._closed = False
 
+    def running_shadow(self, champion: LoadedModel) -> ShadowProcess | None:
+        """The shadow's process if it is up for this champion (None: `shadow_process` must start
+        one, off the event loop). Reads only: fit for the event loop, for every mirrored batch."""
+        shadow = self.shadow
+        if self._closed or shadow is None or shadow.champion is not champion or shadow.broken:
+            return None
+        return shadow
+
     def shadow_process(self, champion: LoadedModel) -> ShadowProcess:
         """The shadow's process, holding this champion (a new one if the champion changed, or
         if the last one died). Starting one pickles both models and spawns a process: call it

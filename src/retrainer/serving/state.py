@@ -373,7 +373,10 @@ class ServingState:
         fails), then compare with the champion and log, in the challenger's thread; a request
         the challenger fails is counted, not retried."""
         champion, step = items[0].champion, items[0].step
-        shadow = await asyncio.to_thread(challenger.shadow_process, champion)
+        # a thread only to start one: a hop to the pool and back for every batch cost the loop
+        shadow = challenger.running_shadow(champion)
+        if shadow is None:
+            shadow = await asyncio.to_thread(challenger.shadow_process, champion)
         with step.lock:
             pair = step.paired.due()
         try:
