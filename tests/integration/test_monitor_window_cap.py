@@ -157,3 +157,54 @@ def test_a_labelled_row_counts_once_when_its_requests_other_rows_are_labelled_la
     log_served(MODEL, version, features[:150], ["good"] * 150)  # the next window's own traffic
     second = check("half-2")["labels"]
     assert second["rows"] == 120, second  # not 240: the first half was counted already
+
+
+def test_a_row_left_out_of_the_label_sample_keeps_no_label_its_correction_replaced(airflow_db):
+    """Labels that reached the log before their rows, then every one corrected once the rows
+    landed, with more corrections than max_rows: a row whose correction the sample left out
+    is left out whole, never scored with the label its correction replaced."""
+    from retrainer.serving.inference_log import BatchedParquetLog, now_iso
+    from retrainer.steps.monitor import measure, window
+
+    version = register_version(MODEL, f"rows-v4-{time.time_ns()}")
+    data = pd.read_csv(TRAFFIC / "base.csv")
+    features = data.drop(columns=["Status"]).to_dict("records")
+    rid, answered = f"corr-{time.time_ns()}", now_iso()
+
+    def label(values: pd.Series) -> None:
+        fb = BatchedParquetLog(get_settings().feedback_root, "feedback")
+        fb.append(
+            MODEL,
+            [
+                {
+                    "_request_id": rid,
+                    "_row": i,
+                    "_label": y,
+                    "_ts": now_iso(),
+                    "_answered": answered,
+                }
+                for i, y in enumerate(values)
+            ],
+        )
+        fb.close()
+
+    def check(name: str) -> dict:
+        ctx = RunContext(dag_id=f"{MODEL}_monitor", run_id=f"rows-{name}-{time.time_ns()}")
+        return measure.measure_drift(spec(), ctx, window.read_window(spec(), ctx))["decision"]
+
+    label(data["Status"])  # the labels land first (the rows' upload was retried)
+    log_served(MODEL, version, features[:150], ["good"] * 150)  # other traffic: a decided window
+    assert check("labels-first")["decision"] != "insufficient_data"
+    rows = BatchedParquetLog(get_settings().inference_log_root)  # the rows land, late
+    rows.append(
+        MODEL,
+        [
+            {**r, "_request_id": rid, "_row": i, "_ts": answered, "_model_version": version}
+            for i, r in enumerate(features)
+        ],
+    )
+    rows.close()
+    label(data["Status"].map({"good": "bad", "bad": "good"}))  # every one corrected
+    labels = check("corrected")["labels"]
+    assert labels["rows"] <= 250, labels  # the sample of corrections, not every window row
+    assert labels["value"] < 0.35, labels  # each row with its correction only

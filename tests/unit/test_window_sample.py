@@ -188,3 +188,22 @@ def test_old_window_snapshots_go_and_nothing_else(tmp_path):
     assert prune_windows(spec, zero, now=later, current=str(fresh)) == [] and fresh.exists()
     assert prune_windows(spec, zero, now=later) == [str(fresh)]
     assert prune_windows(spec, Settings(home=tmp_path / "nothing-yet")) == []
+
+
+def test_hand_written_feedback_rows_without_a_whole_row_number_are_skipped(caplog):
+    from retrainer.steps.monitor.measure import _labels_of
+
+    frame = pd.DataFrame(
+        {
+            "_request_id": ["a", "b", 7, "d"],
+            "_row": [0, float("nan"), 2, 1.5],
+            "_label": ["good"] * 4,
+            "_ts": ["2026-12-06T00:00:00+00:00"] * 4,
+        }
+    )
+    got = _labels_of("f.parquet", frame)
+    assert list(zip(got["_request_id"], got["_row"], strict=True)) == [("a", 0), ("7", 2)]
+    assert str(got["_row"].dtype) == "int64"
+    assert "skipping 2 labels in f.parquet whose _row is not a whole number" in caplog.text
+    assert _labels_of("g.parquet", frame.drop(columns=["_ts"])).empty
+    assert "skipping g.parquet: no _request_id, _row, _label and _ts columns" in caplog.text

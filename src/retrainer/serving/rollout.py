@@ -204,9 +204,20 @@ class Challenger:
         """The shadow's process if it is up for this champion (None: `shadow_process` must start
         one, off the event loop). Reads only: fit for the event loop, for every mirrored batch."""
         shadow = self.shadow
-        if self._closed or shadow is None or shadow.champion is not champion or shadow.broken:
+        if self._closed or shadow is None or shadow.champion is not champion:
             return None
-        return shadow
+        return None if shadow.closed or shadow.broken else shadow
+
+    def forget_shadow(self, shadow: ShadowProcess) -> None:
+        """`shadow` died or was shut: closed, so that the next `shadow_process` replaces it.
+        On the event loop: never waits for the lock a thread starting a process holds."""
+        shadow.close()
+        if self._shadow_lock.acquire(blocking=False):
+            try:
+                if self.shadow is shadow:
+                    self.shadow = None
+            finally:
+                self._shadow_lock.release()
 
     def shadow_process(self, champion: LoadedModel) -> ShadowProcess:
         """The shadow's process, holding this champion (a new one if the champion changed, or
@@ -216,7 +227,7 @@ class Challenger:
             if self._closed:
                 raise RuntimeError(f"{self.handle.name}: the challenger was taken out of traffic")
             if self.shadow is not None and (
-                self.shadow.champion is not champion or self.shadow.broken
+                self.shadow.champion is not champion or self.shadow.broken or self.shadow.closed
             ):
                 self.shadow.close()
                 self.shadow = None

@@ -158,6 +158,7 @@ class ShadowProcess:
         self.pool = child_pool(_start, payload)
         self.pool.submit(_ready)  # start it now: its imports take seconds of CPU
         self.pairs = 0
+        self.closed = False
 
     def score(
         self, requests: list[list[dict[str, Any]]], max_rows: int, pair: bool
@@ -180,6 +181,7 @@ class ShadowProcess:
     def close(self) -> None:
         """Stop it now: a call still running in it (a hung challenger) is not waited for, and
         its process is ended rather than left spinning."""
+        self.closed = True
         processes = list((getattr(self.pool, "_processes", None) or {}).values())
         self.pool.shutdown(wait=False, cancel_futures=True)
         for process in processes:

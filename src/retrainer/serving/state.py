@@ -383,15 +383,16 @@ class ServingState:
             scored = await asyncio.wrap_future(
                 shadow.score([it.rows for it in items], self.max_rows, pair)
             )
-        except BrokenProcessPool:
+        except (BrokenProcessPool, RuntimeError) as exc:  # died, or shut by another thread
             log.error(
-                "shadow: the process scoring %s v%s died; %d mirrored requests counted as "
+                "shadow: the process scoring %s v%s %s; %d mirrored requests counted as "
                 "failed, a new one starts with the next",
                 challenger.handle.name,
                 challenger.handle.version,
+                "died" if isinstance(exc, BrokenProcessPool) else f"was shut ({exc})",
                 len(items),
             )
-            challenger.shadow = None
+            challenger.forget_shadow(shadow)
             scored = Scored([None] * len(items))
         await self._record_mirrors(challenger, items, scored)
 

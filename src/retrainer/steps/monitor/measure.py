@@ -55,7 +55,7 @@ def label_check(
     from retrainer.spec import LOWER_IS_BETTER
 
     metric = spec.gate.primary_metric
-    if window_df.empty or "_request_id" not in window_df:
+    if window_df.empty or not {"_request_id", "_row"} <= set(window_df.columns):
         return None
     # A labelled row counts once, in the window where the later of it and its label arrives:
     # the window's own rows with any label of the last LATE_DAYS (one may have come before its
@@ -64,7 +64,10 @@ def label_check(
     # The labels that arrived in the window: at most monitoring.max_rows of them, sampled by row
     # so that a row keeps all its labels (a correction replaces what it corrects).
     fresh, given = _fresh_labels(settings, spec, start, end)
-    earlier = _earlier_labels(settings, spec, start, window_df, fresh)
+    # a sample by row: a row past its cut is left out with all its labels, earlier ones too (or
+    # the label a correction replaced would be scored)
+    cut = float(row_keys(fresh).max()) if given > len(fresh) else 1.0
+    earlier = _earlier_labels(settings, spec, start, window_df, fresh, cut)
     if fresh.empty and earlier.empty:
         return None
     fb = last_labels(pd.concat([earlier, fresh], ignore_index=True, sort=False))
@@ -126,7 +129,8 @@ def _fresh_labels(
     """The labels that arrived in the window, at most monitoring.max_rows of them sampled by row
     (`row_keys`), read one file at a time; and how many arrived."""
     files = log_files(settings.feedback_root, spec.name, start, end, arrived=True)
-    frames = ((f, row_keys(f)) for _, f in log_frames(files) if _keyed(f))
+    labelled = (_labels_of(uri, f) for uri, f in log_frames(files))
+    frames = ((f, row_keys(f)) for f in labelled if len(f))
     return sample_frames(frames, spec.monitoring.max_rows)
 
 
@@ -136,10 +140,12 @@ def _earlier_labels(
     start: datetime | None,
     window_df: pd.DataFrame,
     fresh: pd.DataFrame,
+    cut: float = 1.0,
 ) -> pd.DataFrame:
     """Labels of the LATE_DAYS before the window, for its own rows (a label can reach the log
     before its row) and for the rows labelled again in it (the last label wins): only those
-    rows' labels are kept, as each file is read."""
+    rows' labels are kept, as each file is read, and of those only rows whose `row_keys` are at
+    most `cut` (the fresh labels' sample)."""
     import pandas as pd
 
     if start is None:
@@ -154,17 +160,37 @@ def _earlier_labels(
     wanted = row_pairs(window_df)
     if len(fresh):
         wanted = wanted.append(row_pairs(fresh))
-    return read_files(
-        files,
-        lambda frame: frame[row_pairs(frame).isin(wanted)] if _keyed(frame) else frame.iloc[0:0],
+
+    def keep(frame: pd.DataFrame) -> pd.DataFrame:
+        frame = _labels_of("a feedback file", frame)
+        if frame.empty:
+            return frame
+        mine = row_pairs(frame).isin(wanted) & (row_keys(frame) <= cut)
+        return frame[mine]
+
+    return read_files(files, keep)
+
+
+def _labels_of(uri: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """A feedback file's labels as the check reads them: request ids as text, rows as integers;
+    a file without those columns, or rows whose `_row` is not a whole number, are skipped with a
+    warning (written by hand: /feedback checks both), never a check that fails for good."""
+    import numpy as np
+    import pandas as pd
+
+    if not {"_request_id", "_row", "_label", "_ts"} <= set(frame.columns):
+        if len(frame):
+            log.warning("skipping %s: no _request_id, _row, _label and _ts columns", uri)
+        return frame.iloc[0:0]
+    row = pd.to_numeric(frame["_row"], errors="coerce")
+    whole = (row.notna() & np.isfinite(row) & (row == row.round())).to_numpy()
+    if not whole.all():
+        log.warning(
+            "skipping %d labels in %s whose _row is not a whole number", (~whole).sum(), uri
+        )
+    return frame[whole].assign(
+        _request_id=frame["_request_id"][whole].astype(str), _row=row[whole].astype("int64")
     )
-
-
-def _keyed(frame: pd.DataFrame) -> bool:
-    ok = {"_request_id", "_row", "_label"} <= set(frame.columns)
-    if not ok and len(frame):
-        log.warning("skipping a feedback file without _request_id, _row and _label columns")
-    return ok
 
 
 def _answered_before(
