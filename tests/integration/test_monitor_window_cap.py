@@ -28,6 +28,30 @@ def spec():
     return load_spec(testenv.MODELS / f"{MODEL}.yaml")
 
 
+def log_labels(rid: str, labels, answered: str, rows=None) -> None:
+    """Labels into the feedback log as /feedback writes them: row i of `rows` (default: 0..)
+    gets the i-th of `labels`, all answered at `answered`."""
+    from retrainer.serving.inference_log import BatchedParquetLog, now_iso
+
+    fb = BatchedParquetLog(get_settings().feedback_root, "feedback")
+    fb.append(
+        MODEL,
+        [
+            {"_request_id": rid, "_row": i, "_label": y, "_ts": now_iso(), "_answered": answered}
+            for i, y in zip(rows if rows is not None else range(len(labels)), labels, strict=True)
+        ],
+    )
+    fb.close()
+
+
+def check(name: str) -> dict:
+    """One monitor check through the real steps; its decision."""
+    from retrainer.steps.monitor import measure, window
+
+    ctx = RunContext(dag_id=f"{MODEL}_monitor", run_id=f"rows-{name}-{time.time_ns()}")
+    return measure.measure_drift(spec(), ctx, window.read_window(spec(), ctx))["decision"]
+
+
 def test_a_window_over_max_rows_is_checked_on_a_sample_and_says_so(airflow_db, caplog):
     from retrainer.steps.monitor import measure, window
     from retrainer.stores.tracking import mlflow_client
@@ -75,12 +99,10 @@ def test_a_window_over_max_rows_is_checked_on_a_sample_and_says_so(airflow_db, c
 def test_labels_over_max_rows_are_sampled_by_row_with_their_corrections(airflow_db, caplog):
     """Every row of the window labelled, then every label corrected (the world changed): the
     check reads a sample of rows' labels, each row with its correction, and says so."""
-    from retrainer.serving.inference_log import BatchedParquetLog, now_iso
-    from retrainer.steps.monitor import measure, window
+    from retrainer.serving.inference_log import now_iso
 
     version = register_version(MODEL, f"rows-v2-{time.time_ns()}")
-    first = RunContext(dag_id=f"{MODEL}_monitor", run_id=f"rows-before-{time.time_ns()}")
-    measure.measure_drift(spec(), first, window.read_window(spec(), first))  # earlier traffic
+    check("before")  # earlier traffic: its own window
     data = pd.read_csv(TRAFFIC / "base.csv")
     rid = log_served(
         MODEL, version, data.drop(columns=["Status"]).to_dict("records"), ["good"] * len(data)
@@ -88,26 +110,9 @@ def test_labels_over_max_rows_are_sampled_by_row_with_their_corrections(airflow_
     answered = now_iso()
     flipped = data["Status"].map({"good": "bad", "bad": "good"})
     for labels in (data["Status"], flipped):  # the correction comes last
-        fb = BatchedParquetLog(get_settings().feedback_root, "feedback")
-        fb.append(
-            MODEL,
-            [
-                {
-                    "_request_id": rid,
-                    "_row": i,
-                    "_label": y,
-                    "_ts": now_iso(),
-                    "_answered": answered,
-                }
-                for i, y in enumerate(labels)
-            ],
-        )
-        fb.close()
+        log_labels(rid, list(labels), answered)
         time.sleep(0.01)
-    ctx = RunContext(dag_id=f"{MODEL}_monitor", run_id=f"rows-labels-{time.time_ns()}")
-    labels = measure.measure_drift(spec(), ctx, window.read_window(spec(), ctx))["decision"][
-        "labels"
-    ]
+    labels = check("labels")["labels"]
     # 1,200 labels given for 600 rows; 250 labels' worth read: about 125 rows with both labels
     assert 100 <= labels["rows"] <= 130, labels
     assert "of the 1200 labels that arrived in the window, a random sample by row" in labels["note"]
@@ -119,41 +124,19 @@ def test_a_labelled_row_counts_once_when_its_requests_other_rows_are_labelled_la
     """One request of 600 rows: half its rows labelled in one window, the other half in the
     next. Each window counts its own labels: the first half is not counted again when the
     request is looked up for the second."""
-    from retrainer.serving.inference_log import BatchedParquetLog, now_iso
-    from retrainer.steps.monitor import measure, window
+    from retrainer.serving.inference_log import now_iso
 
     version = register_version(MODEL, f"rows-v3-{time.time_ns()}")
-    first = RunContext(dag_id=f"{MODEL}_monitor", run_id=f"rows-flush-{time.time_ns()}")
-    measure.measure_drift(spec(), first, window.read_window(spec(), first))  # earlier traffic
+    check("flush")  # earlier traffic: its own window
     data = pd.read_csv(TRAFFIC / "base.csv")
     features = data.drop(columns=["Status"]).to_dict("records")
     answered = now_iso()
     rid = log_served(MODEL, version, features, ["good"] * len(data))
 
-    def label(rows: range) -> None:
-        fb = BatchedParquetLog(get_settings().feedback_root, "feedback")
-        fb.append(
-            MODEL,
-            [
-                {
-                    "_request_id": rid,
-                    "_row": i,
-                    "_label": data["Status"].iloc[i],
-                    "_ts": now_iso(),
-                    "_answered": answered,
-                }
-                for i in rows
-            ],
-        )
-        fb.close()
-
-    def check(name: str) -> dict:
-        ctx = RunContext(dag_id=f"{MODEL}_monitor", run_id=f"rows-{name}-{time.time_ns()}")
-        return measure.measure_drift(spec(), ctx, window.read_window(spec(), ctx))["decision"]
-
-    label(range(0, 120))
+    status = list(data["Status"])
+    log_labels(rid, status[:120], answered, rows=range(0, 120))
     assert check("half-1")["labels"]["rows"] == 120
-    label(range(120, 240))
+    log_labels(rid, status[120:240], answered, rows=range(120, 240))
     log_served(MODEL, version, features[:150], ["good"] * 150)  # the next window's own traffic
     second = check("half-2")["labels"]
     assert second["rows"] == 120, second  # not 240: the first half was counted already
@@ -164,35 +147,15 @@ def test_a_row_left_out_of_the_label_sample_keeps_no_label_its_correction_replac
     landed, with more corrections than max_rows: a row whose correction the sample left out
     is left out whole, never scored with the label its correction replaced."""
     from retrainer.serving.inference_log import BatchedParquetLog, now_iso
-    from retrainer.steps.monitor import measure, window
 
     version = register_version(MODEL, f"rows-v4-{time.time_ns()}")
     data = pd.read_csv(TRAFFIC / "base.csv")
     features = data.drop(columns=["Status"]).to_dict("records")
     rid, answered = f"corr-{time.time_ns()}", now_iso()
 
-    def label(values: pd.Series) -> None:
-        fb = BatchedParquetLog(get_settings().feedback_root, "feedback")
-        fb.append(
-            MODEL,
-            [
-                {
-                    "_request_id": rid,
-                    "_row": i,
-                    "_label": y,
-                    "_ts": now_iso(),
-                    "_answered": answered,
-                }
-                for i, y in enumerate(values)
-            ],
-        )
-        fb.close()
-
-    def check(name: str) -> dict:
-        ctx = RunContext(dag_id=f"{MODEL}_monitor", run_id=f"rows-{name}-{time.time_ns()}")
-        return measure.measure_drift(spec(), ctx, window.read_window(spec(), ctx))["decision"]
-
-    label(data["Status"])  # the labels land first (the rows' upload was retried)
+    log_labels(
+        rid, list(data["Status"]), answered
+    )  # the labels land first (the rows' upload was retried)
     log_served(MODEL, version, features[:150], ["good"] * 150)  # other traffic: a decided window
     assert check("labels-first")["decision"] != "insufficient_data"
     rows = BatchedParquetLog(get_settings().inference_log_root)  # the rows land, late
@@ -204,7 +167,7 @@ def test_a_row_left_out_of_the_label_sample_keeps_no_label_its_correction_replac
         ],
     )
     rows.close()
-    label(data["Status"].map({"good": "bad", "bad": "good"}))  # every one corrected
+    log_labels(rid, list(data["Status"].map({"good": "bad", "bad": "good"})), answered)
     labels = check("corrected")["labels"]
     assert labels["rows"] <= 250, labels  # the sample of corrections, not every window row
     assert labels["value"] < 0.35, labels  # each row with its correction only
