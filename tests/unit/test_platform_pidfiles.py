@@ -180,3 +180,37 @@ def test_a_process_of_another_user_is_a_message_not_a_traceback(
     result = runner.invoke(app, ["down"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
     assert "another user" in result.output
+
+
+def test_down_leaves_no_process_of_a_services_group_behind(settings, spawn, tmp_path):
+    """A service whose child outlives it on SIGTERM (a Celery worker's log server did, and stayed
+    for good): `down` waits for the whole group, then kills what is left."""
+    pid_path = tmp_path / "grandchild.pid"
+    lingerer = (
+        "import os, signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        f"open({str(pid_path)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    )
+    service = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {lingerer!r}]); time.sleep(120)"
+    argv = [sys.executable, "-m", "retrainer.platform.supervise", "worker", "--"]
+    proc = spawn([*argv, sys.executable, "-c", service], cwd=settings.home)
+    deadline = time.monotonic() + 20
+    while not pid_path.exists() or not pid_path.read_text():
+        assert time.monotonic() < deadline, "the service never started its child"
+        time.sleep(0.05)
+    grandchild = psutil.Process(int(pid_path.read_text()))
+    services.write_pid_file(settings, "worker", proc.pid)
+    began = time.monotonic()
+    services.stop(settings, say=lambda _: None, timeout=3)
+    assert time.monotonic() - began >= 2.5  # it waited for the group, not only the supervisor
+    proc.wait(timeout=10)
+
+    def gone() -> bool:  # killed: gone, or a zombie until whoever adopted it reaps it
+        try:
+            return not grandchild.is_running() or grandchild.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    deadline = time.monotonic() + 5
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(), grandchild

@@ -495,12 +495,7 @@ def stop(settings: Settings, say: Callable[[str], None] = print, timeout: float 
         if record is None:
             continue
         try:
-            _signal_group(record.pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while is_service_process(record, name, settings.home) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            if is_service_process(record, name, settings.home):
-                _signal_group(record.pid, signal.SIGKILL)
+            _stop_one(record, name, settings.home, timeout)
         except PermissionError:
             refused.append(f"{name} (pid {record.pid})")
             continue
@@ -550,6 +545,46 @@ def set_aside(settings: Settings, say: Callable[[str], None] = print) -> Path:
     settings.home.rename(target)
     say(f"state folder {settings.home} moved to {target}")
     return target
+
+
+def _stop_one(record: PidRecord, name: str, home: Path, timeout: float) -> None:
+    """SIGTERM to the service's group; SIGKILL after `timeout` if the service, or any process
+    of its group, is still there (a Celery worker's log server outlived the worker, for good)."""
+    group = _group_led_by(record.pid)
+    _signal_group(record.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+
+    def running() -> bool:
+        return is_service_process(record, name, home) or _group_alive(group)
+
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if not running():
+        return
+    if group is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+    else:
+        _signal_group(record.pid, signal.SIGKILL)
+
+
+def _group_led_by(pid: int) -> int | None:
+    """The process group `pid` leads (`start` gives each supervisor its own session), or None."""
+    try:
+        return pid if os.getpgid(pid) == pid else None
+    except OSError:
+        return None
+
+
+def _group_alive(group: int | None) -> bool:
+    """Whether any process of the group is left (its leader may be gone: the group lives on)."""
+    if group is None:
+        return False
+    try:
+        os.killpg(group, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def _signal_group(pid: int, sig: int) -> None:
