@@ -550,8 +550,8 @@ def set_aside(settings: Settings, say: Callable[[str], None] = print) -> Path:
 def _stop_one(record: PidRecord, name: str, home: Path, timeout: float) -> None:
     """SIGTERM to the service's group; SIGKILL after `timeout` if the service, or any process
     of its group, is still there (a Celery worker's log server outlived the worker, for good)."""
-    group = _group_led_by(record.pid)
-    _signal_group(record.pid, signal.SIGTERM)
+    group = _group_led_by(record.pid)  # asked once: the group outlives a leader that exits
+    _signal(record.pid, group, signal.SIGTERM)
     deadline = time.monotonic() + timeout
 
     def running() -> bool:
@@ -559,13 +559,8 @@ def _stop_one(record: PidRecord, name: str, home: Path, timeout: float) -> None:
 
     while running() and time.monotonic() < deadline:
         time.sleep(0.2)
-    if not running():
-        return
-    if group is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(group, signal.SIGKILL)
-    else:
-        _signal_group(record.pid, signal.SIGKILL)
+    if running():
+        _signal(record.pid, group, signal.SIGKILL)
 
 
 def _group_led_by(pid: int) -> int | None:
@@ -587,20 +582,14 @@ def _group_alive(group: int | None) -> bool:
     return True
 
 
-def _signal_group(pid: int, sig: int) -> None:
+def _signal(pid: int, group: int | None, sig: int) -> None:
     """Signal the group the service's supervisor leads (`start` gives it its own session), or
     the process alone if it leads none. PermissionError is the caller's to report."""
-    try:
-        leads = os.getpgid(pid) == pid
-    except OSError:
-        leads = False
-    try:
-        if leads:
-            os.killpg(pid, sig)
+    with contextlib.suppress(ProcessLookupError):
+        if group is not None:
+            os.killpg(group, sig)
         else:
             os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def status(settings: Settings) -> list[tuple[str, str, str]]:

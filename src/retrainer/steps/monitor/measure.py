@@ -64,9 +64,10 @@ def label_check(
     # The labels that arrived in the window: at most monitoring.max_rows of them, sampled by row
     # so that a row keeps all its labels (a correction replaces what it corrects).
     fresh, given = _fresh_labels(settings, spec, start, end)
+    sampled = given > len(fresh)
     # a sample by row: a row past its cut is left out with all its labels, earlier ones too (or
     # the label a correction replaced would be scored)
-    cut = float(row_keys(fresh).max()) if given > len(fresh) else 1.0
+    cut = float(row_keys(fresh).max()) if sampled else 1.0
     earlier = _earlier_labels(settings, spec, start, window_df, fresh, cut)
     if fresh.empty and earlier.empty:
         return None
@@ -76,22 +77,22 @@ def label_check(
     )
     rows = rows.assign(_row=rows["_row"].astype("int64")).drop_duplicates(["_request_id", "_row"])
     joined = rows.merge(
-        fb[["_request_id", "_row", "_label"]].assign(_row=fb["_row"].astype("int64")),
+        fb[["_request_id", "_row", "_label"]],  # rows already integers (`_labels_of`)
         on=["_request_id", "_row"],
         how="inner",
     )
     n = len(joined)
-    sampled = (
+    said = (
         f"{len(fresh)} of the {given} labels that arrived in the window, a random sample by row "
         "(monitoring.max_rows); "
-        if given > len(fresh)
+        if sampled
         else ""
     )
     if n < spec.monitoring.min_rows:
         return LabelCheck(
             rows=n,
             metric=metric,
-            note=f"{sampled}{n} labelled rows < min_rows {spec.monitoring.min_rows}",
+            note=f"{said}{n} labelled rows < min_rows {spec.monitoring.min_rows}",
         )
     import mlflow.sklearn
 
@@ -103,7 +104,7 @@ def label_check(
     try:
         value = compute_metrics(spec, model, frame, numeric, categorical).get(metric)
     except ValueError as exc:  # e.g. one class only among the labels
-        note = f"{sampled}cannot compute {metric}: {exc}"
+        note = f"{said}cannot compute {metric}: {exc}"
         return LabelCheck(rows=n, metric=metric, note=note[:400])
     bound = spec.gate.thresholds.get(metric)
     threshold = None
@@ -119,7 +120,7 @@ def label_check(
         value=value,
         threshold=threshold,
         below_threshold=below,
-        note=sampled.rstrip("; "),
+        note=said.rstrip("; "),
     )
 
 

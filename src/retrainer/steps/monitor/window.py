@@ -108,8 +108,16 @@ def read_files(
     """The log files' rows in one frame (`keep`: each file's rows to keep, as it is read)."""
     import pandas as pd
 
-    frames = [f for f in (keep(x) if keep else x for _, x in log_frames(files)) if len(f)]
+    frames = [f for _, f in _kept_frames(files, keep) if len(f)]
     return pd.concat(frames, ignore_index=True, sort=False) if frames else pd.DataFrame()
+
+
+def _kept_frames(
+    files: list[str], keep: Callable[[pd.DataFrame], pd.DataFrame] | None
+) -> Iterator[tuple[str, pd.DataFrame]]:
+    """`log_frames`, each cut to the rows `keep` keeps (all without it)."""
+    for uri, frame in log_frames(files):
+        yield uri, keep(frame) if keep is not None else frame
 
 
 def sample_files(
@@ -127,8 +135,7 @@ def sample_files(
     import numpy as np
 
     def keyed() -> Iterator[tuple[pd.DataFrame, Any]]:
-        for uri, frame in log_frames(files):
-            frame = keep(frame) if keep is not None else frame
+        for uri, frame in _kept_frames(files, keep):
             rng = np.random.default_rng([seed, zlib.crc32(uri.encode())])
             yield frame, rng.random(len(frame))
 
